@@ -1,0 +1,8 @@
+"""dettui's training engine (``python -m engine``).
+
+Importing this package does not import torch: ``engine.errors``, ``engine.events``,
+``engine.rundir``, ``engine.config`` and ``engine.sysinfo`` are torch-free and shared
+with the front-ends in ``tui/``.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,381 @@
+"""The typed config schema: one dataclass per section, a docstring (``doc``) per field.
+
+Validation happens before anything starts (and in the TUI, without torch): unknown keys
+get a "did you mean" hint, wrong types name the file, line, key and expected type.
+Top-level key names follow PaddleDetection's (``epoch``, ``snapshot_epoch``, ``ssod_method``,
+``use_cot``, ``pretrain_weights``...), as do section names (``TrainDataset``, ``TrainReader``,
+``LearningRate``, ``OptimizerBuilder``).
+
+stdlib only: the TUI imports this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.config.loader import KeyPath, LoadedConfig
+from engine.errors import ConfigError
+
+ARCHITECTURES = ("FCOS", "RetinaNet", "FasterRCNN")
+BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3")
+SSOD_METHODS = ("DenseTeacher", "ARSL", "Semi_RTDETR")
+
+# Transform ops allowed in ``sample_transforms``, with the arguments each accepts.
+TRANSFORM_OPS: dict[str, dict[str, str]] = {
+    "Resize": {"target_size": "side length (int) or [h, w]",
+               "keep_ratio": "keep the aspect ratio (longest side = target_size)"},
+    "RandomResize": {"sizes": "list of side lengths; one is drawn per image",
+                     "keep_ratio": "keep the aspect ratio"},
+    "RandomFlip": {"prob": "probability of a horizontal flip"},
+    "ColorJitter": {"brightness": "max relative change", "contrast": "max relative change",
+                    "saturation": "max relative change", "hue": "max hue shift (0-0.5)",
+                    "prob": "probability of applying the jitter"},
+}
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    """A dataclass field with its documentation in ``metadata['doc']``."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass
+class ShapesSpec:
+    """Generate the built-in synthetic shapes dataset here when it is missing."""
+
+    num_images: int = doc("number of images to generate", 400)
+    seed: int = doc("random seed; the same seed always gives the same images", 0)
+    image_size: int = doc("side of the square images in pixels", 160)
+
+
+@dataclass
+class DatasetConfig:
+    """A COCO-format dataset: an images folder plus an instances json."""
+
+    name: Literal["COCODataSet"] = doc("dataset format (only COCO json for now)", "COCODataSet")
+    dataset_dir: str = doc("root folder; relative paths are relative to the working directory", "")
+    image_dir: str = doc("images folder, relative to dataset_dir", "images")
+    anno_path: str = doc("COCO instances json, relative to dataset_dir", "annotations.json")
+    allow_empty: bool = doc("keep images that have no (valid) boxes", False)
+    synthesize: ShapesSpec | None = doc("generate the shapes dataset here if it is missing", None)
+
+
+@dataclass
+class ReaderConfig:
+    """How a dataset is turned into batches."""
+
+    batch_size: int = doc("images per batch (per process)", 8)
+    shuffle: bool = doc("shuffle every epoch", True)
+    drop_last: bool = doc("drop the last incomplete batch", False)
+    sample_transforms: list[dict] = doc(
+        "per-image transforms, a list of one-key mappings {Op: {args}}; ops: "
+        + ", ".join(TRANSFORM_OPS), factory=list)
+
+
+@dataclass
+class BackboneConfig:
+    """The feature extractor under the detection head (an FPN is always on top)."""
+
+    name: str = doc("one of " + ", ".join(BACKBONES), "tiny")
+    width: int = doc("base channel width of the 'tiny' backbone", 32)
+    trainable_layers: int = doc("torchvision backbones: how many stages to train (0-5)", 3)
+    norm: Literal["bn", "frozen_bn"] = doc("normalisation in torchvision backbones", "frozen_bn")
+
+
+@dataclass
+class ModelConfig:
+    """Detector hyperparameters shared by the torchvision architectures."""
+
+    min_size: int = doc("images are resized so their short side is this (pixels)", 160)
+    max_size: int = doc("... and their long side at most this", 160)
+    fpn_channels: int = doc("channels of the FPN levels", 64)
+    anchor_sizes: list[int] = doc("one anchor size per FPN level (RetinaNet, Faster R-CNN), "
+                                  "or the object-size scale of each level (FCOS)",
+                                  factory=lambda: [16, 32, 64, 128])
+    aspect_ratios: list[float] = doc("anchor aspect ratios (RetinaNet, Faster R-CNN)",
+                                     factory=lambda: [0.5, 1.0, 2.0])
+    score_thresh: float = doc("drop detections scoring below this at inference", 0.05)
+    nms_thresh: float = doc("IoU threshold of the per-class NMS", 0.6)
+    detections_per_img: int = doc("keep at most this many detections per image", 100)
+
+
+@dataclass
+class LearningRateConfig:
+    """Learning rate: linear warmup, then a step or cosine schedule, stepped per iteration."""
+
+    base_lr: float = doc("peak learning rate", 0.01)
+    schedule: Literal["cosine", "step", "constant"] = doc("decay after warmup", "cosine")
+    milestones: list[int] = doc("step schedule: epochs at which lr is multiplied by gamma",
+                                factory=list)
+    gamma: float = doc("step schedule: decay factor", 0.1)
+    min_lr_ratio: float = doc("cosine schedule: final lr as a fraction of base_lr", 0.05)
+    warmup_iters: int = doc("iterations of linear warmup", 100)
+    warmup_start_factor: float = doc("lr at iteration 0 as a fraction of base_lr", 0.1)
+
+
+@dataclass
+class OptimizerConfig:
+    """The optimizer and gradient clipping."""
+
+    type: Literal["SGD", "AdamW"] = doc("optimizer", "SGD")
+    momentum: float = doc("SGD momentum", 0.9)
+    weight_decay: float = doc("weight decay (L2 for SGD, decoupled for AdamW)", 1e-4)
+    clip_grad_norm: float = doc("clip the global gradient norm to this; 0 disables", 10.0)
+
+
+@dataclass
+class Config:
+    """A complete dettui training config (after ``_BASE_`` and overrides)."""
+
+    architecture: str = doc("detector: " + ", ".join(ARCHITECTURES), "FCOS")
+    num_classes: int = doc("number of object classes (background excluded)", 0)
+    epoch: int = doc("number of training epochs", 12)
+    epoch_iter: int = doc("iterations per epoch; 0 means one full pass over the data", 0)
+    snapshot_epoch: int = doc("evaluate and save every this many epochs", 1)
+    log_iter: int = doc("write a train event and log line every this many iterations", 20)
+    save_epoch_checkpoints: bool = doc("also keep checkpoints/epoch_NNNN.pt for every "
+                                       "snapshot epoch", False)
+    metric: Literal["COCO"] = doc("evaluation metric", "COCO")
+
+    pretrain_weights: str | None = doc("weights-only init from a local file (.pt/.pth/"
+                                       ".safetensors); mismatched tensors are skipped", None)
+    pretrain_teacher_weights: str | None = doc("semi-supervised: teacher init weights", None)
+    pretrain_student_weights: str | None = doc("semi-supervised: student init weights", None)
+    ssod_method: str | None = doc("semi-supervised trainer: " + ", ".join(SSOD_METHODS), None)
+    use_cot: bool = doc("use the co-tuning (transfer learning) trainer", False)
+
+    use_ema: bool = doc("keep an exponential moving average of the weights; evaluate and "
+                        "save it", False)
+    ema_decay: float = doc("EMA decay", 0.9998)
+    ema_decay_type: Literal["threshold", "exponential", "constant"] = doc(
+        "threshold: min(decay, (1+n)/(10+n)); exponential: decay*(1-exp(-n/2000))", "threshold")
+
+    enable_ce: bool = doc("continuous evaluation: seed every RNG with 0 and use deterministic "
+                          "algorithms, so two runs give the same numbers", False)
+    seed: int = doc("base random seed (ignored under enable_ce, which uses 0)", 42)
+    amp: bool = doc("mixed precision on CUDA (ignored on CPU)", False)
+    device: str = doc("auto, cpu, cuda or cuda:N", "auto")
+    worker_num: int = doc("DataLoader worker processes", 2)
+    fleet: bool = doc("multi-node collective training (rendezvous passed to torchrun)", False)
+    find_unused_parameters: bool = doc("DDP find_unused_parameters", False)
+    norm_type: Literal["bn", "sync_bn"] = doc("sync_bn converts BatchNorm to SyncBatchNorm "
+                                              "under multi-process training", "bn")
+    checkpoint_interval: int = doc("also save checkpoints/last.pt every this many iterations; "
+                                   "0 disables", 0)
+
+    backbone: BackboneConfig = doc("backbone", factory=BackboneConfig)
+    model: ModelConfig = doc("detector hyperparameters", factory=ModelConfig)
+    TrainDataset: DatasetConfig = doc("training data", factory=DatasetConfig)
+    EvalDataset: DatasetConfig = doc("evaluation data", factory=DatasetConfig)
+    TrainReader: ReaderConfig = doc("training batches", factory=ReaderConfig)
+    EvalReader: ReaderConfig = doc("evaluation batches", factory=lambda: ReaderConfig(
+        batch_size=8, shuffle=False))
+    LearningRate: LearningRateConfig = doc("learning-rate schedule",
+                                           factory=LearningRateConfig)
+    OptimizerBuilder: OptimizerConfig = doc("optimizer", factory=OptimizerConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- validation
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "a boolean (true/false)"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if tp is dict or origin is dict:
+        return "a mapping"
+    if origin is list:
+        return "a list"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) if a is not type(None) else "null"
+                           for a in typing.get_args(tp))
+    return str(tp)
+
+
+class _Validator:
+    def __init__(self, loaded: LoadedConfig | None):
+        self.loaded = loaded
+
+    def fail(self, keypath: KeyPath, message: str, hint: str | None = None) -> typing.NoReturn:
+        src = self.loaded.source_of(keypath) if self.loaded else None
+        file = line = None
+        if src is not None:
+            file = src.file if src.override is None else f"-o {src.override}"
+            line = src.line
+        elif self.loaded is not None:
+            file = str(self.loaded.path)
+        raise ConfigError(message, file=file, line=line, key=".".join(keypath), hint=hint)
+
+    def convert(self, tp: Any, value: Any, keypath: KeyPath) -> Any:
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            args = typing.get_args(tp)
+            if value is None and type(None) in args:
+                return None
+            non_null = [a for a in args if a is not type(None)]
+            if len(non_null) == 1:
+                return self.convert(non_null[0], value, keypath)
+            for arg in args:
+                if arg is type(None):
+                    continue
+                try:
+                    return self.convert(arg, value, keypath)
+                except ConfigError:
+                    continue
+            self._type_error(tp, value, keypath)
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                self._type_error(tp, value, keypath)
+            return self.build(tp, value, keypath)
+        if origin is Literal:
+            allowed = typing.get_args(tp)
+            if value not in allowed:
+                close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+                self.fail(keypath, f"{value!r} is not allowed; expected {_type_name(tp)}",
+                          hint=f"did you mean {close[0]!r}?" if close else None)
+            return value
+        if tp is bool:
+            if not isinstance(value, bool):
+                self._type_error(tp, value, keypath)
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self._type_error(tp, value, keypath)
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self._type_error(tp, value, keypath)
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                self._type_error(tp, value, keypath)
+            return value
+        if tp is dict:
+            if not isinstance(value, dict):
+                self._type_error(tp, value, keypath)
+            return value
+        if origin is list:
+            if not isinstance(value, list):
+                self._type_error(tp, value, keypath)
+            (item_tp,) = typing.get_args(tp)
+            return [self.convert(item_tp, v, (*keypath[:-1], f"{keypath[-1]}[{i}]"))
+                    for i, v in enumerate(value)]
+        raise TypeError(f"schema type {tp!r} is not supported")  # a bug in the schema
+
+    def _type_error(self, tp: Any, value: Any, keypath: KeyPath) -> typing.NoReturn:
+        got = "null" if value is None else f"{value!r} ({type(value).__name__})"
+        self.fail(keypath, f"expected {_type_name(tp)}, got {got}")
+
+    def build(self, cls: type, data: dict, prefix: KeyPath) -> Any:
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        kwargs = {}
+        for key, value in data.items():
+            keypath = (*prefix, str(key))
+            if key not in hints:
+                close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+                where = cls.__name__ if prefix else "the top level"
+                self.fail(keypath, f"unknown key in {where}",
+                          hint=(f"did you mean '{close[0]}'?" if close else
+                                "allowed keys: " + ", ".join(names)))
+            kwargs[key] = self.convert(hints[key], value, keypath)
+        return cls(**kwargs)
+
+
+def _check_semantics(cfg: Config, v: _Validator) -> None:
+    if cfg.architecture not in ARCHITECTURES:
+        close = difflib.get_close_matches(cfg.architecture, ARCHITECTURES, n=1)
+        v.fail(("architecture",), f"unknown architecture {cfg.architecture!r}; supported: "
+               + ", ".join(ARCHITECTURES), hint=f"did you mean {close[0]!r}?" if close else None)
+    if cfg.backbone.name not in BACKBONES:
+        close = difflib.get_close_matches(cfg.backbone.name, BACKBONES, n=1)
+        v.fail(("backbone", "name"), f"unknown backbone {cfg.backbone.name!r}; supported: "
+               + ", ".join(BACKBONES), hint=f"did you mean {close[0]!r}?" if close else None)
+    if cfg.ssod_method is not None and cfg.ssod_method not in SSOD_METHODS:
+        v.fail(("ssod_method",), f"unsupported ssod_method {cfg.ssod_method!r}; supported: "
+               + ", ".join(SSOD_METHODS))
+    if cfg.num_classes < 1:
+        v.fail(("num_classes",), "num_classes must be set to the number of object classes (>= 1)")
+    positive = {("epoch",): cfg.epoch, ("snapshot_epoch",): cfg.snapshot_epoch,
+                ("log_iter",): cfg.log_iter,
+                ("TrainReader", "batch_size"): cfg.TrainReader.batch_size,
+                ("EvalReader", "batch_size"): cfg.EvalReader.batch_size,
+                ("model", "min_size"): cfg.model.min_size,
+                ("model", "max_size"): cfg.model.max_size}
+    for keypath, value in positive.items():
+        if value < 1:
+            v.fail(keypath, f"must be >= 1, got {value}")
+    for keypath, value in {("epoch_iter",): cfg.epoch_iter, ("worker_num",): cfg.worker_num,
+                           ("checkpoint_interval",): cfg.checkpoint_interval,
+                           ("LearningRate", "warmup_iters"): cfg.LearningRate.warmup_iters
+                           }.items():
+        if value < 0:
+            v.fail(keypath, f"must be >= 0, got {value}")
+    if cfg.LearningRate.base_lr <= 0:
+        v.fail(("LearningRate", "base_lr"), "must be > 0")
+    if not 0.0 < cfg.ema_decay < 1.0:
+        v.fail(("ema_decay",), f"must be between 0 and 1 (exclusive), got {cfg.ema_decay}")
+    dev = cfg.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        v.fail(("device",), f"unknown device {dev!r}; allowed: auto, cpu, cuda, cuda:N")
+    for section in ("TrainReader", "EvalReader"):
+        ops = getattr(cfg, section).sample_transforms
+        for i, op in enumerate(ops):
+            keypath = (section, f"sample_transforms[{i}]")
+            if not isinstance(op, dict) or len(op) != 1:
+                v.fail(keypath, "each transform is a one-key mapping like {RandomFlip: {prob: 0.5}}")
+            (name, args), = op.items()
+            if name not in TRANSFORM_OPS:
+                close = difflib.get_close_matches(str(name), TRANSFORM_OPS, n=1)
+                v.fail(keypath, f"unknown transform {name!r}; allowed: " + ", ".join(TRANSFORM_OPS),
+                       hint=f"did you mean {close[0]!r}?" if close else None)
+            if args is None:
+                continue
+            if not isinstance(args, dict):
+                v.fail(keypath, f"the arguments of {name} must be a mapping")
+            for arg in args:
+                if arg not in TRANSFORM_OPS[name]:
+                    v.fail(keypath, f"{name} has no argument {arg!r}; allowed: "
+                           + ", ".join(TRANSFORM_OPS[name]))
+
+
+def validate(loaded: LoadedConfig | dict) -> Config:
+    """Check a loaded config against the schema and return the typed ``Config``."""
+    if isinstance(loaded, dict):
+        v, data = _Validator(None), loaded
+    else:
+        v, data = _Validator(loaded), loaded.data
+    cfg = v.build(Config, data, ())
+    _check_semantics(cfg, v)
+    return cfg
+
+
+def field_docs(cls: type = Config, prefix: str = "") -> dict[str, str]:
+    """Every key path of the schema with its documentation (for ``--help`` and the TUI)."""
+    out: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        out[name] = f.metadata.get("doc", "")
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(field_docs(tp, name + "."))
+    return out

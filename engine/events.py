@@ -1,0 +1,148 @@
+"""The event stream of a run: ``events.jsonl`` schema, writer and tolerant reader.
+
+stdlib only: the engine writes it, every front-end reads it. One JSON object per line,
+flushed per line. Every event has ``v`` (schema version), ``t`` (unix time) and ``type``.
+
+Event types and their fields (schema version 1):
+
+``start``       run_id, config, trainer, world_size, device, resume_from, argv, epochs,
+                iters_per_epoch, max_iters, num_params, start_epoch, start_iter
+``train``       epoch (0-based), iter (global, 1-based count of steps done), epoch_iter,
+                iters_per_epoch, max_iters, loss, losses {term: value}, lr, batch_time,
+                data_time, ips (images/s), eta (s), memory (MB of CUDA memory, or null)
+``eval``        epoch, iter, model (student|teacher|ema|model), metrics {AP, AP50, AP75,
+                APs, APm, APl} on the 0-1 scale, per_class {name: AP}, stats (the 12 COCO
+                numbers), eval_time
+``system``      cpu_percent, ram_used_mb, ram_total_mb, proc_rss_mb, gpus [{index, name,
+                util, mem_used_mb, mem_total_mb, temperature, power_w}] (empty without GPU)
+``checkpoint``  path, kind (last|best|epoch|interval), epoch, iter (written after the file
+                is safely in place)
+``status``      status (starting|running|finished|failed|interrupted), message
+``error``       error_type, message, traceback, user_error (bool)
+``log``         level, message (notable log lines, e.g. skipped weights)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log")
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def make_event(type: str, **fields: Any) -> dict[str, Any]:
+    """A new event dict with the version, time and type filled in."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    return {"v": SCHEMA_VERSION, "t": time.time(), "type": type, **fields}
+
+
+def encode(event: dict[str, Any]) -> str:
+    """One line of ``events.jsonl`` (no newline); non-finite floats become null."""
+    return json.dumps(_finite(event), separators=(",", ":"), allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def decode(line: str) -> dict[str, Any] | None:
+    """Parse one line; ``None`` for a blank, truncated or non-event line."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or "type" not in obj:
+        return None
+    return obj
+
+
+class EventWriter:
+    """Appends events to ``events.jsonl``, one line each, flushed per line."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        # A writer killed mid-line leaves a partial last line: start ours on a fresh line.
+        needs_newline = False
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                needs_newline = f.read(1) != b"\n"
+        self._file = open(self.path, "a", encoding="utf-8")
+        if needs_newline:
+            self._file.write("\n")
+            self._file.flush()
+
+    def write(self, type: str, **fields: Any) -> dict[str, Any]:
+        event = make_event(type, **fields)
+        self._file.write(encode(event) + "\n")
+        self._file.flush()
+        return event
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventTail:
+    """Incremental reader: each ``read()`` returns the complete events added since the last.
+
+    A partial last line (the writer is mid-write, or was killed mid-write) stays pending
+    until its newline arrives; a line that never parses is skipped.
+    """
+
+    def __init__(self, path: str | Path, offset: int = 0):
+        self.path = Path(path)
+        self.offset = offset
+        self._pending = b""
+
+    def read(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read() if max_bytes is None else f.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        if not chunk:
+            return []
+        self.offset += len(chunk)
+        data = self._pending + chunk
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        events = []
+        for raw in lines:
+            ev = decode(raw.decode("utf-8", errors="replace"))
+            if ev is not None:
+                events.append(ev)
+        return events
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """All complete events of a file (a truncated last line is ignored)."""
+    return EventTail(path).read()
+
+
+def iter_events(path: str | Path, types: tuple[str, ...] | None = None) -> Iterator[dict]:
+    for ev in read_events(path):
+        if types is None or ev.get("type") in types:
+            yield ev
