@@ -95,6 +95,7 @@ class ModelConfig:
     min_size: int = doc("images are resized so their short side is this (pixels)", 160)
     max_size: int = doc("... and their long side at most this", 160)
     fpn_channels: int = doc("channels of the FPN levels", 64)
+    head_convs: int = doc("conv layers in each branch of the detection head (FCOS, RetinaNet)", 2)
     anchor_sizes: list[int] = doc("one anchor size per FPN level (RetinaNet, Faster R-CNN), "
                                   "or the object-size scale of each level (FCOS)",
                                   factory=lambda: [16, 32, 64, 128])
