@@ -67,3 +67,8 @@ class WeightsError(UserError):
 
 class RunError(UserError):
     """A run id or run directory that does not exist or cannot be used that way."""
+
+
+class StopTraining(Exception):
+    """Raised inside the training loop to leave it cleanly after a checkpoint (a graceful
+    stop requested by SIGINT/SIGTERM). Not an error: the run ends ``interrupted``."""

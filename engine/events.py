@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log")
@@ -82,7 +83,7 @@ class EventWriter:
             with open(self.path, "rb") as f:
                 f.seek(-1, os.SEEK_END)
                 needs_newline = f.read(1) != b"\n"
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
         if needs_newline:
             self._file.write("\n")
             self._file.flush()

@@ -176,9 +176,9 @@ class RunDirectory:
         host) is ``failed``: the engine was killed before it could say so."""
         meta = meta if meta is not None else self.read_meta()
         status = meta.get("status", "failed")
-        if status in ACTIVE and meta.get("host") == socket.gethostname():
-            if not pid_alive(meta.get("pid")):
-                return "failed"
+        if (status in ACTIVE and meta.get("host") == socket.gethostname()
+                and not pid_alive(meta.get("pid"))):
+            return "failed"
         return status
 
     def last_checkpoint(self) -> Path | None:

@@ -20,6 +20,7 @@ stdlib + PyYAML only: the TUI imports this module.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,8 @@ def merge_into(dst: dict, dst_sources: dict[KeyPath, Source], src: dict,
                 dst_sources[sk] = sv
 
 
-def _load_with_base(path: Path, stack: list[Path]) -> tuple[dict, dict[KeyPath, Source], list[Path]]:
+def _load_with_base(path: Path, stack: list[Path]
+                    ) -> tuple[dict, dict[KeyPath, Source], list[Path]]:
     path = path.expanduser()
     resolved = path.resolve()
     if resolved in stack:
@@ -155,7 +157,7 @@ def _load_with_base(path: Path, stack: list[Path]) -> tuple[dict, dict[KeyPath, 
     for base in bases:
         base_path = Path(base).expanduser()
         if not base_path.is_absolute():
-            base_path = path.parent / base_path
+            base_path = Path(os.path.normpath(path.parent / base_path))
         if not base_path.exists():
             raise ConfigError(f"_BASE_ file not found: {base_path}", file=str(path),
                               line=base_line.line if base_line else None, key=BASE_KEY)
@@ -189,7 +191,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.exists():
         raise ConfigError("config file not found", file=str(path),
-                          hint="pass the path of a .yml file, e.g. configs/demo/fcos_tiny_shapes.yml")
+                          hint="pass the path of a .yml file, "
+                          "e.g. configs/demo/fcos_tiny_shapes.yml")
     data, sources, files = _load_with_base(path, [])
     for text in overrides:
         ov = parse_override(text)

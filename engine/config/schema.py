@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ TRANSFORM_OPS: dict[str, dict[str, str]] = {
                     "saturation": "max relative change", "hue": "max hue shift (0-0.5)",
                     "prob": "probability of applying the jitter"},
 }
+
+
+_YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
@@ -262,6 +266,8 @@ class _Validator:
                 self._type_error(tp, value, keypath)
             return value
         if tp is float:
+            if isinstance(value, str) and _YAML11_FLOAT.match(value.strip()):
+                return float(value)  # PyYAML reads `1e-3` (no dot) as a string
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self._type_error(tp, value, keypath)
             return float(value)
@@ -293,7 +299,7 @@ class _Validator:
             keypath = (*prefix, str(key))
             if key not in hints:
                 close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-                where = cls.__name__ if prefix else "the top level"
+                where = f"section '{'.'.join(prefix)}'" if prefix else "the top level"
                 self.fail(keypath, f"unknown key in {where}",
                           hint=(f"did you mean '{close[0]}'?" if close else
                                 "allowed keys: " + ", ".join(names)))
@@ -342,7 +348,8 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
         for i, op in enumerate(ops):
             keypath = (section, f"sample_transforms[{i}]")
             if not isinstance(op, dict) or len(op) != 1:
-                v.fail(keypath, "each transform is a one-key mapping like {RandomFlip: {prob: 0.5}}")
+                v.fail(keypath, "each transform is a one-key mapping like "
+                       "{RandomFlip: {prob: 0.5}}")
             (name, args), = op.items()
             if name not in TRANSFORM_OPS:
                 close = difflib.get_close_matches(str(name), TRANSFORM_OPS, n=1)

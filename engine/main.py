@@ -1,0 +1,194 @@
+"""``python -m engine``: the engine's own command line (torchrun-able) and its error funnel.
+
+    python -m engine train CONFIG [-o key=value ...] [--run-dir DIR | --runs-dir DIR --name N]
+                                  [--eval/--no-eval] [--resume PATH|RUN_ID|auto] [--force]
+    python -m engine eval CONFIG --weights PATH [-o ...] [--json OUT]
+    python -m engine infer CONFIG --weights PATH IMAGE... --out DIR [-o ...]
+
+Exit codes: 0 finished, 1 crashed (traceback in stderr), 2 bad input (one clear message),
+130 interrupted (a checkpoint was written first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+
+from engine.config import dump_yaml, load_and_validate
+from engine.errors import EXIT_USER_ERROR, StopTraining, UserError
+from engine.recorder import RunRecorder
+from engine.rundir import RUN_SCHEMA_VERSION, RunDirectory, default_runs_dir, now_iso
+
+EXIT_OK, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a detector (one process, or one rank of torchrun)")
+    t.add_argument("config", type=Path)
+    t.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted, any depth; value parsed as YAML)")
+    t.add_argument("--run-dir", type=Path, help="an existing run folder (made by dettui)")
+    t.add_argument("--runs-dir", type=Path, help="where to make a new run folder")
+    t.add_argument("--name", help="name of the new run")
+    t.add_argument("--eval", dest="eval", action="store_true", default=True)
+    t.add_argument("--no-eval", dest="eval", action="store_false")
+    t.add_argument("--resume", help="checkpoint path, run id, or 'auto' (this run's newest)")
+    t.add_argument("--force", action="store_true", help="resume even if the config changed")
+
+    e = sub.add_parser("eval", help="COCO-evaluate weights on the config's EvalDataset")
+    e.add_argument("config", type=Path)
+    e.add_argument("--weights", required=True)
+    e.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--json", type=Path, help="also write the metrics here")
+
+    i = sub.add_parser("infer", help="draw detections on copies of images")
+    i.add_argument("config", type=Path)
+    i.add_argument("--weights", required=True)
+    i.add_argument("images", nargs="+", type=Path)
+    i.add_argument("--out", type=Path, required=True)
+    i.add_argument("--score-thresh", type=float, default=0.3)
+    i.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE")
+
+    s = sub.add_parser("shapes", help="write the synthetic shapes dataset (COCO json + PNGs)")
+    s.add_argument("out", type=Path)
+    s.add_argument("--train", type=int, default=600)
+    s.add_argument("--val", type=int, default=100)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-size", type=int, default=160)
+    return p
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _open_run(args: argparse.Namespace, rank: int) -> RunDirectory | None:
+    """The run folder this process writes (rank 0 only)."""
+    if rank != 0:
+        return None
+    if args.run_dir is not None:
+        run = RunDirectory(args.run_dir)
+        if not run.path.is_dir():
+            raise UserError(f"run folder not found: {run.path}", key="--run-dir")
+        run.checkpoints.mkdir(exist_ok=True)
+        return run
+    # Under torchrun without --run-dir, rank 0 makes the folder; the others write nothing.
+    return RunDirectory.create(args.runs_dir or default_runs_dir(), args.name or args.config.stem)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.run import Flags, run  # torch-heavy: import after the cheap checks
+
+    rank = int(os.environ.get("RANK", "0"))
+    recorder: RunRecorder | None = None
+    run_dir = args.run_dir
+    try:
+        if run_dir is not None:  # made by the front-end: report even config errors there
+            recorder = RunRecorder(_open_run(args, rank), rank)
+        loaded, cfg = load_and_validate(args.config, args.opt)
+        if recorder is None:
+            recorder = RunRecorder(_open_run(args, rank), rank)
+            run_dir = recorder.run.path if recorder.run else None
+        config_dict = cfg.to_dict()
+        if recorder.active:
+            recorder.run.config_yaml.write_text(dump_yaml(config_dict), encoding="utf-8")
+            meta = recorder.run.read_meta() if recorder.run.exists() else {}
+            defaults = {"schema": RUN_SCHEMA_VERSION, "id": recorder.run.id,
+                        "name": args.name or args.config.stem, "config_path": str(args.config),
+                        "overrides": list(args.opt), "command": sys.argv,
+                        "host": socket.gethostname(), "created": now_iso(), "attempt": 1,
+                        "eval": args.eval, "pid": os.getpid(), "best": None}
+            recorder.update_meta(**{k: v for k, v in defaults.items() if k not in meta},
+                                 architecture=cfg.architecture, engine_pid=os.getpid(),
+                                 exit_code=None)
+        recorder.set_status("running")
+        flags = Flags(eval=args.eval, resume=args.resume, force=args.force, run_dir=run_dir,
+                      runs_dir=args.runs_dir)
+        trainer = run(flags, cfg, recorder, config_dict)
+        best = trainer.best
+        summary = f"best AP {best['value']:.4f} at epoch {best['epoch']}" if best else "no eval"
+        recorder.logger.info(f"training finished: {summary}")
+        recorder.set_status("finished", summary, exit_code=EXIT_OK, best=best)
+        return EXIT_OK
+    except UserError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        if recorder is not None:
+            recorder.logger.error(exc.render())
+            recorder.emit("error", error_type=type(exc).__name__, message=exc.render(),
+                          traceback=traceback.format_exc(), user_error=True)
+            recorder.set_status("failed", exc.render(), exit_code=EXIT_USER_ERROR)
+        return EXIT_USER_ERROR
+    except StopTraining as exc:
+        return _interrupted(recorder, str(exc))
+    except KeyboardInterrupt:
+        return _interrupted(recorder, "interrupted before a clean stop point; the last "
+                            "checkpoint stands")
+    except Exception as exc:  # the one place that turns a crash into an error event
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr, flush=True)
+        if recorder is not None:
+            recorder.logger.error(f"crashed: {type(exc).__name__}: {exc}")
+            recorder.emit("error", error_type=type(exc).__name__, message=str(exc),
+                          traceback=tb, user_error=False)
+            recorder.set_status("failed", f"{type(exc).__name__}: {exc}", exit_code=EXIT_CRASH)
+        return EXIT_CRASH
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+def _interrupted(recorder: RunRecorder | None, message: str) -> int:
+    if recorder is not None:
+        recorder.logger.info(f"interrupted: {message}")
+        recorder.set_status("interrupted", message, exit_code=EXIT_INTERRUPTED)
+    return EXIT_INTERRUPTED
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from engine.tools import evaluate_weights
+
+    return evaluate_weights(args.config, args.weights, args.opt, args.json)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from engine.tools import infer_images
+
+    return infer_images(args.config, args.weights, args.images, args.out, args.score_thresh,
+                        args.opt)
+
+
+def cmd_shapes(args: argparse.Namespace) -> int:
+    from engine.data.shapes import write_shapes_dataset
+
+    write_shapes_dataset(args.out, train=args.train, val=args.val, seed=args.seed,
+                         image_size=args.image_size)
+    print(f"wrote {args.train} train + {args.val} val images to {args.out} "
+          f"(annotations in {args.out / 'annotations'})")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if args.command == "train":
+        return cmd_train(args)
+    try:
+        return {"eval": cmd_eval, "infer": cmd_infer, "shapes": cmd_shapes}[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The engine's side of the run directory: events, ``train.log`` and ``run.json`` updates.
+
+Only rank 0 writes (DESIGN.md: "Rank 0 alone writes the run directory"); on other ranks a
+``RunRecorder`` logs to stderr and writes nothing, so trainer code never branches on rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.events import EventWriter
+from engine.rundir import RunDirectory, now_iso
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
+
+
+def setup_logging(train_log: Path | None, rank: int = 0) -> logging.Logger:
+    """The ``dettui`` logger: ``train.log`` on rank 0, and stderr (-> stderr.log) on every rank."""
+    logger = logging.getLogger("dettui")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter(LOG_FORMAT if rank == 0 else f"[rank {rank}] {LOG_FORMAT}",
+                            LOG_DATEFMT)
+    if train_log is not None:
+        fh = logging.FileHandler(train_log, encoding="utf-8")
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    else:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(fmt)
+        logger.addHandler(sh)
+    return logger
+
+
+class RunRecorder:
+    """Writes events and metadata of one run (rank 0), thread-safe."""
+
+    def __init__(self, run: RunDirectory | None, rank: int = 0):
+        self.run = run if rank == 0 else None
+        self.rank = rank
+        self._lock = threading.Lock()
+        self._writer = EventWriter(run.events) if self.run is not None else None
+        self.logger = setup_logging(run.train_log if self.run is not None else None, rank)
+        self._last_progress = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None
+
+    def emit(self, type: str, **fields: Any) -> None:
+        if self._writer is None:
+            return
+        with self._lock:
+            self._writer.write(type, **fields)
+
+    def update_meta(self, **fields: Any) -> None:
+        if self.run is None:
+            return
+        with self._lock:
+            self.run.update_meta(**fields)
+
+    def progress(self, *, force: bool = False, **fields: Any) -> None:
+        """``run.json``'s progress, rewritten at most every 2 s (it is an atomic rewrite)."""
+        now = time.monotonic()
+        if force or now - self._last_progress >= 2.0:
+            self._last_progress = now
+            self.update_meta(progress=fields)
+
+    def set_status(self, status: str, message: str = "", **meta: Any) -> None:
+        self.emit("status", status=status, message=message)
+        extra: dict[str, Any] = {}
+        if status == "running":
+            extra["started"] = now_iso()
+        elif status in ("finished", "failed", "interrupted"):
+            extra["ended"] = now_iso()
+        self.update_meta(status=status, **extra, **meta)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        for h in self.logger.handlers:
+            h.flush()
+
+    def engine_pid_meta(self) -> dict[str, Any]:
+        return {"engine_pid": os.getpid()}

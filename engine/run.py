@@ -1,0 +1,117 @@
+"""PaddleDetection's ``tools/train.py::run(FLAGS, cfg)``, in PyTorch (notes §1.3).
+
+1. environment: join torch.distributed when torchrun started several processes;
+2. ``enable_ce``: seed every RNG with 0 and use deterministic algorithms;
+3. trainer dispatch: ``ssod_method`` > ``use_cot`` > the supervised ``Trainer``;
+4. weights: resume > teacher + student > ``pretrain_weights`` (first match only);
+5. ``trainer.train(validate)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.config.schema import Config
+from engine.env import DistEnv, init_env, set_random_seed
+from engine.errors import RunError, WeightsError
+from engine.recorder import RunRecorder
+from engine.rundir import RunDirectory, default_runs_dir, resolve_run
+from engine.trainers import build_trainer
+from engine.trainers.base import Trainer
+from engine.trainers.checkpoint import checkpoint_candidates
+
+
+@dataclass
+class Flags:
+    """The command-line flags ``run`` reads (the seed's FLAGS)."""
+
+    eval: bool = True
+    resume: str | None = None  # a checkpoint path, a run id, or "auto" (this run's newest)
+    force: bool = False        # resume even though the config changed
+    run_dir: Path | None = None
+    runs_dir: Path | None = None
+
+
+def resume_candidates(ref: str, flags: Flags) -> list[Path]:
+    """The checkpoints ``--resume REF`` may mean, best first."""
+    if ref == "auto":
+        if flags.run_dir is None:
+            raise RunError("--resume auto needs the run's folder (--run-dir)")
+        return checkpoint_candidates(RunDirectory(flags.run_dir).checkpoints)
+    path = Path(ref).expanduser()
+    if path.is_file() or path.suffix in (".pt", ".pth") or "/" in ref:
+        return [path]
+    run = resolve_run(flags.runs_dir or default_runs_dir(), ref)
+    candidates = checkpoint_candidates(run.checkpoints)
+    if not candidates:
+        raise RunError(f"run {run.id} has no checkpoint to resume from")
+    return candidates
+
+
+def resume(trainer: Trainer, flags: Flags) -> Path | None:
+    """Resume from the first readable candidate; a corrupt one is reported and skipped."""
+    candidates = resume_candidates(flags.resume, flags)
+    if not candidates:
+        trainer.logger.info("--resume auto: no checkpoint yet, starting from scratch")
+        return None
+    errors = []
+    for path in candidates:
+        try:
+            trainer.resume_weights(path, force=flags.force)
+            return path
+        except WeightsError as exc:
+            if len(candidates) == 1:
+                raise
+            errors.append(exc)
+            trainer.logger.warning(f"cannot resume from {path}: {exc.render()}; "
+                                   "trying the previous checkpoint")
+            trainer.recorder.emit("log", level="warning", message=exc.render())
+    raise WeightsError("no readable checkpoint to resume from: "
+                       + "; ".join(e.render() for e in errors))
+
+
+def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str, Any]) -> Trainer:
+    # 1. environment
+    env: DistEnv = init_env(cfg)
+
+    # 2. continuous evaluation: the same numbers every time
+    if cfg.enable_ce:
+        seed = 0
+        set_random_seed(0, deterministic=True)
+    else:
+        seed = cfg.seed
+        set_random_seed(cfg.seed + env.rank)
+
+    # 3. the trainer
+    trainer = build_trainer(cfg, env, recorder, config_dict, seed=seed)
+
+    # 4. weights, in priority order
+    resumed_from = None
+    if flags.resume is not None:
+        resumed_from = resume(trainer, flags)
+    elif cfg.pretrain_teacher_weights and cfg.pretrain_student_weights:
+        trainer.load_semi_weights(cfg.pretrain_teacher_weights, cfg.pretrain_student_weights)
+    elif cfg.pretrain_weights:
+        trainer.load_weights(cfg.pretrain_weights)
+
+    recorder.emit("start", trainer=trainer.name, world_size=env.world_size,
+                  device=str(env.device), resume_from=str(resumed_from) if resumed_from else None,
+                  epochs=cfg.epoch, iters_per_epoch=trainer.iters_per_epoch,
+                  max_iters=trainer.max_iters, num_params=trainer.num_params,
+                  start_epoch=trainer.epoch, start_iter=trainer.iter,
+                  train_images=len(trainer.train_ds), eval_images=len(trainer.eval_ds),
+                  classes=trainer.train_ds.class_names)
+    recorder.update_meta(device=str(env.device), world_size=env.world_size,
+                         trainer=trainer.name, epochs=cfg.epoch, max_iters=trainer.max_iters)
+    recorder.logger.info(
+        f"{trainer.name}: {cfg.architecture}/{cfg.backbone.name}, "
+        f"{trainer.num_params / 1e6:.2f}M parameters, device {env.device}, "
+        f"world size {env.world_size}, {len(trainer.train_ds)} train / "
+        f"{len(trainer.eval_ds)} eval images, {trainer.iters_per_epoch} iters/epoch x "
+        f"{cfg.epoch} epochs")
+
+    # 5. training
+    trainer.train(flags.eval)
+    return trainer

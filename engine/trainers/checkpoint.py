@@ -1,0 +1,103 @@
+"""Checkpoint files: plain dicts, written atomically, read safely.
+
+A checkpoint holds ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``ema`` (weights and
+step), ``epoch`` (0-based epoch the next step belongs to), ``epoch_iter`` (steps already
+done in that epoch), ``iter`` (global steps done), ``sampler`` state, ``rng`` states
+(python, numpy, torch, CUDA), ``best`` metric and the resolved ``config`` dict.
+
+Writes go to a temp file in the same folder, are fsynced, then ``os.replace``d over the
+target: a SIGKILL at any moment leaves either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.errors import WeightsError
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Atomically write ``state`` to ``path`` (temp file + fsync + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a dettui checkpoint with ``weights_only=True``; clear errors for bad files."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError("checkpoint not found", file=str(path))
+    if path.is_dir():
+        raise WeightsError("is a directory, expected a checkpoint file", file=str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError,
+            ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"not a readable checkpoint (truncated, corrupt or not a plain "
+                           f"weights file): {first[:200]}", file=str(path)) from None
+    if not isinstance(state, dict) or "model" not in state or "iter" not in state:
+        raise WeightsError("not a dettui training checkpoint (no 'model'/'iter' entries); "
+                           "use --weights for weights-only initialisation", file=str(path))
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every RNG a training step can draw from, in a weights_only-loadable form."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                  int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_candidates(folder: str | Path) -> list[Path]:
+    """Checkpoints in a run's folder, the best resume point first: ``last.pt``, then the
+    others newest first (``auto`` resume falls back along this list)."""
+    folder = Path(folder)
+    others = [p for p in folder.glob("*.pt") if p.name != "last.pt"]
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    last = folder / "last.pt"
+    return ([last] if last.exists() else []) + others

@@ -1,0 +1,235 @@
+"""Side jobs of the training loop, as hooks called in the explicit order of
+``Trainer.build_hooks`` (STYLE.md: a small loop, a handful of hook points, no priorities).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+
+from engine.errors import StopTraining
+from engine.sysinfo import SystemSampler
+
+if TYPE_CHECKING:
+    from engine.trainers.base import Trainer
+
+
+class HookBase:
+    """A no-op at every hook point; subclasses override what they need."""
+
+    trainer: Trainer
+
+    def before_train(self) -> None: ...
+    def before_epoch(self) -> None: ...
+    def before_step(self) -> None: ...
+    def after_step(self) -> None: ...
+    def after_epoch(self) -> None: ...
+    def after_train(self) -> None: ...
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+class LRSchedulerHook(HookBase):
+    """Steps the per-iteration lr schedule after every optimizer step."""
+
+    def after_step(self) -> None:
+        if self.trainer.step_applied:
+            self.trainer.scheduler.step()
+
+
+class EMAHook(HookBase):
+    """Updates the weight average after every optimizer step."""
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.ema is not None and t.step_applied:
+            t.ema.update(t.model_without_ddp)
+
+
+class MetricsLogger(HookBase):
+    """Every ``log_iter`` steps: one ``train`` event and one log line, with the losses
+    averaged over the steps since the last one, lr, timings, images/s and ETA."""
+
+    def __init__(self, window: int = 50):
+        self.window_losses: dict[str, list[float]] = defaultdict(list)
+        self.batch_times: deque[float] = deque(maxlen=window)
+        self.data_times: deque[float] = deque(maxlen=window)
+        self._step_start = 0.0
+
+    def before_step(self) -> None:
+        self._step_start = time.perf_counter()
+
+    def after_step(self) -> None:
+        t = self.trainer
+        self.batch_times.append(time.perf_counter() - self._step_start + t.data_time)
+        self.data_times.append(t.data_time)
+        for name, value in t.loss_values.items():
+            self.window_losses[name].append(value)
+        if t.iter % t.cfg.log_iter == 0 or t.iter == 1 or t.epoch_iter == t.iters_per_epoch:
+            self.flush()
+
+    def flush(self) -> None:
+        t = self.trainer
+        if not self.window_losses:
+            return
+        losses = {k: sum(v) / len(v) for k, v in self.window_losses.items()}
+        total = losses.pop("loss")
+        self.window_losses.clear()
+        batch_time = sum(self.batch_times) / len(self.batch_times)
+        data_time = sum(self.data_times) / len(self.data_times)
+        ips = t.images_per_step / batch_time if batch_time > 0 else 0.0
+        eta = batch_time * (t.max_iters - t.iter)
+        lr = t.optimizer.param_groups[0]["lr"]
+        mem = (torch.cuda.max_memory_allocated(t.env.device) / 2**20
+               if t.env.device.type == "cuda" else None)
+        t.recorder.emit("train", epoch=t.epoch, iter=t.iter, epoch_iter=t.epoch_iter,
+                        iters_per_epoch=t.iters_per_epoch, max_iters=t.max_iters, loss=total,
+                        losses=losses, lr=lr, batch_time=batch_time, data_time=data_time,
+                        ips=ips, eta=eta, memory=mem)
+        t.recorder.progress(epoch=t.epoch, epochs=t.cfg.epoch, iter=t.iter,
+                            max_iters=t.max_iters, eta=eta)
+        width = len(str(t.iters_per_epoch))
+        terms = " ".join(f"{k}: {v:.4f}" for k, v in losses.items())
+        mem_txt = f" mem: {mem:.0f}MB" if mem is not None else ""
+        t.logger.info(
+            f"Epoch: [{t.epoch}] [{t.epoch_iter:>{width}}/{t.iters_per_epoch}] "
+            f"eta: {format_seconds(eta)} lr: {lr:.6f} loss: {total:.4f} {terms} "
+            f"batch_cost: {batch_time:.4f} data_cost: {data_time:.4f} "
+            f"ips: {ips:.1f} images/s{mem_txt}")
+
+
+class SystemMonitor(HookBase):
+    """A background thread that writes a ``system`` event every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 5.0):
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def before_train(self) -> None:
+        if not self.trainer.recorder.active:
+            return
+        self._sampler = SystemSampler()
+        self._thread = threading.Thread(target=self._loop, name="system-monitor", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self.trainer.recorder.emit("system", **self._sampler.sample())
+            if self._stop.wait(self.interval):
+                return
+
+    def after_train(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class EvalHook(HookBase):
+    """Every ``snapshot_epoch`` epochs (and after the last), COCO-evaluate when validating."""
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        done = t.epoch + 1
+        if t.validate and (done % t.cfg.snapshot_epoch == 0 or done == t.cfg.epoch):
+            t.run_evaluation()
+
+
+class CheckpointHook(HookBase):
+    """``last.pt`` after every epoch and every ``checkpoint_interval`` steps; ``best.pt``
+    when the evaluated AP improves; ``epoch_NNNN.pt`` on snapshot epochs if asked."""
+
+    def after_step(self) -> None:
+        t = self.trainer
+        n = t.cfg.checkpoint_interval
+        if n and t.iter % n == 0 and t.epoch_iter < t.iters_per_epoch:
+            t.save("interval")
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        done = t.epoch + 1
+        t.save("last")
+        if t.improved:
+            t.link_checkpoint("best")
+        if t.cfg.save_epoch_checkpoints and (done % t.cfg.snapshot_epoch == 0
+                                             or done == t.cfg.epoch):
+            t.link_checkpoint("epoch")
+
+
+class SignalHook(HookBase):
+    """SIGINT/SIGTERM: finish the current step, checkpoint, stop (``interrupted``).
+    SIGUSR1: checkpoint and go on. A second SIGINT/SIGTERM stops at once."""
+
+    def __init__(self) -> None:
+        self.stop_requested = False
+        self.save_requested = False
+        self._previous: dict[int, object] = {}
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt  # asked twice: leave now, the last checkpoint stands
+        self.stop_requested = True
+        self.trainer.logger.info(f"{signal.Signals(signum).name} received: stopping after "
+                                 "this step (send it again to stop at once)")
+
+    def _on_save(self, signum: int, frame: object) -> None:
+        self.save_requested = True
+
+    def before_train(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed from the main thread
+        for sig, handler in ((signal.SIGINT, self._on_stop), (signal.SIGTERM, self._on_stop),
+                             (signal.SIGUSR1, self._on_save)):
+            self._previous[sig] = signal.signal(sig, handler)
+
+    def _agree(self, flag: bool) -> bool:
+        """Under DDP every rank must stop at the same step: any rank's request counts."""
+        t = self.trainer
+        if not t.env.distributed:
+            return flag
+        x = torch.tensor([1.0 if flag else 0.0], device=t.env.device)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        return bool(x.item() > 0)
+
+    def after_step(self) -> None:
+        t = self.trainer
+        stop = self._agree(self.stop_requested)
+        save = self._agree(self.save_requested)
+        if stop:
+            t.save("last")
+            raise StopTraining("stopped by a signal after a checkpoint")
+        if save:
+            self.save_requested = False
+            t.save("last")
+
+    def after_train(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def hardlink_replace(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same file as ``src`` atomically (hard link, or copy where links
+    are not supported). ``src`` is later replaced, never modified, so ``dst`` keeps its
+    content."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+

@@ -1,0 +1,53 @@
+"""Shared fixtures: paths of the repo, the shared coco128 data, and small run folders."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+COCO128 = SHARED_DATA / "coco128"
+DEMO_CONFIG = REPO / "configs" / "demo" / "fcos_tiny_shapes.yml"
+
+
+@pytest.fixture
+def coco128() -> Path:
+    if not (COCO128 / "annotations" / "instances_train2017.json").exists():
+        pytest.skip(f"real-data fixture absent: {COCO128} (it lives in ../shared beside "
+                    "the repo; CI always has it)")
+    return COCO128
+
+
+def engine_env() -> dict[str, str]:
+    """Environment for engine subprocesses: the repo importable, unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("DETTUI_RUNS_DIR", None)
+    return env
+
+
+def tiny_overrides(data_dir: Path, *, epochs: int = 1, epoch_iter: int = 2,
+                   train_images: int = 16, val_images: int = 8) -> list[str]:
+    """``-o`` overrides that make the demo config train in seconds on shapes in data_dir."""
+    return [
+        f"TrainDataset.dataset_dir={data_dir}",
+        f"EvalDataset.dataset_dir={data_dir}",
+        f"TrainDataset.synthesize.num_images={train_images}",
+        f"EvalDataset.synthesize.num_images={val_images}",
+        f"epoch={epochs}",
+        f"epoch_iter={epoch_iter}",
+        "snapshot_epoch=1",
+        "log_iter=1",
+        "worker_num=0",
+        "TrainReader.batch_size=4",
+        "EvalReader.batch_size=8",
+        "LearningRate.warmup_iters=1",
+    ]
+
+
+PYTHON = sys.executable

@@ -1,0 +1,45 @@
+"""The hard boundary: the front-ends never import torch (DESIGN.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+PROBE = """
+import sys, importlib
+for mod in {mods!r}:
+    importlib.import_module(mod)
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))
+print(','.join(heavy))
+"""
+
+
+def _heavy_modules(mods: list[str]) -> str:
+    out = subprocess.run([sys.executable, "-c", PROBE.format(mods=mods)], cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_cli_and_shared_modules_do_not_import_torch() -> None:
+    assert _heavy_modules(["tui.cli", "tui.launcher", "tui.headless", "engine.config",
+                           "engine.events", "engine.rundir", "engine.sysinfo",
+                           "engine.errors", "engine.main"]) == ""
+
+
+def test_tui_app_does_not_import_torch() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tui.app") is None:
+        raise AssertionError("tui.app is missing")
+    assert _heavy_modules(["tui.app"]) == ""
+
+
+def test_dettui_help_does_not_import_torch() -> None:
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom tui.cli import app\n"
+            "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
+            "print(any(m.startswith('torch') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "False"

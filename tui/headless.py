@@ -1,0 +1,205 @@
+"""The headless console: follow a run's directory and render it with Rich.
+
+Used by ``dettui run --headless``, ``dettui resume --headless`` and ``dettui attach``. It
+only reads the run directory (the engine is a separate process), so it can attach to any
+run, live or finished. On a terminal it shows a live progress bar with the loss terms, lr,
+images/s and ETA; piped into a file it prints one plain line per train event instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from engine.events import EventTail
+from engine.errors import RunError
+from engine.rundir import ACTIVE, RunDirectory, pid_alive
+
+EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
+POLL_SECONDS = 0.25
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def eval_table(event: dict[str, Any]) -> Table:
+    """Per-class AP of one eval event, sorted best first."""
+    table = Table(title=f"per-class AP ({event.get('model', 'model')}, epoch {event['epoch']})",
+                  show_edge=False, header_style="bold")
+    table.add_column("class")
+    table.add_column("AP", justify="right")
+    for name, ap in sorted(event.get("per_class", {}).items(),
+                           key=lambda kv: -1 if kv[1] is None else -kv[1]):
+        table.add_row(name, "-" if ap is None else f"{ap:.4f}")
+    return table
+
+
+def loss_line(ev: dict[str, Any]) -> str:
+    terms = " ".join(f"{k} {v:.4f}" for k, v in ev.get("losses", {}).items())
+    return (f"loss {ev['loss']:.4f}  {terms}  lr {ev['lr']:.2e}  "
+            f"{ev.get('ips', 0):.1f} img/s  eta {_fmt_seconds(ev.get('eta'))}")
+
+
+class HeadlessWatcher:
+    """Renders one run's events until the run ends; returns the run's exit code."""
+
+    def __init__(self, run: RunDirectory, proc: subprocess.Popen | None = None,
+                 console: Console | None = None, stop_on_ctrl_c: bool = True):
+        self.run = run
+        self.proc = proc
+        self.console = console or Console()
+        self.stop_on_ctrl_c = stop_on_ctrl_c
+        self.tail = EventTail(run.events)
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("eta {task.fields[eta]}"),
+                                 console=self.console, transient=False)
+        self.task = self.progress.add_task("starting", total=None, eta="-")
+        self.last_train: dict[str, Any] | None = None
+        self.final_status: str | None = None
+        self.started = time.time()
+        self.stop_sent = 0
+
+    # ------------------------------------------------------------------ event handling
+    def handle(self, ev: dict[str, Any], live: Live | None) -> None:
+        kind = ev.get("type")
+        out = live.console if live is not None else self.console
+        if kind == "start":
+            resumed = f", resumed from {ev['resume_from']}" if ev.get("resume_from") else ""
+            out.print(f"[bold]{self.run.id}[/]: {ev.get('trainer')} on {ev.get('device')}, "
+                      f"{ev.get('epochs')} epochs x {ev.get('iters_per_epoch')} iters, "
+                      f"{ev.get('train_images')} train / {ev.get('eval_images')} eval images"
+                      f"{resumed}")
+            self.progress.update(self.task, total=ev.get("max_iters"),
+                                 completed=ev.get("start_iter", 0))
+        elif kind == "train":
+            self.last_train = ev
+            self.progress.update(self.task, total=ev["max_iters"], completed=ev["iter"],
+                                 description=f"epoch {ev['epoch'] + 1}",
+                                 eta=_fmt_seconds(ev.get("eta")))
+            if live is None:
+                out.print(f"epoch {ev['epoch'] + 1} iter {ev['iter']}/{ev['max_iters']}  "
+                          + loss_line(ev), highlight=False)
+        elif kind == "eval":
+            lines = "\n".join(ev.get("summary") or [])
+            out.print(Panel(lines or str(ev.get("metrics")),
+                            title=f"COCO bbox eval, epoch {ev['epoch'] + 1} ({ev.get('model')})",
+                            expand=False))
+            out.print(eval_table(ev))
+        elif kind == "checkpoint":
+            out.print(f"[dim]checkpoint ({ev['kind']}): {ev['path']}[/]")
+        elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
+            out.print(f"[yellow]{ev.get('message')}[/]")
+        elif kind == "error":
+            out.print(Panel(Text(ev.get("message", "")), title=f"[red]{ev.get('error_type')}",
+                            border_style="red", expand=False))
+            if not ev.get("user_error"):
+                out.print(f"[dim]traceback: {self.run.stderr_log}[/]")
+        elif kind == "status":
+            if ev.get("status") in EXIT_BY_STATUS:
+                self.final_status = ev["status"]
+
+    def _renderable(self) -> Group:
+        line = Text(loss_line(self.last_train), style="cyan") if self.last_train else Text("")
+        return Group(self.progress, line)
+
+    # ---------------------------------------------------------------------- main loop
+    def _engine_alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        try:
+            meta = self.run.read_meta()
+        except RunError:  # unreadable this tick (e.g. deleted): the engine is not ours to wait for
+            return False
+        return meta.get("status") in ACTIVE and pid_alive(meta.get("pid"))
+
+    def _request_stop(self) -> None:
+        self.stop_sent += 1
+        pid = self.proc.pid if self.proc is not None else self.run.read_meta().get("pid")
+        if pid and pid_alive(pid):
+            signal_name = "again: stopping at once" if self.stop_sent > 1 else \
+                "stopping after this step (checkpoint first); Ctrl-C again to stop at once"
+            self.console.print(f"[yellow]Ctrl-C: {signal_name}[/]")
+            os.kill(pid, signal.SIGINT)
+
+    def _poll(self, live: Live | None) -> bool:
+        """Handle new events; False once the run has ended and everything was read."""
+        for ev in self.tail.read():
+            self.handle(ev, live)
+        if live is not None:
+            live.update(self._renderable())
+        if self.final_status is not None:
+            return False
+        if not self._engine_alive():
+            for ev in self.tail.read():  # the last events written before exit
+                self.handle(ev, live)
+            return False
+        return True
+
+    def watch(self) -> int:
+        use_live = self.console.is_terminal
+        live = Live(self._renderable(), console=self.console, refresh_per_second=4,
+                    transient=False) if use_live else None
+        if live is not None:
+            live.start()
+        try:
+            while True:
+                try:
+                    if not self._poll(live):
+                        break
+                    time.sleep(POLL_SECONDS)
+                except KeyboardInterrupt:
+                    if not self.stop_on_ctrl_c:
+                        raise
+                    self._request_stop()
+        finally:
+            if live is not None:
+                live.stop()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass  # the engine is still writing its last checkpoint; it is detached
+        return self.summary()
+
+    def summary(self) -> int:
+        meta = self.run.read_meta()
+        status = self.final_status or self.run.effective_status(meta)
+        best = meta.get("best")
+        table = Table.grid(padding=(0, 2))
+        table.add_row("run", f"{self.run.id}  ({self.run.path})")
+        color = {"finished": "green", "interrupted": "yellow"}.get(status, "red")
+        table.add_row("status", f"[{color}]{status}[/]")
+        if best:
+            table.add_row("best AP", f"{best['value']:.4f} (epoch {best['epoch'] + 1})")
+            table.add_row("best checkpoint", str(best.get("checkpoint")))
+        last = self.run.last_checkpoint()
+        if last:
+            table.add_row("last checkpoint", str(last))
+        table.add_row("wall time", _fmt_seconds(time.time() - self.started))
+        if status == "failed":
+            table.add_row("logs", f"{self.run.train_log}\n{self.run.stderr_log}")
+        if status in ("interrupted", "failed") and last:
+            table.add_row("resume", f"dettui resume {self.run.id}")
+        self.console.print(Panel(table, title="summary", expand=False, border_style=color))
+        code = meta.get("exit_code")
+        if isinstance(code, int):
+            return code
+        if self.proc is not None and self.proc.returncode is not None:
+            return self.proc.returncode
+        return EXIT_BY_STATUS.get(status, 1)

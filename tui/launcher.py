@@ -1,0 +1,232 @@
+"""Start, stop and resume engine processes (no torch: this runs inside the CLI and the TUI).
+
+A launch validates the config and weight paths first (same validator as the engine),
+creates the run directory, writes ``run.json`` (status ``starting``), then starts
+``python -m engine train ...`` (or ``torchrun ... -m engine train ...``) as a detached
+process in its own session, so it outlives the front-end. Its stdout and stderr go to the
+run's ``stderr.log``; everything else reaches front-ends through the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import load_and_validate
+from engine.config.schema import Config
+from engine.errors import ConfigError, RunError, WeightsError
+from engine.rundir import (
+    RUN_SCHEMA_VERSION,
+    RunDirectory,
+    now_iso,
+    pid_alive,
+)
+
+TRAINER_CHOICES = ("config", "Trainer", "DenseTeacher", "ARSL", "Semi_RTDETR", "co-tuning")
+
+
+@dataclass
+class LaunchSpec:
+    """Everything a user chooses when starting a run (CLI flags or the TUI launch form)."""
+
+    config: Path
+    overrides: list[str] = field(default_factory=list)
+    runs_dir: Path = Path("runs")
+    name: str | None = None
+    eval: bool = True
+    resume: str | None = None  # a checkpoint path, a run id, or "auto"
+    weights: str | None = None  # pretrain_weights
+    teacher: str | None = None  # pretrain_teacher_weights
+    student: str | None = None  # pretrain_student_weights
+    enable_ce: bool = False
+    device: str | None = None
+    amp: bool = False
+    trainer: str = "config"  # one of TRAINER_CHOICES
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+    force: bool = False
+
+    def flag_overrides(self) -> list[str]:
+        """CLI flags as ``-o`` overrides; they come before the user's own ``-o`` (which win,
+        as in PaddleDetection where ``-o`` beats flags)."""
+        out: list[str] = []
+
+        def put(key: str, value: object) -> None:
+            out.append(f"{key}={json.dumps(value)}")
+
+        if self.weights:
+            put("pretrain_weights", self.weights)
+        if self.teacher:
+            put("pretrain_teacher_weights", self.teacher)
+        if self.student:
+            put("pretrain_student_weights", self.student)
+        if self.enable_ce:
+            put("enable_ce", True)
+        if self.amp:
+            put("amp", True)
+        if self.device:
+            put("device", self.device)
+        if self.trainer == "Trainer":
+            out += ["ssod_method=null", "use_cot=false"]
+        elif self.trainer == "co-tuning":
+            out += ["ssod_method=null", "use_cot=true"]
+        elif self.trainer in ("DenseTeacher", "ARSL", "Semi_RTDETR"):
+            put("ssod_method", self.trainer)
+        elif self.trainer != "config":
+            raise ConfigError(f"unknown trainer {self.trainer!r}; allowed: "
+                              + ", ".join(TRAINER_CHOICES), key="trainer")
+        return out
+
+    def all_overrides(self) -> list[str]:
+        return [*self.flag_overrides(), *self.overrides]
+
+
+def _check_weights_path(value: str | None, key: str) -> None:
+    if not value:
+        return
+    p = Path(value).expanduser()
+    if not p.exists():
+        raise WeightsError(f"weights file not found: {p}", key=key)
+    if p.is_dir():
+        raise WeightsError(f"is a directory, expected a weights file: {p}", key=key)
+
+
+def validate_spec(spec: LaunchSpec) -> Config:
+    """Everything we can check without torch: config, overrides and weight paths."""
+    _, cfg = load_and_validate(spec.config, spec.all_overrides())
+    _check_weights_path(cfg.pretrain_weights, "pretrain_weights")
+    _check_weights_path(cfg.pretrain_teacher_weights, "pretrain_teacher_weights")
+    _check_weights_path(cfg.pretrain_student_weights, "pretrain_student_weights")
+    if spec.resume and spec.resume != "auto" and ("/" in spec.resume or
+                                                   spec.resume.endswith(".pt")):
+        _check_weights_path(spec.resume, "--resume")
+    if spec.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {spec.nproc}", key="nproc")
+    return cfg
+
+
+def engine_argv(run_dir: Path, spec: LaunchSpec, *, resume: str | None = None) -> list[str]:
+    """The command line that starts the engine for ``run_dir``."""
+    train_args = ["train", str(spec.config), "--run-dir", str(run_dir),
+                  "--eval" if spec.eval else "--no-eval"]
+    if resume or spec.resume:
+        train_args += ["--resume", resume or spec.resume]
+    if spec.force:
+        train_args.append("--force")
+    for ov in spec.all_overrides():
+        train_args += ["-o", ov]
+    if spec.nproc == 1 and spec.nnodes == 1:
+        return [sys.executable, "-m", "engine", *train_args]
+    torchrun = [sys.executable, "-m", "torch.distributed.run",
+                f"--nproc-per-node={spec.nproc}", f"--nnodes={spec.nnodes}"]
+    if spec.nnodes > 1:
+        addr = spec.master_addr or "127.0.0.1"
+        port = spec.master_port or 29500
+        torchrun += [f"--node-rank={spec.node_rank}", f"--master-addr={addr}",
+                     f"--master-port={port}"]
+    else:
+        torchrun += ["--standalone"]
+    return [*torchrun, "-m", "engine", *train_args]
+
+
+def _spawn(run: RunDirectory, argv: list[str]) -> subprocess.Popen:
+    log = open(run.stderr_log, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, env=env, cwd=os.getcwd())
+    finally:
+        log.close()
+    return proc
+
+
+def launch(spec: LaunchSpec) -> tuple[RunDirectory, subprocess.Popen]:
+    """Validate, create the run directory, start the engine detached; return both."""
+    cfg = validate_spec(spec)
+    name = spec.name or Path(spec.config).stem
+    run = RunDirectory.create(spec.runs_dir, name)
+    argv = engine_argv(run.path.resolve(), spec)
+    run.write_meta({
+        "schema": RUN_SCHEMA_VERSION,
+        "id": run.id,
+        "name": name,
+        "config_path": str(spec.config),
+        "overrides": spec.all_overrides(),
+        "trainer": trainer_name(cfg),
+        "architecture": cfg.architecture,
+        "weights": weights_meta(cfg, spec.resume),
+        "command": argv,
+        "status": "starting",
+        "host": socket.gethostname(),
+        "created": now_iso(),
+        "attempt": 1,
+        "eval": spec.eval,
+        "world_size": spec.nproc * spec.nnodes,
+        "best": None,
+    })
+    proc = _spawn(run, argv)
+    run.update_meta(pid=proc.pid, pgid=proc.pid)
+    return run, proc
+
+
+def trainer_name(cfg: Config) -> str:
+    """The trainer the engine will pick for ``cfg`` (same dispatch as engine.run)."""
+    if cfg.ssod_method:
+        return cfg.ssod_method
+    return "CoTuning" if cfg.use_cot else "Trainer"
+
+
+def weights_meta(cfg: Config, resume: str | None) -> dict:
+    if resume:
+        return {"mode": "resume", "resume": resume}
+    if cfg.pretrain_teacher_weights and cfg.pretrain_student_weights:
+        return {"mode": "teacher_student", "teacher": cfg.pretrain_teacher_weights,
+                "student": cfg.pretrain_student_weights}
+    if cfg.pretrain_weights:
+        return {"mode": "pretrained", "pretrained": cfg.pretrain_weights}
+    return {"mode": "none"}
+
+
+def resume(run: RunDirectory, *, eval: bool | None = None,
+           force: bool = False) -> subprocess.Popen:
+    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint."""
+    meta = run.read_meta()
+    if run.effective_status(meta) in ("starting", "running"):
+        raise RunError(f"run {run.id} is still running (pid {meta.get('pid')})")
+    if run.last_checkpoint() is None and not any(run.checkpoints.glob("*.pt")):
+        raise RunError(f"run {run.id} has no checkpoint to resume from",
+                       hint="start it again with `dettui run`")
+    spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
+                      else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))))
+    argv = engine_argv(run.path.resolve(), spec, resume="auto")
+    attempt = int(meta.get("attempt", 1)) + 1
+    run.update_meta(status="starting", command=argv, attempt=attempt, ended=None,
+                    exit_code=None, weights={"mode": "resume", "resume": "auto"})
+    proc = _spawn(run, argv)
+    run.update_meta(pid=proc.pid, pgid=proc.pid)
+    return proc
+
+
+def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
+    """Ask a running engine to stop gracefully (checkpoint, then exit). False if not alive."""
+    meta = run.read_meta()
+    pid = meta.get("pid")
+    if not pid_alive(pid):
+        return False
+    os.kill(pid, sig)
+    return True
+
+
+def which_torchrun() -> str | None:
+    return shutil.which("torchrun")
