@@ -8,6 +8,7 @@ images/s and ETA; piped into a file it prints one plain line per train event ins
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,12 +18,12 @@ from typing import Any
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from engine.events import EventTail
 from engine.errors import RunError
+from engine.events import EventTail
 from engine.rundir import ACTIVE, RunDirectory, pid_alive
 
 EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
@@ -110,9 +111,8 @@ class HeadlessWatcher:
                             border_style="red", expand=False))
             if not ev.get("user_error"):
                 out.print(f"[dim]traceback: {self.run.stderr_log}[/]")
-        elif kind == "status":
-            if ev.get("status") in EXIT_BY_STATUS:
-                self.final_status = ev["status"]
+        elif kind == "status" and ev.get("status") in EXIT_BY_STATUS:
+            self.final_status = ev["status"]
 
     def _renderable(self) -> Group:
         line = Text(loss_line(self.last_train), style="cyan") if self.last_train else Text("")
@@ -171,10 +171,9 @@ class HeadlessWatcher:
             if live is not None:
                 live.stop()
         if self.proc is not None:
-            try:
+            # The engine may still be writing its last checkpoint; it is detached anyway.
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass  # the engine is still writing its last checkpoint; it is detached
         return self.summary()
 
     def summary(self) -> int:

@@ -1,0 +1,11 @@
+"""The data pipeline: COCO datasets, transforms, samplers and the synthetic shapes set.
+
+Modules (import them directly; this package imports nothing, so ``engine.data.shapes``
+and ``engine.data.cocofile`` stay usable without torch):
+
+* ``shapes``     the built-in synthetic dataset in COCO format (numpy + PIL)
+* ``cocofile``   reading, checking and packing a COCO instances json (numpy)
+* ``coco``       ``CocoDetection``, the torch ``Dataset``
+* ``transforms`` the ``sample_transforms`` ops
+* ``loader``     ``collate``, ``TrainSampler`` and the loader/dataset builders
+"""

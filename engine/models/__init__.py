@@ -1,0 +1,141 @@
+"""Detection models: ``build_model(cfg)`` turns a ``Config`` into a torchvision detector.
+
+Label convention: datasets give labels ``1..K`` and ``0`` is background, so every
+architecture is built with ``cfg.num_classes + 1`` classes (torchvision's convention; for the
+sigmoid heads of FCOS and RetinaNet the extra class-0 output is simply never a target).
+
+All three detectors share the same contract: ``model(images, targets)`` in train mode returns
+torchvision's dict of loss terms; ``model(images)`` in eval mode returns one
+``{"boxes" (xyxy, in the model's input-image coordinates), "scores", "labels"}`` dict per image.
+The model's own transform resizes with ``model.min_size``/``max_size`` (a near no-op: the
+data pipeline already resized) and normalises with the ImageNet mean/std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from torch import nn
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from engine.config.schema import Config
+from engine.errors import ConfigError
+from engine.models.backbones import FeaturePyramidBackbone, build_backbone
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """The detector named by ``cfg.architecture`` on the backbone named by ``cfg.backbone``."""
+    if not cfg.model.aspect_ratios or any(r <= 0 for r in cfg.model.aspect_ratios):
+        raise ConfigError("aspect_ratios must be a non-empty list of positive numbers",
+                          key="model.aspect_ratios")
+    if any(s <= 0 for s in cfg.model.anchor_sizes):
+        raise ConfigError("anchor sizes must be positive", key="model.anchor_sizes")
+    if cfg.model.head_convs < 0:
+        raise ConfigError(f"must be >= 0, got {cfg.model.head_convs}", key="model.head_convs")
+    if cfg.model.fpn_channels < 8:
+        raise ConfigError(f"must be >= 8, got {cfg.model.fpn_channels}", key="model.fpn_channels")
+    backbone = build_backbone(cfg)
+    return ARCHITECTURE_BUILDERS[cfg.architecture](cfg, backbone)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all of them, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def head_norm(channels: int) -> Callable[[int], nn.Module]:
+    """GroupNorm for the dense heads, as torchvision's FCOS uses, with at most 32 groups.
+
+    torchvision hard-codes 32 groups, which fails for widths that are not multiples of 32; the
+    largest divisor of the width up to 32 keeps the standard layout for 64/128/256 channels.
+    """
+    groups = max(g for g in range(1, 33) if channels % g == 0)
+    return partial(nn.GroupNorm, groups)
+
+
+def _conv_tower(channels: int, num_convs: int,
+                norm_layer: Callable[[int], nn.Module] | None) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv, norm, ReLU), laid out and initialised like torchvision's heads.
+
+    The layout (conv, norm, relu as flat siblings) keeps state-dict keys identical to
+    torchvision's FCOS head (``conv.0.weight``, ``conv.1.weight``...).
+    """
+    layers: list[nn.Module] = []
+    for _ in range(num_convs):
+        conv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1)
+        nn.init.normal_(conv.weight, std=0.01)
+        nn.init.constant_(conv.bias, 0)
+        layers.append(conv)
+        if norm_layer is not None:
+            layers.append(norm_layer(channels))
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _common_kwargs(cfg: Config) -> dict:
+    return {"min_size": cfg.model.min_size, "max_size": cfg.model.max_size}
+
+
+def _build_fcos(cfg: Config, backbone: FeaturePyramidBackbone) -> nn.Module:
+    channels, num_classes = backbone.out_channels, cfg.num_classes + 1
+    # One point per location: the "anchor size" of a level is its object-size scale (FCOS
+    # assigns a box to the level whose [4, 8] x size range holds its largest side distance).
+    sizes = tuple((float(s),) for s in cfg.model.anchor_sizes)
+    anchor_generator = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
+    head = FCOSHead(channels, 1, num_classes, num_convs=cfg.model.head_convs)
+    norm = head_norm(channels)
+    head.classification_head.conv = _conv_tower(channels, cfg.model.head_convs, norm)
+    head.regression_head.conv = _conv_tower(channels, cfg.model.head_convs, norm)
+    return FCOS(backbone, num_classes, anchor_generator=anchor_generator, head=head,
+                score_thresh=cfg.model.score_thresh, nms_thresh=cfg.model.nms_thresh,
+                detections_per_img=cfg.model.detections_per_img, **_common_kwargs(cfg))
+
+
+def _build_retinanet(cfg: Config, backbone: FeaturePyramidBackbone) -> nn.Module:
+    channels, num_classes = backbone.out_channels, cfg.num_classes + 1
+    # Three octave scales per level, as in the RetinaNet paper and torchvision's default.
+    sizes = tuple(tuple(s * 2 ** (k / 3) for k in range(3)) for s in cfg.model.anchor_sizes)
+    ratios = (tuple(cfg.model.aspect_ratios),) * len(sizes)
+    anchor_generator = AnchorGenerator(sizes, ratios)
+    head = RetinaNetHead(channels, anchor_generator.num_anchors_per_location()[0], num_classes)
+    # torchvision's RetinaNet (v1) head has no norm and always 4 convs; head_convs sets the depth.
+    head.classification_head.conv = _conv_tower(channels, cfg.model.head_convs, None)
+    head.regression_head.conv = _conv_tower(channels, cfg.model.head_convs, None)
+    return RetinaNet(backbone, num_classes, anchor_generator=anchor_generator, head=head,
+                     score_thresh=cfg.model.score_thresh, nms_thresh=cfg.model.nms_thresh,
+                     detections_per_img=cfg.model.detections_per_img, **_common_kwargs(cfg))
+
+
+def _build_faster_rcnn(cfg: Config, backbone: FeaturePyramidBackbone) -> nn.Module:
+    channels, num_classes = backbone.out_channels, cfg.num_classes + 1
+    sizes = tuple((float(s),) for s in cfg.model.anchor_sizes)
+    ratios = (tuple(cfg.model.aspect_ratios),) * len(sizes)
+    anchor_generator = AnchorGenerator(sizes, ratios)
+    # RoIs are pooled from the body's levels only (not the max-pooled extras), as torchvision does.
+    roi_pool = MultiScaleRoIAlign(featmap_names=backbone.body_level_names, output_size=7,
+                                  sampling_ratio=2)
+    # torchvision's 1024-wide box head for 256 FPN channels; narrower pyramids get a narrower head.
+    representation = min(1024, 4 * channels)
+    box_head = TwoMLPHead(channels * 7 * 7, representation)
+    model = FasterRCNN(backbone, num_classes, rpn_anchor_generator=anchor_generator,
+                       box_roi_pool=roi_pool, box_head=box_head,
+                       box_score_thresh=cfg.model.score_thresh,
+                       box_nms_thresh=cfg.model.nms_thresh,
+                       box_detections_per_img=cfg.model.detections_per_img,
+                       **_common_kwargs(cfg))
+    return model
+
+
+ARCHITECTURE_BUILDERS: dict[str, Callable[[Config, FeaturePyramidBackbone], nn.Module]] = {
+    "FCOS": _build_fcos,
+    "RetinaNet": _build_retinanet,
+    "FasterRCNN": _build_faster_rcnn,
+}
+
+__all__ = ["ARCHITECTURE_BUILDERS", "build_model", "count_parameters", "head_norm"]
