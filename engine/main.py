@@ -121,6 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_OK
     except UserError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
+        if not sys.stderr.isatty():  # stderr.log under dettui: keep the trace for --debug
+            traceback.print_exc(file=sys.stderr)
         if recorder is not None:
             recorder.logger.error(exc.render())
             recorder.emit("error", error_type=type(exc).__name__, message=exc.render(),

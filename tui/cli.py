@@ -47,11 +47,10 @@ DEBUG = {"on": os.environ.get("DETTUI_DEBUG") == "1"}
 
 def _fail(message: str) -> None:
     from rich.console import Console
-    from rich.panel import Panel
     from rich.text import Text
 
-    Console(stderr=True).print(Panel(Text(message), title="dettui: error", title_align="left",
-                                     border_style="red", expand=False))
+    # soft_wrap: long paths stay on one line, so they can be copied and grepped
+    Console(stderr=True, soft_wrap=True).print(Text("error: ", style="bold red") + Text(message))
 
 
 def user_errors(fn: F) -> F:

@@ -17,7 +17,6 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -41,7 +40,8 @@ def _fmt_seconds(seconds: float | None) -> str:
 
 def eval_table(event: dict[str, Any]) -> Table:
     """Per-class AP of one eval event, sorted best first."""
-    table = Table(title=f"per-class AP ({event.get('model', 'model')}, epoch {event['epoch']})",
+    table = Table(title=f"per-class AP ({event.get('model', 'model')}, "
+                        f"epoch {event['epoch'] + 1})",
                   show_edge=False, header_style="bold")
     table.add_column("class")
     table.add_column("AP", justify="right")
@@ -97,18 +97,18 @@ class HeadlessWatcher:
                 out.print(f"epoch {ev['epoch'] + 1} iter {ev['iter']}/{ev['max_iters']}  "
                           + loss_line(ev), highlight=False)
         elif kind == "eval":
-            lines = "\n".join(ev.get("summary") or [])
-            out.print(Panel(lines or str(ev.get("metrics")),
-                            title=f"COCO bbox eval, epoch {ev['epoch'] + 1} ({ev.get('model')})",
-                            expand=False))
+            out.print(f"[bold]COCO bbox eval, epoch {ev['epoch'] + 1} ({ev.get('model')}, "
+                      f"{ev.get('eval_time', 0):.1f}s)[/]")
+            for line in ev.get("summary") or []:
+                out.print(line, highlight=False, soft_wrap=True)
             out.print(eval_table(ev))
         elif kind == "checkpoint":
             out.print(f"[dim]checkpoint ({ev['kind']}): {ev['path']}[/]")
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
             out.print(f"[yellow]{ev.get('message')}[/]")
         elif kind == "error":
-            out.print(Panel(Text(ev.get("message", "")), title=f"[red]{ev.get('error_type')}",
-                            border_style="red", expand=False))
+            out.print(Text(f"error ({ev.get('error_type')}): ", style="bold red")
+                      + Text(ev.get("message", "")), soft_wrap=True)
             if not ev.get("user_error"):
                 out.print(f"[dim]traceback: {self.run.stderr_log}[/]")
         elif kind == "status" and ev.get("status") in EXIT_BY_STATUS:
@@ -180,22 +180,23 @@ class HeadlessWatcher:
         meta = self.run.read_meta()
         status = self.final_status or self.run.effective_status(meta)
         best = meta.get("best")
-        table = Table.grid(padding=(0, 2))
-        table.add_row("run", f"{self.run.id}  ({self.run.path})")
         color = {"finished": "green", "interrupted": "yellow"}.get(status, "red")
-        table.add_row("status", f"[{color}]{status}[/]")
+        rows = [("run", f"{self.run.id}  ({self.run.path})"),
+                ("status", f"[{color}]{status}[/]")]
         if best:
-            table.add_row("best AP", f"{best['value']:.4f} (epoch {best['epoch'] + 1})")
-            table.add_row("best checkpoint", str(best.get("checkpoint")))
+            rows += [("best AP", f"{best['value']:.4f} (epoch {best['epoch'] + 1})"),
+                     ("best checkpoint", str(best.get("checkpoint")))]
         last = self.run.last_checkpoint()
         if last:
-            table.add_row("last checkpoint", str(last))
-        table.add_row("wall time", _fmt_seconds(time.time() - self.started))
+            rows.append(("last checkpoint", str(last)))
+        rows.append(("wall time", _fmt_seconds(time.time() - self.started)))
         if status == "failed":
-            table.add_row("logs", f"{self.run.train_log}\n{self.run.stderr_log}")
+            rows += [("log", str(self.run.train_log)), ("traceback", str(self.run.stderr_log))]
         if status in ("interrupted", "failed") and last:
-            table.add_row("resume", f"dettui resume {self.run.id}")
-        self.console.print(Panel(table, title="summary", expand=False, border_style=color))
+            rows.append(("resume with", f"dettui resume {self.run.id}"))
+        self.console.rule(f"[{color}]summary")
+        for key, value in rows:  # plain lines: paths are never cut to the terminal width
+            self.console.print(f"[bold]{key + ':':<17}[/]{value}", soft_wrap=True, highlight=False)
         code = meta.get("exit_code")
         if isinstance(code, int):
             return code

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import load_and_validate
-from engine.config.schema import Config
-from engine.errors import ConfigError, RunError, WeightsError
+from engine.config.schema import Config, DatasetConfig
+from engine.errors import ConfigError, DataError, RunError, WeightsError
 from engine.rundir import (
     RUN_SCHEMA_VERSION,
     RunDirectory,
@@ -101,9 +101,28 @@ def _check_weights_path(value: str | None, key: str) -> None:
         raise WeightsError(f"is a directory, expected a weights file: {p}", key=key)
 
 
+def _check_dataset(ds: DatasetConfig, section: str) -> None:
+    """A dataset that will not be generated must be there (the engine checks the content)."""
+    if ds.synthesize is not None:
+        return
+    root = Path(ds.dataset_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}", key=f"{section}.dataset_dir",
+                        hint="fix the path, or add `synthesize:` to generate the shapes "
+                             "dataset there")
+    anno = root / ds.anno_path
+    if not anno.is_file():
+        raise DataError(f"annotation file not found: {anno}", key=f"{section}.anno_path")
+    images = root / ds.image_dir
+    if not images.is_dir():
+        raise DataError(f"image folder not found: {images}", key=f"{section}.image_dir")
+
+
 def validate_spec(spec: LaunchSpec) -> Config:
-    """Everything we can check without torch: config, overrides and weight paths."""
+    """Everything we can check without torch: config, overrides, weight and data paths."""
     _, cfg = load_and_validate(spec.config, spec.all_overrides())
+    _check_dataset(cfg.TrainDataset, "TrainDataset")
+    _check_dataset(cfg.EvalDataset, "EvalDataset")
     _check_weights_path(cfg.pretrain_weights, "pretrain_weights")
     _check_weights_path(cfg.pretrain_teacher_weights, "pretrain_teacher_weights")
     _check_weights_path(cfg.pretrain_student_weights, "pretrain_student_weights")

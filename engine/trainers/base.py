@@ -191,6 +191,7 @@ class Trainer:
             "best": self.best,
             "config": self.config_dict,
             "trainer": self.name,
+            "class_names": self.train_ds.class_names,
         }
 
     def save(self, kind: str) -> Path | None:

@@ -1,0 +1,134 @@
+"""``python -m engine eval`` and ``python -m engine infer``: a trained model, used.
+
+Both build the model from the config and load weights from a local file: a dettui
+checkpoint (its EMA weights when it has them) or a plain state dict / safetensors file.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import pickle
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from torch import nn
+
+from engine.config import load_and_validate
+from engine.config.schema import Config
+from engine.data.coco import CocoDetection, read_rgb
+from engine.data.loader import build_eval_loader
+from engine.data.shapes import ensure_dataset
+from engine.data.transforms import build_transforms
+from engine.env import pick_device
+from engine.errors import DataError, WeightsError
+from engine.evaluation.coco import COCOEvaluator
+from engine.models import build_model
+from engine.models.weights import load_state_dict_file
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def load_model(cfg: Config, weights: str, device: torch.device) -> nn.Module:
+    """The config's model with ``weights`` loaded strictly (it must be this model)."""
+    model = build_model(cfg)
+    state = load_state_dict_file(weights, prefer_ema=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"the weights do not fit this config's model "
+                           f"({cfg.architecture}/{cfg.backbone.name}, {cfg.num_classes} "
+                           f"classes): {str(exc).splitlines()[0][:200]}", file=weights) from None
+    return model.to(device).eval()
+
+
+def evaluate_weights(config: Path, weights: str, overrides: list[str],
+                     json_out: Path | None) -> int:
+    _, cfg = load_and_validate(config, overrides)
+    device = pick_device(cfg.device)
+    ensure_dataset(cfg.EvalDataset, section="EvalDataset")
+    dataset = CocoDetection(cfg.EvalDataset, cfg.num_classes,
+                            build_transforms(cfg.EvalReader.sample_transforms), train=False)
+    model = load_model(cfg, weights, device)
+    evaluator = COCOEvaluator(dataset.coco_json, dataset.label_to_cat_id, dataset.class_names)
+    with torch.no_grad():
+        for images, targets in build_eval_loader(cfg, dataset):
+            outputs = model([img.to(device) for img in images])
+            evaluator.update([{k: v.cpu() for k, v in o.items()} for o in outputs], targets)
+    result = evaluator.evaluate()
+    print(f"COCO bbox evaluation of {weights} on {dataset.anno_path} "
+          f"({len(dataset)} images):")
+    print("\n".join(result.summary_lines()))
+    print("\nper-class AP:")
+    for name, ap in result.per_class.items():
+        print(f"  {name:<24} {ap:.4f}")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"metrics": result.metrics, "per_class": result.per_class,
+                                        "stats": result.stats}, indent=2))
+    return 0
+
+
+def _class_names(cfg: Config, weights: str) -> list[str]:
+    """Names from the checkpoint, else from the eval annotations, else ``class N``."""
+    if not weights.endswith(".safetensors"):
+        try:  # load_model already read this file successfully; this reads its metadata
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError):
+            state = None
+        if isinstance(state, dict) and isinstance(state.get("class_names"), list):
+            return list(state["class_names"])
+    anno = Path(cfg.EvalDataset.dataset_dir) / cfg.EvalDataset.anno_path
+    try:
+        cats = json.loads(anno.read_text())["categories"]
+        return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"class {i}" for i in range(1, cfg.num_classes + 1)]
+
+
+def _colour(label: int) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb((label * 0.618034) % 1.0, 0.85, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def infer_images(config: Path, weights: str, images: list[Path], out: Path,
+                 score_thresh: float, overrides: list[str]) -> int:
+    _, cfg = load_and_validate(config, overrides)
+    device = pick_device(cfg.device)
+    for path in images:
+        if not path.is_file():
+            raise DataError("image not found", file=str(path))
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError("not an image file; allowed: " + ", ".join(sorted(IMAGE_SUFFIXES)),
+                            file=str(path))
+    model = load_model(cfg, weights, device)
+    names = _class_names(cfg, weights)
+    out.mkdir(parents=True, exist_ok=True)
+    font = ImageFont.load_default()
+    for path in images:
+        tensor = read_rgb(path)  # the model resizes and maps boxes back to this image
+        with torch.no_grad():
+            det = model([tensor.to(device)])[0]
+        try:
+            canvas = Image.open(path).convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"cannot read image: {exc}", file=str(path)) from None
+        draw = ImageDraw.Draw(canvas)
+        kept = 0
+        for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(),
+                                     det["labels"].tolist()):
+            if score < score_thresh:
+                continue
+            kept += 1
+            colour = _colour(label)
+            name = names[label - 1] if 0 < label <= len(names) else f"class {label}"
+            draw.rectangle(box, outline=colour, width=2)
+            text = f"{name} {score:.2f}"
+            x0, y0 = box[0], max(0, box[1] - 11)
+            tb = draw.textbbox((x0, y0), text, font=font)
+            draw.rectangle(tb, fill=colour)
+            draw.text((x0, y0), text, fill=(0, 0, 0), font=font)
+        target = out / path.name
+        canvas.save(target)
+        print(f"{path} -> {target}: {kept} detections >= {score_thresh}")
+    return 0
