@@ -69,6 +69,16 @@ class RunError(UserError):
     """A run id or run directory that does not exist or cannot be used that way."""
 
 
+class NonFiniteLoss(RuntimeError):
+    """A loss went NaN/Inf; the step was not applied and the last checkpoint is untouched."""
+
+    def __init__(self, iteration: int, losses: dict[str, float]):
+        self.iteration = iteration
+        self.losses = losses
+        terms = ", ".join(f"{k}={v}" for k, v in losses.items())
+        super().__init__(f"non-finite loss at iteration {iteration}: {terms}")
+
+
 class StopTraining(Exception):
     """Raised inside the training loop to leave it cleanly after a checkpoint (a graceful
     stop requested by SIGINT/SIGTERM). Not an error: the run ends ``interrupted``."""

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from engine.config import dump_yaml, load_and_validate
-from engine.errors import EXIT_USER_ERROR, StopTraining, UserError
+from engine.errors import EXIT_USER_ERROR, NonFiniteLoss, StopTraining, UserError
 from engine.recorder import RunRecorder
 from engine.rundir import RUN_SCHEMA_VERSION, RunDirectory, default_runs_dir, now_iso
 
@@ -139,8 +139,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(tb, file=sys.stderr, flush=True)
         if recorder is not None:
             recorder.logger.error(f"crashed: {type(exc).__name__}: {exc}")
+            details = {"losses": exc.losses} if isinstance(exc, NonFiniteLoss) else {}
             recorder.emit("error", error_type=type(exc).__name__, message=str(exc),
-                          traceback=tb, user_error=False)
+                          traceback=tb, user_error=False, iter=recorder.iter, **details)
             recorder.set_status("failed", f"{type(exc).__name__}: {exc}", exit_code=EXIT_CRASH)
         return EXIT_CRASH
     finally:

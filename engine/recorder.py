@@ -52,6 +52,7 @@ class RunRecorder:
         self._writer = EventWriter(run.events) if self.run is not None else None
         self.logger = setup_logging(run.train_log if self.run is not None else None, rank)
         self._last_progress = 0.0
+        self.iter: int | None = None  # the step in progress, for error events
 
     @property
     def active(self) -> bool:

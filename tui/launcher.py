@@ -55,6 +55,7 @@ class LaunchSpec:
     master_addr: str | None = None
     master_port: int | None = None
     force: bool = False
+    max_restarts: int = 0  # relaunch a crashed engine from its last checkpoint this often
 
     def flag_overrides(self) -> list[str]:
         """CLI flags as ``-o`` overrides; they come before the user's own ``-o`` (which win,
@@ -129,6 +130,9 @@ def validate_spec(spec: LaunchSpec) -> Config:
     if spec.resume and spec.resume != "auto" and ("/" in spec.resume or
                                                    spec.resume.endswith(".pt")):
         _check_weights_path(spec.resume, "--resume")
+    if spec.max_restarts < 0:
+        raise ConfigError(f"--max-restarts must be >= 0, got {spec.max_restarts}",
+                          key="max_restarts")
     if spec.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {spec.nproc}", key="nproc")
     return cfg
@@ -158,6 +162,14 @@ def engine_argv(run_dir: Path, spec: LaunchSpec, *, resume: str | None = None) -
     return [*torchrun, "-m", "engine", *train_args]
 
 
+def supervised(run_dir: Path, argv: list[str], max_restarts: int) -> list[str]:
+    """Wrap the engine command in ``engine.supervisor`` when restarts are allowed."""
+    if max_restarts <= 0:
+        return argv
+    return [sys.executable, "-m", "engine.supervisor", "--run-dir", str(run_dir),
+            "--max-restarts", str(max_restarts), "--", *argv]
+
+
 def _spawn(run: RunDirectory, argv: list[str]) -> subprocess.Popen:
     log = open(run.stderr_log, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
@@ -175,7 +187,8 @@ def launch(spec: LaunchSpec) -> tuple[RunDirectory, subprocess.Popen]:
     cfg = validate_spec(spec)
     name = spec.name or Path(spec.config).stem
     run = RunDirectory.create(spec.runs_dir, name)
-    argv = engine_argv(run.path.resolve(), spec)
+    argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec),
+                      spec.max_restarts)
     run.write_meta({
         "schema": RUN_SCHEMA_VERSION,
         "id": run.id,
@@ -192,6 +205,7 @@ def launch(spec: LaunchSpec) -> tuple[RunDirectory, subprocess.Popen]:
         "attempt": 1,
         "eval": spec.eval,
         "world_size": spec.nproc * spec.nnodes,
+        "max_restarts": spec.max_restarts,
         "best": None,
     })
     proc = _spawn(run, argv)
@@ -228,7 +242,8 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
                        hint="start it again with `dettui run`")
     spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
                       else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))))
-    argv = engine_argv(run.path.resolve(), spec, resume="auto")
+    argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec, resume="auto"),
+                      int(meta.get("max_restarts", 0)))
     attempt = int(meta.get("attempt", 1)) + 1
     run.update_meta(status="starting", command=argv, attempt=attempt, ended=None,
                     exit_code=None, weights={"mode": "resume", "resume": "auto"})

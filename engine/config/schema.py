@@ -173,6 +173,9 @@ class Config:
                                               "under multi-process training", "bn")
     checkpoint_interval: int = doc("also save checkpoints/last.pt every this many iterations; "
                                    "0 disables", 0)
+    nonfinite_skip_steps: int = doc("a NaN/Inf loss stops training before the optimizer "
+                                    "applies it; allow skipping up to this many such steps "
+                                    "instead", 0)
 
     backbone: BackboneConfig = doc("backbone", factory=BackboneConfig)
     model: ModelConfig = doc("detector hyperparameters", factory=ModelConfig)
@@ -332,6 +335,7 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
             v.fail(keypath, f"must be >= 1, got {value}")
     for keypath, value in {("epoch_iter",): cfg.epoch_iter, ("worker_num",): cfg.worker_num,
                            ("checkpoint_interval",): cfg.checkpoint_interval,
+                           ("nonfinite_skip_steps",): cfg.nonfinite_skip_steps,
                            ("LearningRate", "warmup_iters"): cfg.LearningRate.warmup_iters
                            }.items():
         if value < 0:

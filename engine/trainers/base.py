@@ -5,6 +5,7 @@ Semi-supervised and co-tuning trainers subclass it and change the step, not the 
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from engine.config.schema import Config
 from engine.data.loader import build_datasets, build_eval_loader, build_train_loader
 from engine.env import DistEnv
-from engine.errors import ConfigError, WeightsError
+from engine.errors import ConfigError, NonFiniteLoss, WeightsError
 from engine.evaluation.coco import COCOEvaluator, EvalResult
 from engine.models import build_model, count_parameters
 from engine.models.weights import load_pretrained
@@ -120,6 +121,7 @@ class Trainer:
         self.improved = False
         self.validate = False
         self.rng_to_restore: dict | None = None
+        self.nonfinite_skipped = 0
 
         # Per-step values the hooks read.
         self.loss_values: dict[str, float] = {}
@@ -316,6 +318,7 @@ class Trainer:
         while self.epoch_iter < self.iters_per_epoch:
             batch = next(batches)
             self.data_time = time.perf_counter() - t_data
+            self.recorder.iter = self.iter + 1
             self._call(hooks, "before_step")
             self.run_step(batch)
             self.iter += 1
@@ -334,6 +337,13 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.use_amp):
             loss_dict = self.model(images, targets)
         loss = sum(loss_dict.values())
+        values = {k: float(v.detach()) for k, v in loss_dict.items()}
+        values["loss"] = float(loss.detach())
+        if not self._all_finite(values):
+            self.step_applied = False
+            self.loss_values = {}
+            self._on_nonfinite(values)
+            return
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.OptimizerBuilder.clip_grad_norm > 0:
@@ -343,8 +353,28 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step_applied = True
-        values = {k: float(v.detach()) for k, v in loss_dict.items()}
-        values["loss"] = float(loss.detach())
         self.loss_values = values
+
+    def _all_finite(self, values: dict[str, float]) -> bool:
+        """Whether every rank's losses are finite (under DDP, all ranks skip together)."""
+        ok = all(math.isfinite(v) for v in values.values())
+        if self.env.distributed:
+            flag = torch.tensor([0.0 if ok else 1.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            ok = flag.item() == 0.0
+        return ok
+
+    def _on_nonfinite(self, values: dict[str, float]) -> None:
+        """Skip the step while the budget lasts, else stop with an ``error`` event."""
+        step = self.iter + 1
+        terms = ", ".join(f"{k}={v}" for k, v in values.items())
+        self.nonfinite_skipped += 1
+        if self.nonfinite_skipped <= self.cfg.nonfinite_skip_steps:
+            msg = (f"non-finite loss at iteration {step} ({terms}); step skipped "
+                   f"({self.nonfinite_skipped}/{self.cfg.nonfinite_skip_steps})")
+            self.logger.warning(msg)
+            self.recorder.emit("log", level="warning", message=msg)
+            return
+        raise NonFiniteLoss(step, values)
 
 
