@@ -1,0 +1,81 @@
+"""The dettui Textual app: home screen, launch form, run monitor, compare, help, errors.
+
+``run_app`` is what the CLI calls for ``dettui`` (no command) and for ``dettui run CONFIG``
+without ``--headless`` (then the launch form opens prefilled). The app never imports torch:
+training runs in its own detached process and reaches us only through the run directory,
+so quitting (``q``) leaves every training running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.worker import Worker, WorkerState
+
+from engine.errors import UserError
+from engine.rundir import resolve_run
+from tui.launcher import LaunchSpec
+from tui.screens.error import ErrorReport, show_error
+from tui.screens.help import HelpScreen
+from tui.screens.home import HomeScreen
+
+
+class DettuiApp(App[int]):
+    """The control room. ``launch`` opens the launch form, ``open_run`` a run's monitor."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "dettui"
+    # Screens get "-short" below 36 rows (an 80x24 terminal) and "-tall" above.
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (36, "-tall")]
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, runs_dir: Path, configs_dirs: list[Path],
+                 launch: LaunchSpec | None = None, open_run: str | None = None) -> None:
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.configs_dirs = [Path(d) for d in configs_dirs]
+        self.launch_spec = launch
+        self.open_run_ref = open_run
+        self.home = HomeScreen(self.runs_dir, self.configs_dirs)
+
+    def on_mount(self) -> None:
+        self.push_screen(self.home)
+        if self.launch_spec is not None:
+            self.home.open_launch(self.launch_spec)
+        elif self.open_run_ref is not None:
+            try:
+                run = resolve_run(self.runs_dir, self.open_run_ref)
+            except UserError as exc:
+                self.show_error(ErrorReport.from_exception(exc, "Cannot open run"))
+            else:
+                self.home.open_run(run.path)
+
+    def show_error(self, report: ErrorReport) -> None:
+        """The error funnel: every error the user must see ends up in this modal."""
+        show_error(self, report)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Workers run with exit_on_error=False; a worker that raises lands here instead of
+        # killing the app (and the user's view of their runs).
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            title = f"Background task {event.worker.name or event.worker.group!r} failed"
+            self.show_error(ErrorReport.from_exception(event.worker.error, title))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+
+def run_app(runs_dir: Path, configs_dirs: list[Path], launch: LaunchSpec | None = None,
+            open_run: str | None = None) -> int:
+    """Run the TUI until the user quits; the exit code for the CLI (0)."""
+    app = DettuiApp(runs_dir, configs_dirs, launch=launch, open_run=open_run)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,1 @@
+"""The app's screens: home, launch, monitor, compare, help, error modal, file picker."""

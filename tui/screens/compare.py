@@ -1,0 +1,308 @@
+"""Compare runs: their loss and AP curves overlaid, and the config keys that differ.
+
+Everything is read from the run directories (``run.json``, ``config.yaml``,
+``events.jsonl``) in a thread worker; the pure helpers (``read_run_curves``,
+``config_diff``) have no UI and are tested on their own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from engine.errors import UserError
+from engine.events import METRIC_KEYS, EventTail
+from engine.rundir import RunDirectory
+from tui.widgets.curves import PALETTE, Curve, CurvePlot
+
+# eval events of one run may hold several models (teacher/student/ema); one is compared.
+EVAL_MODEL_PREFERENCE = ("model", "ema", "student", "teacher")
+MISSING = object()
+"""A config key that a run does not have (shown as ``—``)."""
+READ_CHUNK = 8 * 2**20
+# plotext colour names of CurvePlot.PALETTE as Rich colours, for the table's legend.
+RICH_COLORS = {"cyan+": "bright_cyan", "orange": "dark_orange", "green+": "bright_green",
+               "magenta+": "bright_magenta", "blue+": "bright_blue", "yellow": "yellow",
+               "red+": "bright_red", "gray": "grey50", "cyan": "cyan", "green": "green",
+               "magenta": "magenta", "blue": "blue"}
+
+
+def run_color(index: int) -> str:
+    """The plotext colour of the ``index``-th compared run."""
+    return PALETTE[index % len(PALETTE)]
+
+
+@dataclass
+class RunCurves:
+    """What the compare screen needs from one run."""
+
+    path: Path
+    id: str
+    meta: dict[str, Any]
+    config: dict[str, Any]
+    loss: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    """Loss term (``loss`` is the total) -> (global iterations, values)."""
+    metrics: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    """COCO metric (AP, AP50...) -> (global iterations, values) of ``eval_model``."""
+    eval_model: str | None = None
+
+
+def _append(store: dict[str, tuple[list[float], list[float]]], key: str, x: float,
+            y: Any) -> None:
+    if isinstance(y, (int, float)) and not isinstance(y, bool):
+        xs, ys = store.setdefault(key, ([], []))
+        xs.append(x)
+        ys.append(float(y))
+
+
+def _rewind(store: dict[str, tuple[list[float], list[float]]], last_iter: float) -> None:
+    """Drop points after ``last_iter``: a resumed run logs those iterations again."""
+    for xs, ys in store.values():
+        while xs and xs[-1] > last_iter:
+            xs.pop()
+            ys.pop()
+
+
+def read_run_curves(path: Path) -> RunCurves:
+    """Read a run's metadata, resolved config and loss/metric series (a resume's ``start``
+    event rewinds the series to its ``start_iter``, so iterations stay ascending)."""
+    run = RunDirectory(path)
+    meta = run.read_meta()
+    try:
+        config = yaml.safe_load(run.config_yaml.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        config = {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config.yaml is not valid YAML ({exc})", file=str(run.config_yaml))\
+            from None
+    curves = RunCurves(path, run.id, meta, config if isinstance(config, dict) else {})
+    evals: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    tail = EventTail(run.events)
+    while events := tail.read(READ_CHUNK):
+        for ev in events:
+            kind = ev.get("type")
+            if kind == "start" and isinstance(ev.get("start_iter"), (int, float)):
+                _rewind(curves.loss, ev["start_iter"])
+                for store in evals.values():
+                    _rewind(store, ev["start_iter"])
+                continue
+            x = ev.get("iter")
+            if not isinstance(x, (int, float)):
+                continue
+            if kind == "train":
+                _append(curves.loss, "loss", x, ev.get("loss"))
+                for term, value in (ev.get("losses") or {}).items():
+                    if term != "loss":
+                        _append(curves.loss, term, x, value)
+            elif kind == "eval":
+                store = evals.setdefault(str(ev.get("model") or "model"), {})
+                for key, value in (ev.get("metrics") or {}).items():
+                    _append(store, key, x, value)
+    for model in (*EVAL_MODEL_PREFERENCE, *sorted(evals)):
+        if model in evals:
+            curves.eval_model, curves.metrics = model, evals[model]
+            break
+    return curves
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_diff(configs: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """The dotted keys whose values are not the same in every config, in config order;
+    a key absent from a config has the value ``MISSING``."""
+    flat = [flatten(c) for c in configs]
+    keys: dict[str, None] = {}
+    for f in flat:
+        keys.update(dict.fromkeys(f))
+    out = []
+    for key in keys:
+        values = [f.get(key, MISSING) for f in flat]
+        if any(_canon(v) != _canon(values[0]) for v in values[1:]):
+            out.append((key, values))
+    return out
+
+
+def _canon(value: Any) -> str:
+    if value is MISSING:
+        return "\0missing"
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _ap(value: Any) -> Any:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else MISSING
+
+
+def fmt_value(value: Any) -> Text:
+    if value is MISSING:
+        return Text("—", style="dim")
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return Text(text)
+
+
+class CompareScreen(Screen[None]):
+    """Overlay the curves of two or more runs and list how their configs differ."""
+
+    DEFAULT_CSS = """
+    CompareScreen #compare-title {
+        height: 1;
+        padding: 0 1;
+        background: $panel;
+    }
+    CompareScreen #compare-plots {
+        height: 1fr;
+    }
+    CompareScreen #compare-plots > CurvePlot {
+        width: 1fr;
+        border: round $panel-lighten-2;
+        border-title-style: bold;
+    }
+    CompareScreen #compare-table {
+        height: 1fr;
+        border: round $panel-lighten-2;
+        border-title-style: bold;
+    }
+    CompareScreen #compare-table:focus {
+        border: round $accent;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("t", "cycle_loss", "Loss term"),
+        Binding("m", "cycle_metric", "Metric"),
+        Binding("l", "toggle_log", "Log loss"),
+        Binding("a", "toggle_all_keys", "All keys"),
+    ]
+
+    class Loaded(Message):
+        """Posted by the reader worker."""
+
+        def __init__(self, runs: list[RunCurves]) -> None:
+            super().__init__()
+            self.runs = runs
+
+    def __init__(self, run_paths: list[Path]) -> None:
+        super().__init__()
+        self.run_paths = [Path(p) for p in run_paths]
+        self.runs: list[RunCurves] = []
+        self.loss_term = "loss"
+        self.metric = "AP"
+        self.all_keys = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Comparing {len(self.run_paths)} runs… reading their events",
+                     id="compare-title")
+        with Horizontal(id="compare-plots"):
+            yield CurvePlot(id="compare-loss")
+            yield CurvePlot(id="compare-metric")
+
+        table: DataTable[object] = DataTable(id="compare-table", zebra_stripes=True,
+                                             cursor_type="row")
+        table.border_title = "Config keys that differ"
+        yield table
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self._read(self.run_paths)
+        self.query_one("#compare-table").focus()
+
+    @work(thread=True, exit_on_error=False, group="compare-read")
+    def _read(self, paths: list[Path]) -> None:
+        self.post_message(self.Loaded([read_run_curves(p) for p in paths]))
+
+    def on_compare_screen_loaded(self, message: Loaded) -> None:
+        self.runs = message.runs
+        names = ", ".join(r.id for r in self.runs)
+        self.query_one("#compare-title", Static).update(
+            Text.assemble(("Compare ", "bold"), names))
+        self._draw_plots()
+        self._fill_table()
+
+    # ----------------------------------------------------------------- drawing
+
+    def _loss_terms(self) -> list[str]:
+        terms: dict[str, None] = {}
+        for run in self.runs:
+            terms.update(dict.fromkeys(run.loss))
+        return list(terms) or ["loss"]
+
+    def _draw_plots(self) -> None:
+        loss = self.query_one("#compare-loss", CurvePlot)
+        loss.border_title = f"{self.loss_term} (t: next term)"
+        loss.set_curves([Curve(r.id, *r.loss[self.loss_term], run_color(i))
+                         for i, r in enumerate(self.runs) if self.loss_term in r.loss])
+        metric = self.query_one("#compare-metric", CurvePlot)
+        metric.border_title = f"{self.metric} (m: next metric)"
+        metric.set_curves([Curve(r.id, *r.metrics[self.metric], run_color(i))
+                           for i, r in enumerate(self.runs) if self.metric in r.metrics])
+
+    def _fill_table(self) -> None:
+        table = self.query_one("#compare-table", DataTable)
+        table.clear(columns=True)
+        table.add_column("key", key="key")
+        for i, run in enumerate(self.runs):
+            color = RICH_COLORS.get(run_color(i), "default")
+            table.add_column(Text.assemble(("■ ", color), run.id), key=run.path.name)
+        summary = [
+            ("status", [r.meta.get("status", "?") for r in self.runs]),
+            ("trainer", [r.meta.get("trainer", "?") for r in self.runs]),
+            ("best AP", [_ap((r.meta.get("best") or {}).get("value")) for r in self.runs]),
+            ("eval model", [r.eval_model or MISSING for r in self.runs]),
+        ]
+        for key, values in summary:
+            table.add_row(Text(key, style="bold"), *map(fmt_value, values))
+        configs = [r.config for r in self.runs]
+        if self.all_keys:
+            rows = [(k, [flatten(c).get(k, MISSING) for c in configs])
+                    for k in flatten(configs[0]) if configs]
+        else:
+            rows = config_diff(configs)
+        for key, values in rows:
+            table.add_row(Text(key, style="cyan"), *map(fmt_value, values))
+        differ = len(config_diff(configs))
+        table.border_title = (f"Config: all keys ({differ} differ) · a: only the differences"
+                              if self.all_keys else
+                              f"Config keys that differ ({differ}) · a: all keys")
+
+    # ----------------------------------------------------------------- actions
+
+    def action_cycle_loss(self) -> None:
+        terms = self._loss_terms()
+        i = terms.index(self.loss_term) if self.loss_term in terms else -1
+        self.loss_term = terms[(i + 1) % len(terms)]
+        self._draw_plots()
+
+    def action_cycle_metric(self) -> None:
+        i = METRIC_KEYS.index(self.metric)
+        self.metric = METRIC_KEYS[(i + 1) % len(METRIC_KEYS)]
+        self._draw_plots()
+
+    def action_toggle_log(self) -> None:
+        plot = self.query_one("#compare-loss", CurvePlot)
+        plot.log_y = not plot.log_y
+
+    def action_toggle_all_keys(self) -> None:
+        self.all_keys = not self.all_keys
+        self._fill_table()

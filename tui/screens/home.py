@@ -1,0 +1,345 @@
+"""The home screen: config browser + preview on top, the live runs table below.
+
+The screen owns the state: the runs index (polled every second in a thread worker), the
+engine processes this TUI started (reaped so they don't linger as zombies; they are in
+their own session and keep running when the TUI quits), and what each key does to a run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Footer, Input, Static
+
+from engine.errors import UserError
+from engine.rundir import RunDirectory
+from tui import launcher
+from tui.launcher import LaunchSpec
+from tui.runs_index import RunRow, RunsIndex, ScanResult
+from tui.screens.error import ErrorReport, show_error
+from tui.screens.launch import LaunchScreen
+from tui.widgets.config_tree import ConfigTree
+from tui.widgets.runs_table import RunsTable
+from tui.widgets.yaml_view import YamlView
+
+POLL_SECONDS = 1.0
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; ``y`` confirms, ``n``/escape cancels."""
+
+    DEFAULT_CSS = """
+    ConfirmScreen {
+        align: center middle;
+    }
+    ConfirmScreen > Vertical {
+        width: auto;
+        min-width: 40;
+        max-width: 90%;
+        height: auto;
+        border: thick $warning;
+        background: $surface;
+        padding: 1 2;
+    }
+    ConfirmScreen Horizontal {
+        height: auto;
+        margin-top: 1;
+        align-horizontal: right;
+    }
+    ConfirmScreen Button {
+        margin-left: 2;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, confirm_label: str = "Yes") -> None:
+        super().__init__()
+        self.question = question
+        self.confirm_label = confirm_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question, id="confirm-question")
+            with Horizontal():
+                yield Button("Cancel (n)", id="confirm-no")
+                yield Button(f"{self.confirm_label} (y)", variant="error", id="confirm-yes")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class HomeScreen(Screen[None]):
+    """Configs, preview and runs; every run action starts here."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new_run", "New run"),
+        Binding("v", "toggle_resolved", "Resolved"),
+        Binding("slash", "filter", "Filter"),
+        Binding("tab", "app.focus_next", "Focus", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+
+    class RunsScanned(Message):
+        """Posted by the polling worker."""
+
+        def __init__(self, result: ScanResult) -> None:
+            super().__init__()
+            self.result = result
+
+    def __init__(self, runs_dir: Path, configs_dirs: list[Path]) -> None:
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.configs_dirs = [Path(d) for d in configs_dirs]
+        self.index = RunsIndex(self.runs_dir)
+        """Read by the polling worker thread only; the UI uses ``rows``."""
+        self.rows: list[RunRow] = []
+        """The runs of the last scan, newest first."""
+        self.processes: list[subprocess.Popen] = []
+        self._scanning = False
+        self._scans = 0
+        self._cursor_to: str | None = None
+        """A run (folder name) to put the cursor on once a scan has found it."""
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="title-bar"):
+            yield Static(id="title-text")
+            yield Static(Text.assemble(("?", "bold"), " keys  ", ("q", "bold"), " quit"),
+                         id="title-keys")
+        with Horizontal(id="top"):
+            tree = ConfigTree(self.configs_dirs, id="configs")
+            tree.border_title = "Configs"
+            yield tree
+            yield YamlView(self.configs_dirs, id="preview")
+        with Vertical(id="runs-panel"):
+            yield RunsTable(id="runs")
+            yield Static(id="runs-empty")
+            yield Input(placeholder="filter runs: words in id, name, status, trainer, config",
+                        id="runs-filter")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self._update_titles()
+        self.poll_runs()
+        self.set_interval(POLL_SECONDS, self.poll_runs)
+        self.query_one(RunsTable).focus()
+
+    # ----------------------------------------------------------------- runs polling
+
+    def poll_runs(self) -> None:
+        """Rescan the runs folder (skipped while the previous scan still runs)."""
+        self.processes = [p for p in self.processes if p.poll() is None]  # reap
+        if not self._scanning:
+            self._scanning = True
+            self._scan_worker()
+
+    @work(thread=True, group="runs-scan", exit_on_error=False)
+    def _scan_worker(self) -> None:
+        try:
+            result = self.index.scan()
+        finally:
+            self._scanning = False
+        self.post_message(self.RunsScanned(result))
+
+    def on_home_screen_runs_scanned(self, message: RunsScanned) -> None:
+        table = self.query_one(RunsTable)
+        self.rows = message.result.rows
+        table.set_rows(self.rows)
+        self._update_titles()
+        self._scans += 1
+        if self._scans == 1 and not message.result.rows and self.focused is table:
+            self.query_one(ConfigTree).focus()  # nothing to look at yet: start with configs
+        if self._cursor_to is not None and table.move_to(self._cursor_to):
+            self._cursor_to = None
+        for row in message.result.newly_failed:
+            show_error(self.app, ErrorReport.from_run(row.path))
+
+    def _update_titles(self) -> None:
+        table = self.query_one(RunsTable)
+        rows = self.rows
+        active = sum(r.active for r in rows)
+        bar = Text.assemble(("dettui", "bold"), "  runs ", (str(self.runs_dir), "bold"), "  ")
+        if active:
+            bar.append(f"● {active} running", style="bold green")
+            bar.append("  ")
+        bar.append(f"{len(rows)} runs", style="dim")
+        self.query_one("#title-text", Static).update(bar)
+        shown = f"{len(table.view)}/{len(rows)}" if table.filter_text else str(len(rows))
+        title = f"Runs ({shown})"
+        title += f" · sort {table.sort_label}"
+        if table.filter_text:
+            title += f" · filter “{table.filter_text}”"
+        if table.selected:
+            title += f" · {len(table.selected)} selected"
+        panel = self.query_one("#runs-panel")
+        panel.border_title = title
+        empty = self.query_one("#runs-empty", Static)
+        if not rows:
+            empty.update(Text.assemble(
+                "No runs in ", (str(self.runs_dir), "bold"),
+                " yet. Pick a config above and press ", ("n", "bold"), " to start one."))
+        elif not table.view:
+            empty.update(Text("No run matches the filter (esc clears it).", style="dim"))
+        empty.display = not table.view
+        panel.set_class(not table.view, "-empty")
+
+    def on_runs_table_view_changed(self) -> None:
+        self._update_titles()
+
+    # ----------------------------------------------------------------- configs + preview
+
+    def on_config_tree_config_highlighted(self, message: ConfigTree.ConfigHighlighted) -> None:
+        check = message.check
+        self.query_one(YamlView).show(message.path, check.error if check else None,
+                                      check.summary if check else "")
+
+    def on_config_tree_launch_requested(self, message: ConfigTree.LaunchRequested) -> None:
+        self.open_launch(LaunchSpec(config=message.path, runs_dir=self.runs_dir))
+
+    def action_toggle_resolved(self) -> None:
+        view = self.query_one(YamlView)
+        view.resolved = not view.resolved
+
+    def action_new_run(self) -> None:
+        path = self.query_one(ConfigTree).current_path
+        if path is None:
+            row = self.query_one(RunsTable).current_row
+            if isinstance(self.focused, RunsTable) and row is not None and row.config:
+                path = Path(row.config)
+        if path is None:
+            self.notify("Move the cursor to a config file in the tree first.",
+                        severity="warning")
+            return
+        self.open_launch(LaunchSpec(config=path, runs_dir=self.runs_dir))
+
+    # ----------------------------------------------------------------- filter
+
+    def action_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        if not box.display:
+            return
+        box.value = ""
+        box.display = False
+        self.query_one(RunsTable).focus()
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(RunsTable).filter_text = event.value
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if not event.value:
+            event.input.display = False
+        self.query_one(RunsTable).focus()
+
+    # ----------------------------------------------------------------- launch + open
+
+    def open_launch(self, spec: LaunchSpec) -> None:
+        """Show the launch form for ``spec``; a successful launch opens the monitor."""
+        self.app.push_screen(LaunchScreen(spec), self._launched)
+
+    def _launched(self, result: tuple[RunDirectory, subprocess.Popen] | None) -> None:
+        if result is None:
+            return
+        run, proc = result
+        self.processes.append(proc)
+        self._cursor_to = run.path.name
+        self.poll_runs()
+        self.open_run(run.path)
+
+    def open_run(self, path: Path) -> None:
+        # Imported on use: the monitor pulls in plotext, and the home screen must open fast.
+        from tui.screens.monitor import MonitorScreen
+
+        self.app.push_screen(MonitorScreen(path))
+
+    # ----------------------------------------------------------------- run actions
+
+    def on_runs_table_run_action(self, message: RunsTable.RunAction) -> None:
+        row = message.row
+        if message.action == "open":
+            self.open_run(row.path)
+        elif message.action == "resume":
+            self._resume(row)
+        elif message.action == "stop":
+            self._stop(row)
+        elif message.action == "delete":
+            self._delete(row)
+        elif message.action == "error":
+            self._show_error(row)
+
+    def on_runs_table_compare_requested(self, message: RunsTable.CompareRequested) -> None:
+        if len(message.rows) < 2:
+            self.notify("Select two or more runs with space, then press c.",
+                        severity="warning")
+            return
+        from tui.screens.compare import CompareScreen  # on use: pulls in plotext
+
+        self.app.push_screen(CompareScreen([r.path for r in message.rows]))
+
+    def _resume(self, row: RunRow) -> None:
+        try:
+            proc = launcher.resume(RunDirectory(row.path))
+        except UserError as exc:
+            show_error(self.app, ErrorReport.from_exception(exc, f"Cannot resume {row.id}"))
+            return
+        self.processes.append(proc)
+        self.notify(f"Resuming {row.id} from its last checkpoint.")
+        self.poll_runs()
+        self.open_run(row.path)
+
+    def _stop(self, row: RunRow) -> None:
+        if not row.active:
+            self.notify(f"{row.id} is not running ({row.status}).", severity="warning")
+            return
+        if launcher.stop(RunDirectory(row.path)):
+            self.notify(f"Stopping {row.id}: it saves a checkpoint, then exits.")
+        else:
+            self.notify(f"{row.id}: its process is already gone.", severity="warning")
+        self.poll_runs()
+
+    def _delete(self, row: RunRow) -> None:
+        if row.active:
+            self.notify(f"Refusing to delete {row.id}: it is {row.status}. Stop it first (s).",
+                        severity="error", title="Delete")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._delete_worker(row)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Delete run {row.id}?\n\nIts folder, checkpoints and logs are removed for good:\n"
+            f"{row.path}", "Delete"), confirmed)
+
+    @work(thread=True, group="run-delete", exit_on_error=False)
+    def _delete_worker(self, row: RunRow) -> None:
+        RunDirectory(row.path).delete()
+        self.app.call_from_thread(self.notify, f"Deleted {row.id}.")
+        self.app.call_from_thread(self.poll_runs)
+
+    def _show_error(self, row: RunRow) -> None:
+        if row.status != "failed":
+            self.notify(f"{row.id} has not failed ({row.status}).", severity="information")
+            return
+        show_error(self.app, ErrorReport.from_run(row.path))

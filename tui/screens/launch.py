@@ -1,0 +1,421 @@
+"""The launch form: trainer, weights, eval, determinism, AMP, device, processes, overrides.
+
+The form is re-validated (in a thread, debounced) on every change with the same validator
+the engine uses (``tui.launcher.validate_spec``, no torch), so a bad key or a missing
+weights file shows inline before anything starts. ``ctrl+s`` (or enter in a text field)
+launches the engine detached and dismisses with ``(RunDirectory, Popen)``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
+
+from engine.errors import ConfigError, UserError
+from engine.rundir import RunDirectory
+from engine.sysinfo import gpus, nvml_status
+from tui.launcher import LaunchSpec, engine_argv, launch, trainer_name, validate_spec
+from tui.screens.file_picker import FilePickerScreen
+
+WEIGHT_MODES = (("none (random init)", "none"), ("pretrained weights file", "pretrained"),
+                ("resume a run or checkpoint", "resume"),
+                ("teacher + student files", "teacher_student"))
+TRAINER_LABELS = {"config": "from the config", "Trainer": "Trainer (supervised)",
+                  "DenseTeacher": "DenseTeacher (semi-supervised)",
+                  "ARSL": "ARSL (semi-supervised)",
+                  "Semi_RTDETR": "Semi_RTDETR (semi-supervised)",
+                  "co-tuning": "co-tuning (transfer)"}
+PATH_FIELDS = ("config", "weights", "resume", "teacher", "student")
+VALIDATE_DELAY = 0.3
+
+LaunchResult = tuple[RunDirectory, subprocess.Popen]
+"""What the screen dismisses with after a successful launch."""
+
+
+def weights_mode_of(spec: LaunchSpec) -> str:
+    if spec.resume:
+        return "resume"
+    if spec.teacher or spec.student:
+        return "teacher_student"
+    return "pretrained" if spec.weights else "none"
+
+
+def device_options() -> tuple[list[tuple[str, str]], str]:
+    """Device choices (auto, cpu, each NVIDIA GPU with its free memory) and a GPU note."""
+    options = [("from the config", "config"), ("cpu", "cpu"), ("auto", "auto")]
+    found = gpus()
+    if not found:
+        return options, nvml_status() or "no NVIDIA GPU"
+    options.append(("cuda (all visible)", "cuda"))
+    for gpu in found:
+        options.append((f"cuda:{gpu.index}  {gpu.name}  {gpu.mem_free_mb / 1024:.1f} GiB free",
+                        f"cuda:{gpu.index}"))
+    return options, f"{len(found)} NVIDIA GPU{'s' if len(found) > 1 else ''}"
+
+
+class LaunchScreen(Screen["LaunchResult | None"]):
+    """The launch form, prefilled from a ``LaunchSpec``."""
+
+    DEFAULT_CSS = """
+    LaunchScreen #form {
+        border: round $accent;
+        border-title-style: bold;
+        padding: 0 1;
+        height: auto;
+        max-height: 1fr;
+    }
+    LaunchScreen .row {
+        height: auto;
+    }
+    LaunchScreen.-tall .row {
+        margin-bottom: 1;
+    }
+    LaunchScreen .row > Label {
+        width: 14;
+        padding-right: 1;
+        text-align: right;
+        color: $text-muted;
+    }
+    LaunchScreen .row > Input, LaunchScreen .row > Select {
+        width: 1fr;
+    }
+    LaunchScreen .row > .browse {
+        min-width: 8;
+        margin-left: 1;
+    }
+    LaunchScreen #switches > Checkbox {
+        margin-right: 2;
+    }
+    LaunchScreen #device {
+        width: 1fr;
+        max-width: 60;
+    }
+    LaunchScreen #nproc {
+        width: 8;
+    }
+    LaunchScreen .note {
+        width: 1fr;
+        padding-left: 2;
+        color: $text-muted;
+    }
+    LaunchScreen #launch-status {
+        height: auto;
+        padding: 0 1;
+        margin: 0 1;
+    }
+    LaunchScreen #launch-status.-error {
+        color: $text-error;
+        background: $error-muted;
+    }
+    LaunchScreen #launch-status.-ok {
+        color: $text-success;
+    }
+    LaunchScreen #launch-command {
+        height: 1;
+        color: $text-muted;
+        padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    LaunchScreen #buttons {
+        height: auto;
+        padding: 0 1;
+    }
+    LaunchScreen #buttons > Button {
+        margin-right: 2;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "launch", "Launch", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+o", "browse", "Browse file"),
+    ]
+
+    class Validated(Message):
+        """The validation worker's verdict on the form (``error`` None when it is fine)."""
+
+        def __init__(self, error: str | None, info: str, command: str) -> None:
+            super().__init__()
+            self.error = error
+            self.info = info
+            self.command = command
+
+    def __init__(self, spec: LaunchSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.launching = False
+        self._debounce: Timer | None = None
+        self._path_target = "weights"
+
+    # ----------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        spec = self.spec
+        mode = weights_mode_of(spec)
+        with VerticalScroll(id="form") as form:
+            form.border_title = "New run"
+            form.border_subtitle = "tab: next field · ctrl+s: launch · esc: cancel"
+            yield from self._row("config", Input(str(spec.config), id="config", compact=True),
+                                 browse=True)
+            yield from self._row("run name", Input(spec.name or "", id="name", compact=True,
+                                                   placeholder=Path(spec.config).stem))
+            yield from self._row("trainer", Select(
+                [(TRAINER_LABELS[t], t) for t in TRAINER_LABELS], value=spec.trainer,
+                allow_blank=False, id="trainer", compact=True))
+            yield from self._row("weights", Select(WEIGHT_MODES, value=mode, allow_blank=False,
+                                                   id="weights-mode", compact=True))
+            yield from self._row("pretrained", Input(
+                spec.weights or "", id="weights", compact=True,
+                placeholder=".pt / .pth / .safetensors file"), browse=True,
+                classes="mode-pretrained")
+            yield from self._row("resume from", Input(
+                spec.resume or "", id="resume", compact=True,
+                placeholder="run id, checkpoint file, or auto"), browse=True,
+                classes="mode-resume")
+            yield from self._row("teacher", Input(spec.teacher or "", id="teacher",
+                                                  compact=True), browse=True,
+                                 classes="mode-teacher_student")
+            yield from self._row("student", Input(spec.student or "", id="student",
+                                                  compact=True), browse=True,
+                                 classes="mode-teacher_student")
+            with Horizontal(classes="row", id="switches"):
+                yield Label("options")
+                yield Checkbox("eval", spec.eval, id="eval", compact=True)
+                yield Checkbox("enable_ce (deterministic)", spec.enable_ce, id="enable-ce",
+                               compact=True)
+                yield Checkbox("AMP", spec.amp, id="amp", compact=True)
+            with Horizontal(classes="row"):
+                yield Label("device")
+                yield Select([("from the config", "config")], value="config",
+                             allow_blank=False, id="device", compact=True)
+                yield Static("", id="gpu-note", classes="note")
+            with Horizontal(classes="row"):
+                yield Label("processes")
+                yield Input(str(spec.nproc), id="nproc", restrict=r"[0-9]*", max_length=3,
+                            compact=True)
+                yield Static("per machine; more than 1 runs torchrun (DDP)", classes="note")
+            yield from self._row("overrides", Input(
+                " ".join(shlex.quote(o) for o in spec.overrides), id="overrides",
+                compact=True, placeholder="-o style: key=value section.key=value ..."))
+        yield Static("checking…", id="launch-status")
+        yield Static("", id="launch-command")
+        with Horizontal(id="buttons"):
+            yield Button("Launch (ctrl+s)", variant="success", id="launch", compact=True)
+            yield Button("Cancel (esc)", id="cancel", compact=True)
+        yield Footer(compact=True, show_command_palette=False)
+
+    def _row(self, label: str, field: Widget, *, browse: bool = False,
+             classes: str = "") -> ComposeResult:
+        with Horizontal(classes=f"row {classes}".strip()):
+            yield Label(label)
+            yield field
+            if browse:
+                yield Button("browse", id=f"browse-{field.id}", classes="browse", compact=True)
+
+    def on_mount(self) -> None:
+        self._show_mode(weights_mode_of(self.spec))
+        self._load_devices()
+        self.query_one("#name", Input).focus()
+        self.validate_soon()
+
+    @work(thread=True, exit_on_error=False, group="launch-devices")
+    def _load_devices(self) -> None:
+        options, note = device_options()
+        self.app.call_from_thread(self._set_devices, options, note)
+
+    def _set_devices(self, options: list[tuple[str, str]], note: str) -> None:
+        select = self.query_one("#device", Select)
+        select.set_options(options)
+        wanted = self.spec.device or "config"
+        values = {v for _, v in options}
+        if wanted not in values:  # e.g. cuda:3 on a machine with two GPUs: keep it visible
+            select.set_options([*options, (f"{wanted} (not found)", wanted)])
+        select.value = wanted
+        self.query_one("#gpu-note", Static).update(note)
+
+    def _show_mode(self, mode: str) -> None:
+        for name in ("pretrained", "resume", "teacher_student"):
+            for row in self.query(f".mode-{name}"):
+                row.display = name == mode
+
+    # ----------------------------------------------------------------- form -> spec
+
+    def _value(self, widget_id: str) -> str:
+        return self.query_one(f"#{widget_id}", Input).value.strip()
+
+    def _checked(self, widget_id: str) -> bool:
+        return self.query_one(f"#{widget_id}", Checkbox).value
+
+    def build_spec(self) -> LaunchSpec:
+        """The ``LaunchSpec`` the form describes (``ConfigError`` for unparsable fields)."""
+        mode = self.query_one("#weights-mode", Select).value
+        try:
+            overrides = shlex.split(self._value("overrides"))
+        except ValueError as exc:
+            raise ConfigError(f"overrides: {exc}", key="overrides",
+                              hint="quote values with spaces: key='a b'") from None
+        nproc_text = self._value("nproc") or "1"
+        if not nproc_text.isdigit() or int(nproc_text) < 1:
+            raise ConfigError(f"processes must be a whole number >= 1, got {nproc_text!r}",
+                              key="nproc")
+        nproc = int(nproc_text)
+        device = self.query_one("#device", Select).value
+        config = self._value("config")
+        if not config:
+            raise ConfigError("choose a config file", key="config")
+        return LaunchSpec(
+            config=Path(config).expanduser(),
+            overrides=overrides,
+            runs_dir=self.spec.runs_dir,
+            name=self._value("name") or None,
+            eval=self._checked("eval"),
+            resume=(self._value("resume") or None) if mode == "resume" else None,
+            weights=(self._value("weights") or None) if mode == "pretrained" else None,
+            teacher=(self._value("teacher") or None) if mode == "teacher_student" else None,
+            student=(self._value("student") or None) if mode == "teacher_student" else None,
+            enable_ce=self._checked("enable-ce"),
+            amp=self._checked("amp"),
+            device=None if device in ("config", Select.BLANK) else str(device),
+            trainer=str(self.query_one("#trainer", Select).value),
+            nproc=nproc,
+            force=self.spec.force,
+        )
+
+    # ----------------------------------------------------------------- validation
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _form_changed(self, event: Message) -> None:
+        if isinstance(event, Select.Changed) and event.select.id == "weights-mode":
+            self._show_mode(str(event.value))
+        self.validate_soon()
+
+    def validate_soon(self) -> None:
+        """Re-validate after a short pause in typing."""
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(VALIDATE_DELAY, self._validate_now)
+
+    def _validate_now(self) -> None:
+        try:
+            spec = self.build_spec()
+        except UserError as exc:
+            self._show_verdict(exc.render(), "", "")
+            return
+        self._validate_worker(spec)
+
+    @work(thread=True, exclusive=True, group="launch-validate", exit_on_error=False)
+    def _validate_worker(self, spec: LaunchSpec) -> None:
+        try:
+            cfg = validate_spec(spec)
+        except UserError as exc:
+            self.post_message(self.Validated(exc.render(), "", ""))
+            return
+        if spec.resume:
+            what = f"resume {spec.resume}"
+        elif spec.teacher or spec.student:
+            what = "teacher + student weights"
+        else:
+            what = "pretrained weights" if spec.weights else "random init"
+        info = (f"✓ {cfg.architecture} · {cfg.backbone.name} · {cfg.num_classes} classes · "
+                f"{cfg.epoch} epochs · {trainer_name(cfg)} · {what} · device {cfg.device}")
+        command = shlex.join(engine_argv(spec.runs_dir / "<new run>", spec))
+        self.post_message(self.Validated(None, info, command))
+
+    def on_launch_screen_validated(self, message: Validated) -> None:
+        self._show_verdict(message.error, message.info, message.command)
+
+    def _show_verdict(self, error: str | None, info: str, command: str) -> None:
+        status = self.query_one("#launch-status", Static)
+        status.set_classes("-error" if error else "-ok")
+        status.update(Text(error) if error else Text(info))
+        self.query_one("#launch-command", Static).update(
+            Text("$ " + command) if command else "")
+
+    # ----------------------------------------------------------------- launch
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_launch()
+
+    @on(Button.Pressed, "#launch")
+    def action_launch(self) -> None:
+        if self.launching:
+            return
+        try:
+            spec = self.build_spec()
+        except UserError as exc:
+            self._show_verdict(exc.render(), "", "")
+            return
+        self.launching = True
+        self.query_one("#launch-status", Static).update("starting the engine…")
+        self._launch_worker(spec)
+
+    @work(thread=True, group="launch", exit_on_error=False)
+    def _launch_worker(self, spec: LaunchSpec) -> None:
+        try:
+            result = launch(spec)
+        except UserError as exc:
+            self.app.call_from_thread(self._launch_refused, exc.render())
+            return
+        finally:
+            self.launching = False
+        self.app.call_from_thread(self.dismiss, result)
+
+    def _launch_refused(self, message: str) -> None:
+        self._show_verdict(message, "", "")
+        self.notify("Not launched: fix the error shown in the form.", severity="error")
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    # ----------------------------------------------------------------- file picker
+
+    @on(Button.Pressed, ".browse")
+    def _browse_pressed(self, event: Button.Pressed) -> None:
+        self._pick((event.button.id or "").removeprefix("browse-"))
+
+    def action_browse(self) -> None:
+        focused = self.focused
+        target = focused.id if isinstance(focused, Input) and focused.id in PATH_FIELDS \
+            else {"pretrained": "weights", "resume": "resume", "teacher_student": "teacher",
+                  "none": "config"}[str(self.query_one("#weights-mode", Select).value)]
+        self._pick(target or "config")
+
+    def _pick(self, target: str) -> None:
+        current = self._value(target)
+        if current and Path(current).expanduser().exists():
+            start = Path(current).expanduser()
+            start = start if start.is_dir() else start.parent
+        elif target == "resume":
+            start = self.spec.runs_dir
+        elif target == "config":
+            start = Path(self.spec.config).parent
+        else:
+            start = Path.cwd()
+        suffixes = (".yml", ".yaml") if target == "config" else \
+            (".pt", ".pth", ".safetensors", ".pdparams")
+
+        def picked(path: Path | None) -> None:
+            if path is not None:
+                field = self.query_one(f"#{target}", Input)
+                field.value = str(path)
+                field.focus()
+
+        self.app.push_screen(FilePickerScreen(start, suffixes, title=f"choose {target}"), picked)

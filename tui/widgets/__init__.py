@@ -1,0 +1,1 @@
+"""Widgets, one module each, named after the class they define."""

@@ -1,0 +1,204 @@
+"""The config preview: the YAML file as written, or the resolved (merged) config.
+
+The resolved view shows every key after ``_BASE_`` inheritance and overrides, each leaf
+with the ``file:line`` that set it (or the ``-o`` override), so "where does this lr come
+from" is answered at a glance. Files are read and merged in a thread worker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Group, RenderableType
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from engine.config import load_config
+from engine.config.loader import LoadedConfig, Source
+from engine.errors import UserError
+
+SYNTAX_THEME = "ansi_dark"
+
+
+def flow(value: Any) -> str:
+    """A value as one line of YAML flow style (``[16, 32]``, ``null``, ``'a: b'``)."""
+    text = yaml.safe_dump([value], default_flow_style=True, width=10**6, allow_unicode=True)
+    return text.strip()[1:-1]
+
+
+def short_path(path: str | Path, roots: list[Path]) -> str:
+    """``path`` relative to the config folder that holds it, else to the working dir."""
+    p = Path(path)
+    for root in roots:
+        try:
+            return str(p.resolve().relative_to(root.resolve().parent))
+        except ValueError:
+            continue
+    try:
+        rel = os.path.relpath(p)
+    except ValueError:
+        return str(p)
+    return rel if not rel.startswith("../../") else str(p)
+
+
+def resolved_lines(loaded: LoadedConfig) -> list[tuple[str, Source | None]]:
+    """One ``(yaml line, source)`` per key of the merged config; mappings have no source."""
+    out: list[tuple[str, Source | None]] = []
+
+    def walk(data: dict, prefix: tuple[str, ...], depth: int) -> None:
+        for key, value in data.items():
+            keypath = (*prefix, str(key))
+            pad = "  " * depth
+            if isinstance(value, dict) and value:
+                out.append((f"{pad}{key}:", None))
+                walk(value, keypath, depth + 1)
+            else:
+                out.append((f"{pad}{key}: {flow(value)}", loaded.source_of(keypath)))
+
+    walk(loaded.data, (), 0)
+    return out
+
+
+SOURCE_WIDTH = 24
+
+
+def source_label(src: Source, own: str, width: int = SOURCE_WIDTH) -> Text:
+    """``:12`` for the previewed file itself, ``runtime.yml:4`` for a base, ``-o k=v``;
+    a long file name is cut in the middle so the line number always shows."""
+    if src.override is not None:
+        return Text(str(src), style="bold yellow")
+    line = f":{src.line}" if src.line else ""
+    if src.file == own:
+        return Text(line or "this file", style="green")
+    name = Path(src.file).name
+    if len(name) + len(line) > width:
+        keep = max(1, width - len(line) - 1)
+        name = name[: keep - keep // 3] + "…" + name[len(name) - keep // 3:]
+    return Text(name + line, style="cyan")
+
+
+def render_resolved(loaded: LoadedConfig) -> RenderableType:
+    """The merged config as highlighted YAML, each leaf after the file:line that set it, like
+    ``git blame`` (green: the file itself, cyan: a ``_BASE_`` file, yellow: an override)."""
+    lines = resolved_lines(loaded)
+    highlighted = Syntax("", "yaml", theme=SYNTAX_THEME).highlight(
+        "\n".join(line for line, _ in lines)).split("\n")
+    own = str(loaded.path)
+    labels = [source_label(src, own) if src is not None else Text("") for _, src in lines]
+    # A fixed width: long YAML lines must be cut, never the file:line column.
+    width = min(SOURCE_WIDTH, max((label.cell_len for label in labels), default=0))
+    table = Table.grid(padding=(0, 2), expand=True)
+    table.add_column(no_wrap=True, overflow="ellipsis", width=width, justify="right")
+    table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
+    for label, text in zip(labels, highlighted):
+        table.add_row(label, text)
+    return table
+
+
+def render_source(path: Path) -> RenderableType:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return Syntax(text, "yaml", theme=SYNTAX_THEME, line_numbers=True, word_wrap=False,
+                  background_color="default")
+
+
+class YamlView(VerticalScroll):
+    """Preview of one config file; ``resolved`` switches to the merged view."""
+
+    DEFAULT_CSS = """
+    YamlView {
+        height: 1fr;
+    }
+    YamlView > #yaml-banner {
+        width: 1fr;
+        padding: 0 1;
+        display: none;
+    }
+    YamlView > #yaml-banner.-error {
+        display: block;
+        color: $text-error;
+        background: $error-muted;
+    }
+    YamlView > #yaml-banner.-info {
+        display: block;
+        color: $text-muted;
+    }
+    YamlView > #yaml-body {
+        width: 1fr;
+    }
+    """
+
+    resolved: reactive[bool] = reactive(False, init=False)
+    """Show the merged config with the source of every key instead of the file."""
+
+    class Rendered(Message):
+        """Posted by the loader worker with the body to show."""
+
+        def __init__(self, path: Path | None, body: RenderableType) -> None:
+            super().__init__()
+            self.path = path
+            self.body = body
+
+    def __init__(self, roots: list[Path], *, name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.roots = roots
+        self.path: Path | None = None
+        self.error: str | None = None
+        self.summary = ""
+
+    def compose(self):  # noqa: ANN201 - textual's ComposeResult
+        yield Static(id="yaml-banner")
+        yield Static(Text("Select a config on the left.", style="dim"), id="yaml-body")
+
+    def show(self, path: Path | None, error: str | None = None, summary: str = "") -> None:
+        """Preview ``path`` (None: nothing); ``error``/``summary`` come from validation."""
+        moved = path != self.path
+        self.path, self.error, self.summary = path, error, summary
+        banner = self.query_one("#yaml-banner", Static)
+        banner.set_classes("-error" if error else ("-info" if summary else ""))
+        banner.update(Text(error or summary))
+        self._update_title()
+        if path is None:
+            self.query_one("#yaml-body", Static).update(
+                Text("Select a config on the left.", style="dim"))
+            return
+        self._load(path, self.resolved)
+        if moved:
+            self.scroll_home(animate=False)
+
+    def watch_resolved(self) -> None:
+        self._update_title()
+        if self.path is not None:
+            self._load(self.path, self.resolved)
+
+    def _update_title(self) -> None:
+        mode = "resolved" if self.resolved else "source"
+        name = short_path(self.path, self.roots) if self.path else "preview"
+        self.border_title = f"{name} · {mode}"
+
+    @work(thread=True, exclusive=True, group="yaml-view", exit_on_error=False)
+    def _load(self, path: Path, resolved: bool) -> None:
+        body: RenderableType
+        try:
+            body = render_resolved(load_config(path)) if resolved else render_source(path)
+        except UserError as exc:
+            # The banner already shows validation errors; say why there is no merged view.
+            note = Text(f"cannot resolve: {exc.render()}\n", style="red")
+            body = Group(note, render_source(path)) if path.is_file() else note
+        except OSError as exc:
+            body = Text(f"cannot read {path}: {exc.strerror}", style="red")
+        self.post_message(self.Rendered(path, body))
+
+    def on_yaml_view_rendered(self, message: Rendered) -> None:
+        message.stop()
+        if message.path == self.path:
+            self.query_one("#yaml-body", Static).update(message.body)
