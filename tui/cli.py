@@ -121,6 +121,15 @@ def run(
         "--nproc", help="Processes (GPUs) on this machine; >1 runs torchrun.")] = 1,
     force: Annotated[bool, typer.Option(
         "--force", help="With --resume: resume even if the config changed.")] = False,
+    max_restarts: Annotated[int, typer.Option(
+        "--max-restarts", help="Relaunch a crashed engine from its last checkpoint up to N "
+                               "times (not after bad input or a repeated crash).")] = 0,
+    nnodes: Annotated[int, typer.Option("--nnodes", help="Machines in a multi-node job.")] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", help="This machine's rank.")] = 0,
+    master_addr: Annotated[str | None, typer.Option(
+        "--master-addr", help="Rendezvous host (node 0) for multi-node jobs.")] = None,
+    master_port: Annotated[int | None, typer.Option(
+        "--master-port", help="Rendezvous port for multi-node jobs.")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Start a training run: the TUI's launch form, or --headless on a server."""
@@ -129,7 +138,8 @@ def run(
     spec = LaunchSpec(config=config, overrides=list(opt), runs_dir=runs_dir, name=name,
                       eval=eval, resume=resume, weights=weights, teacher=teacher,
                       student=student, enable_ce=ce, device=device, amp=amp, trainer=trainer,
-                      nproc=nproc, force=force)
+                      nproc=nproc, force=force, max_restarts=max_restarts, nnodes=nnodes,
+                      node_rank=node_rank, master_addr=master_addr, master_port=master_port)
     if not headless:
         from tui.app import run_app
 
