@@ -1,0 +1,192 @@
+"""``CocoDetection``: a COCO-format detection dataset for torchvision's detectors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from engine.config.schema import DatasetConfig
+from engine.data.cocofile import CocoIndex, index_coco, load_coco_json
+from engine.errors import DataError
+
+log = logging.getLogger("dettui.data")
+
+Target = dict[str, Any]
+SampleTransform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    """Decode an image file to a uint8 ``[3, H, W]`` RGB tensor (grayscale, palette and
+    alpha images are converted; EXIF orientation is ignored, as COCO boxes assume).
+
+    The tensor is a channels-last view of the decoded ``H x W x 3`` array, which is the
+    layout torchvision's fast uint8 resize path wants.
+    """
+    try:
+        with Image.open(path) as img:
+            array = np.array(img.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError("image file not found", file=str(path),
+                        hint="check image_dir and the 'file_name' of this image in the "
+                             "annotation file") from None
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read the image: {exc}", file=str(path)) from exc
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+class CocoDetection(Dataset):
+    """Images and boxes from a COCO instances json.
+
+    Labels are contiguous: categories sorted by id become ``1..K``; 0 is the background
+    (torchvision convention, so the model is built with ``num_classes + 1`` outputs).
+    With ``train`` images left without a valid box are skipped (unless the config's
+    ``allow_empty``); for evaluation every image of the json is kept, because the COCO
+    evaluator scores against the json itself.
+
+    An item is ``(image, target)``: ``image`` float32 ``[3, H, W]`` in ``[0, 1]``; target
+    ``boxes`` float32 ``[N, 4]`` xyxy pixels of the transformed image, ``labels`` int64
+    ``[N]``, ``image_id`` int, ``orig_size`` and ``size`` ``(h, w)`` before and after the
+    transforms.
+    """
+
+    def __init__(self, ds_cfg: DatasetConfig, num_classes: int,
+                 transforms: SampleTransform | None = None, train: bool = True, *,
+                 section: str | None = None):
+        self.train = train
+        self.transforms = transforms
+        self.section = section or ("TrainDataset" if train else "EvalDataset")
+        root = Path(ds_cfg.dataset_dir or ".")
+        if not root.is_dir():
+            raise DataError("dataset folder not found", file=str(root),
+                            key=f"{self.section}.dataset_dir",
+                            hint="relative paths are relative to the working directory")
+        self.anno_path: Path = root / ds_cfg.anno_path
+        self.image_root: Path = root / ds_cfg.image_dir
+        data = load_coco_json(self.anno_path, key=f"{self.section}.anno_path")
+        index = index_coco(data, self.anno_path, keep_empty=ds_cfg.allow_empty or not train)
+        del data  # see coco_json: workers must not inherit millions of Python objects
+        self._json_cache: dict | None = None
+        num_cats = len(index.cat_ids)
+        if num_classes < num_cats:
+            raise DataError(
+                f"the annotation file {self.anno_path} has {num_cats} categories but "
+                f"num_classes is {num_classes}", key="num_classes",
+                hint=f"set num_classes: {num_cats} (background is not counted)")
+        if num_classes > num_cats:
+            log.warning("%s: num_classes is %d but %s has only %d categories; the extra "
+                        "classes are never trained", self.section, num_classes,
+                        self.anno_path, num_cats)
+        if index.stats.images_in_file == 0:
+            raise DataError("the annotation file lists no images", file=str(self.anno_path),
+                            key="images")
+        if index.stats.images == 0:
+            raise DataError("no usable images: no image has a valid, non-crowd box",
+                            file=str(self.anno_path),
+                            hint=f"set {self.section}.allow_empty: true to train on images "
+                                 "without boxes")
+        if not self.image_root.is_dir():
+            raise DataError("image folder not found", file=str(self.image_root),
+                            key=f"{self.section}.image_dir")
+        self._index: CocoIndex = index
+        self._log_summary(num_cats)
+
+    def _log_summary(self, num_cats: int) -> None:
+        s = self._index.stats
+        log.info("%s: %s: %d images (%d skipped without boxes), %d boxes (%d crowd ignored, "
+                 "%d invalid dropped), %d classes (%d present)", self.section, self.anno_path,
+                 s.images, s.skipped_empty, s.boxes, s.crowd, s.invalid, num_cats,
+                 s.classes_present)
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names by label: ``class_names[label - 1]``."""
+        return list(self._index.class_names)
+
+    @property
+    def label_to_cat_id(self) -> dict[int, int]:
+        """Contiguous label (1..K) -> COCO category id (for writing detections back)."""
+        return {label: cat for label, cat in enumerate(self._index.cat_ids, start=1)}
+
+    @property
+    def cat_id_to_label(self) -> dict[int, int]:
+        """COCO category id -> contiguous label (1..K)."""
+        return {cat: label for label, cat in enumerate(self._index.cat_ids, start=1)}
+
+    @property
+    def image_ids(self) -> list[int]:
+        """COCO image id of each item, in item order."""
+        return self._index.image_ids.tolist()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """What indexing kept and dropped (images, boxes, crowd, invalid, skipped_empty...)."""
+        return dict(vars(self._index.stats))
+
+    @property
+    def coco_json(self) -> dict:
+        """The annotation json as loaded (for the COCO evaluator).
+
+        Read again on first use instead of kept from ``__init__``: a train set's json can
+        hold millions of objects that forked workers would otherwise copy page by page.
+        """
+        if self._json_cache is None:
+            with open(self.anno_path, encoding="utf-8") as fh:
+                self._json_cache = json.load(fh)
+        return self._json_cache
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_json_cache"] = None  # never ship the json to spawned workers
+        return state
+
+    # ------------------------------------------------------------------ items
+
+    def __len__(self) -> int:
+        return len(self._index.image_ids)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, Target]:
+        """``item`` is an index, or ``(index, seed)``: then the random augmentations are
+        drawn from ``seed`` alone (the process's ``random`` state is left as it was)."""
+        if isinstance(item, tuple):
+            idx, seed = item
+            saved = random.getstate()
+            random.seed(seed)
+            try:
+                return self._load(int(idx))
+            finally:
+                random.setstate(saved)
+        return self._load(int(item))
+
+    def _load(self, idx: int) -> tuple[torch.Tensor, Target]:
+        index = self._index
+        path = self.image_root / str(index.file_names[idx])
+        image = read_rgb(path)
+        height, width = (int(v) for v in index.sizes[idx])
+        if tuple(image.shape[-2:]) != (height, width):
+            raise DataError(f"the image is {image.shape[-1]}x{image.shape[-2]} (w x h) but "
+                            f"the annotation file says {width}x{height}", file=str(path),
+                            hint=f"fix 'width'/'height' of image {int(index.image_ids[idx])} "
+                                 f"in {self.anno_path}")
+        start, end = int(index.offsets[idx]), int(index.offsets[idx + 1])
+        target: Target = {
+            "boxes": torch.from_numpy(index.boxes[start:end].copy()),
+            "labels": torch.from_numpy(index.labels[start:end].copy()),
+            "image_id": int(index.image_ids[idx]),
+            "orig_size": (height, width),
+        }
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        target["size"] = (int(image.shape[-2]), int(image.shape[-1]))
+        image = image.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        return image, target
