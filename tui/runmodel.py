@@ -1,0 +1,481 @@
+"""What the run monitor knows about one run, read incrementally from its run directory.
+
+No Textual here (and no torch): :class:`RunModel` is a plain object that a worker thread
+drives with :meth:`RunModel.poll`; the screen gets immutable :class:`RunSnapshot` copies.
+
+* ``events.jsonl`` is read from a byte offset, only new bytes, whole lines only (a partial
+  last line waits for its newline), in blocks parsed by :mod:`tui.eventscan`.
+* Train series live in growable float64 columns (8 bytes a value: a million events with
+  three loss terms take ~64 MB). A snapshot holds views of them; appends never touch a
+  byte a view can see, and a rewind (a resume) copies, so a snapshot never changes.
+* A ``start`` event with ``start_iter`` (a resume) drops the train rows and AP points
+  logged after that iteration: the resumed run logs them again.
+* ``run.json`` is re-read when its mtime changes; the status shown is
+  :meth:`RunDirectory.effective_status` (an "active" run whose process died is failed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import RunError
+from engine.rundir import RunDirectory
+from tui.eventscan import (
+    TERM_PREFIX,
+    TRAIN_FIELDS,
+    Block,
+    ScanWarning,
+    TrainRows,
+    TrainTemplate,
+    parse_block,
+    scan_parallel,
+)
+from tui.filetail import ByteTail
+
+__all__ = ["ApSeries", "Column", "RunModel", "RunSnapshot", "SystemHistory", "TrainHistory"]
+
+PARALLEL_MIN_BYTES = 48 << 20
+"""Below this, a first load is read in this process alone (a helper process costs more
+than it saves)."""
+BLOCK_BYTES = 8 << 20
+"""Bytes parsed per block during a first load: big enough to be fast, small enough that
+the UI thread gets the GIL back every few tens of milliseconds."""
+
+
+class Column:
+    """A growable float64 array with amortised O(1) appends."""
+
+    def __init__(self, values: np.ndarray | None = None) -> None:
+        values = np.empty(0) if values is None else np.asarray(values, dtype=np.float64)
+        self._buf = np.empty(max(1024, 2 * values.size))
+        self._buf[: values.size] = values
+        self.n = values.size
+
+    def extend(self, values: np.ndarray) -> None:
+        need = self.n + values.size
+        if need > self._buf.size:
+            bigger = np.empty(max(need, 2 * self._buf.size))
+            bigger[: self.n] = self._buf[: self.n]
+            self._buf = bigger
+        self._buf[self.n:need] = values
+        self.n = need
+
+    def view(self) -> np.ndarray:
+        """The values so far (a read-only view; later appends don't change it)."""
+        out = self._buf[: self.n]
+        out.flags.writeable = False
+        return out
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` values, in a fresh buffer (views already handed out keep
+        their old values)."""
+        self._buf = self._buf[:n].copy() if n else np.empty(1024)
+        self.n = n
+
+
+class TrainHistory:
+    """Per-iteration train series: ``t``, ``iter``, ``loss``, ``lr``, ``ips`` and each loss
+    term (``losses.<term>``), all the same length ``n``."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, Column] = {name: Column() for name in TRAIN_FIELDS}
+        self.n = 0
+
+    def extend(self, rows: TrainRows) -> None:
+        if rows.n == 0:
+            return
+        for name in rows.columns:
+            if name not in self.columns:  # a term that appears late (e.g. after a warmup)
+                self.columns[name] = Column(np.full(self.n, np.nan))
+        for name, column in self.columns.items():
+            values = rows.columns.get(name)
+            column.extend(values if values is not None else np.full(rows.n, np.nan))
+        self.n += rows.n
+
+    def rewind(self, last_iter: float) -> None:
+        """Drop rows logged after ``last_iter`` (their iterations are being redone)."""
+        iters = self.columns["iter"].view()
+        if self.n and iters[-1] > last_iter:
+            keep = int(np.searchsorted(iters, last_iter, side="right"))
+            for column in self.columns.values():
+                column.truncate(keep)
+            self.n = keep
+
+    def views(self) -> dict[str, np.ndarray]:
+        return {name: column.view() for name, column in self.columns.items()}
+
+    def terms(self) -> list[str]:
+        return [name[len(TERM_PREFIX):] for name in self.columns if name.startswith(TERM_PREFIX)]
+
+
+@dataclass(frozen=True)
+class ApSeries:
+    """AP after each evaluation of one model (student, teacher, ema or model)."""
+
+    iters: np.ndarray
+    times: np.ndarray
+    epochs: np.ndarray
+    ap: np.ndarray
+
+
+class SystemHistory:
+    """The last ``maxlen`` system samples, as small per-quantity deques."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self.cpu: deque[float] = deque(maxlen=maxlen)
+        self.ram: deque[float] = deque(maxlen=maxlen)
+        self.rss: deque[float] = deque(maxlen=maxlen)
+        self.gpus: dict[int, dict[str, deque[float]]] = {}
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.cpu.append(_num(event.get("cpu_percent")))
+        self.ram.append(_num(event.get("ram_used_mb")))
+        self.rss.append(_num(event.get("proc_rss_mb")))
+        for gpu in event.get("gpus") or []:
+            if not isinstance(gpu, dict):
+                continue
+            index = int(gpu.get("index", 0))
+            series = self.gpus.setdefault(index, {
+                key: deque(maxlen=self.maxlen)
+                for key in ("util", "mem_used_mb", "temperature", "power_w")})
+            for key, values in series.items():
+                values.append(_num(gpu.get(key)))
+
+    def copy(self) -> dict[str, Any]:
+        return {"cpu": list(self.cpu), "ram": list(self.ram), "rss": list(self.rss),
+                "gpus": {i: {k: list(v) for k, v in s.items()} for i, s in self.gpus.items()}}
+
+
+def _num(value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return float("nan")
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """An immutable picture of the run, handed from the worker to the screen.
+
+    ``*_version`` counters change only when that part changed, so widgets can skip work.
+    """
+
+    run_id: str
+    meta: dict[str, Any]
+    meta_error: str | None
+    status: str
+    train: dict[str, np.ndarray]
+    train_preview: dict[str, np.ndarray] | None
+    """Sampled train series (see RunModel.load_preview) while the history is read."""
+    terms: list[str]
+    ap: dict[str, ApSeries]
+    latest_train: dict[str, Any] | None
+    latest_eval: dict[str, dict[str, Any]]
+    latest_system: dict[str, Any] | None
+    system: dict[str, Any]
+    last_checkpoint: dict[str, Any] | None
+    errors: list[dict[str, Any]]
+    start: dict[str, Any] | None
+    caught_up: bool
+    """The history has been read to its end once (later bytes are live updates)."""
+    bytes_read: int
+    bytes_total: int
+    events_read: int
+    train_version: int
+    eval_version: int
+    system_version: int
+    meta_version: int
+
+    @property
+    def loading(self) -> bool:
+        """True while the history is still being read for the first time."""
+        return not self.caught_up
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of the iterations done (from the latest train event), if known."""
+        ev = self.latest_train
+        if not ev:
+            return None
+        done, total = ev.get("iter"), ev.get("max_iters")
+        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            return min(1.0, max(0.0, done / total))
+        return None
+
+
+class RunModel:
+    """Everything the monitor shows about one run, fed incrementally by :meth:`poll`.
+
+    Not thread-safe: one thread (the monitor's worker) calls ``poll``/``refresh_meta``/
+    ``snapshot``; other threads only read snapshots.
+    """
+
+    def __init__(self, run_dir: str | Path, *, system_history: int = 300,
+                 error_history: int = 20) -> None:
+        self.run = RunDirectory(run_dir)
+        self.meta: dict[str, Any] = {}
+        self.meta_error: str | None = None
+        """Why ``run.json`` could not be read (the last good metadata is kept), if so."""
+        self.status = "unknown"
+        self.train = TrainHistory()
+        self._ap: dict[str, list[tuple[float, float, float, float]]] = {}
+        self.latest_train: dict[str, Any] | None = None
+        self.latest_eval: dict[str, dict[str, Any]] = {}
+        self.latest_system: dict[str, Any] | None = None
+        self.system = SystemHistory(system_history)
+        self.last_checkpoint: dict[str, Any] | None = None
+        self.errors: deque[dict[str, Any]] = deque(maxlen=error_history)
+        self.start: dict[str, Any] | None = None
+        self.events_read = 0
+        self._tail = ByteTail(self.run.events)
+        self._template: TrainTemplate | None = None
+        self._peeked_until = 0
+        self._preview: dict[str, np.ndarray] | None = None
+        self.caught_up = False
+        """Whether the history was read to its end once (see RunSnapshot.caught_up)."""
+        self._meta_mtime: int | None = None
+        self._versions = {"train": 0, "eval": 0, "system": 0, "meta": 0}
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def bytes_read(self) -> int:
+        return self._tail.offset
+
+    def bytes_total(self) -> int:
+        return max(self._tail.size(), self._tail.offset)
+
+    @property
+    def more_to_read(self) -> bool:
+        """The last poll stopped at its size limit, not at the end of the file (a partial
+        last line does not count: it waits for its newline)."""
+        return not self._tail.at_end
+
+    def poll(self, max_bytes: int | None = BLOCK_BYTES) -> bool:
+        """Ingest up to ``max_bytes`` of new events; True if anything was added."""
+        data = self._tail.read(max_bytes)
+        if self._tail.restarted:
+            self._tail.restarted = False
+            self._reset_events()
+        if self._tail.at_end:
+            self._caught_up()
+        if not data:
+            return False
+        block, self._template = parse_block(data, self._template)
+        return self._ingest(block, self._tail.offset)
+
+    def _ingest(self, block: Block, end: int) -> bool:
+        # Blocks that end before what peek_tail() saw are older than the "latest" events
+        # the screen already shows: they add history but must not roll those back.
+        fresh = end >= self._peeked_until
+        for item in block.items:
+            if isinstance(item, TrainRows):
+                self.train.extend(item)
+                self._versions["train"] += 1
+            else:
+                self._apply(item, fresh)
+        if block.last_train is not None and fresh:
+            self.latest_train = block.last_train
+            self._versions["train"] += 1
+        self.events_read += block.n_events
+        return block.n_events > 0
+
+    def catch_up(self) -> None:
+        """Read everything there is now (used by tests and benchmarks)."""
+        while self.poll():
+            pass
+
+    def load_history(self, workers: int | None = None,
+                     cancelled: Callable[[], bool] = lambda: False,
+                     on_block: Callable[[], None] = lambda: None) -> str | None:
+        """Read the history there is now on several cores (see
+        :func:`tui.eventscan.scan_parallel`); small files are just polled. ``on_block`` is
+        called after each block is ingested (to post progress). Afterwards, :meth:`poll`
+        carries on from where this stopped. Returns a warning for the user, if any (a
+        helper process failed: its part was read here instead)."""
+        start = self._tail.offset
+        end = self._complete_end()
+        workers = workers or min(8, os.cpu_count() or 1)
+        if workers < 2 or end - start < PARALLEL_MIN_BYTES:
+            while not cancelled() and self.poll():
+                on_block()
+            return None
+        try:
+            for offset, block in scan_parallel(self.run.events, start, end, workers,
+                                               cancelled):
+                self._ingest(block, offset)
+                self._tail.offset = offset
+                on_block()
+        except ScanWarning as warning:
+            return str(warning)
+        finally:
+            if not cancelled():
+                self._caught_up()
+        return None
+
+    def _caught_up(self) -> None:
+        if not self.caught_up:
+            self.caught_up = True
+            self._preview = None  # the real thing is here
+
+    def _complete_end(self) -> int:
+        """Offset just past the last complete line of events.jsonl now."""
+        size = self._tail.size()
+        if size <= self._tail.offset:
+            return self._tail.offset
+        with open(self.run.events, "rb") as f:
+            back = min(size - self._tail.offset, 1 << 16)
+            f.seek(size - back)
+            cut = f.read(back).rfind(b"\n")
+        return self._tail.offset if cut < 0 else size - back + cut + 1
+
+    def _reset_events(self) -> None:
+        """events.jsonl was replaced (it shrank): forget everything read from it."""
+        fresh = RunModel(self.run.path, system_history=self.system.maxlen,
+                         error_history=self.errors.maxlen or 20)
+        for name in ("train", "_ap", "latest_train", "latest_eval", "latest_system",
+                     "system", "last_checkpoint", "errors", "start", "events_read",
+                     "_template", "_peeked_until", "_preview"):
+            setattr(self, name, getattr(fresh, name))
+        for key in self._versions:
+            self._versions[key] += 1
+
+    def _apply(self, event: dict[str, Any], fresh: bool = True) -> None:
+        kind = event.get("type")
+        if kind == "eval":
+            model = str(event.get("model") or "model")
+            metrics = event.get("metrics") if isinstance(event.get("metrics"), dict) else {}
+            self._ap.setdefault(model, []).append(
+                (_num(event.get("iter")), _num(event.get("t")), _num(event.get("epoch")),
+                 _num(metrics.get("AP"))))
+            if fresh or model not in self.latest_eval:
+                self.latest_eval[model] = event
+            self._versions["eval"] += 1
+        elif kind == "system":
+            self.system.add(event)
+            if fresh or self.latest_system is None:
+                self.latest_system = event
+            self._versions["system"] += 1
+        elif kind == "start":
+            self.start = event
+            start_iter = event.get("start_iter")
+            if isinstance(start_iter, (int, float)) and not isinstance(start_iter, bool):
+                self.train.rewind(start_iter)
+                for model, points in self._ap.items():
+                    self._ap[model] = [p for p in points if not p[0] > start_iter]
+                self._versions["train"] += 1
+                self._versions["eval"] += 1
+        elif kind == "checkpoint":
+            self.last_checkpoint = event
+        elif kind == "error":
+            self.errors.append(event)
+            self._versions["meta"] += 1
+        elif kind == "status":
+            self._versions["meta"] += 1
+
+    def refresh_meta(self) -> bool:
+        """Re-read ``run.json`` if it changed and recompute the status; True if either
+        changed. A missing or unreadable run.json keeps the last good metadata."""
+        changed = False
+        try:
+            mtime = self.run.run_json.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        if mtime is not None and mtime != self._meta_mtime:
+            try:
+                self.meta = self.run.read_meta()
+                self.meta_error = None
+            except RunError as exc:  # run.json is replaced atomically: this is corruption
+                self.meta_error = exc.message
+            self._meta_mtime = mtime
+            changed = True
+        status = self.run.effective_status(self.meta) if self.meta else "unknown"
+        if status != self.status:
+            self.status = status
+            changed = True
+        if changed:
+            self._versions["meta"] += 1
+        return changed
+
+    def peek_tail(self, nbytes: int = 256 << 10) -> None:
+        """Take the latest train/eval/system events from the file's last ``nbytes``
+        without ingesting them, so a header can show where a long run stands before its
+        whole history is read. The full read then replaces these values."""
+        size = self._tail.size()
+        if size == 0:
+            return
+        with open(self.run.events, "rb") as f:
+            f.seek(max(0, size - nbytes))
+            data = f.read(nbytes)
+        data = data[data.find(b"\n") + 1:] if size > nbytes else data
+        data = data[: data.rfind(b"\n") + 1]
+        self._peeked_until = size
+        block, _ = parse_block(data, None)
+        if block.last_train is not None:
+            self.latest_train = block.last_train
+        for item in block.items:
+            if isinstance(item, dict):
+                if item.get("type") == "eval":
+                    self.latest_eval[str(item.get("model") or "model")] = item
+                elif item.get("type") == "system":
+                    self.latest_system = item
+        for key in ("train", "eval", "system"):
+            self._versions[key] += 1
+
+    def load_preview(self, samples: int = 256, window: int = 16 << 10) -> bool:
+        """Sample the train curves from ``samples`` windows spread over the file, so a long
+        history can be drawn (approximately: a spike between windows is missed) in a few
+        tens of milliseconds while it is read in full. False if there was nothing to
+        sample. The snapshot carries it as ``train_preview`` until the full read ends."""
+        end = self._complete_end()
+        if end - self._tail.offset < samples * window * 4:
+            return False  # small enough to read in full at once
+        rows: list[TrainRows] = []
+        template = self._template
+        with open(self.run.events, "rb") as f:
+            for offset in np.linspace(self._tail.offset, end, samples, endpoint=False):
+                f.seek(int(offset))
+                data = f.read(window)
+                data = data[data.find(b"\n") + 1:] if offset else data
+                block, template = parse_block(data[: data.rfind(b"\n") + 1], template)
+                rows += [item for item in block.items if isinstance(item, TrainRows)]
+        if not rows:
+            return False
+        history = TrainHistory()
+        for item in rows:
+            history.extend(item)
+        self._preview = history.views()
+        self._versions["train"] += 1
+        return True
+
+    # -- handing out -----------------------------------------------------------------
+
+    def ap_series(self) -> dict[str, ApSeries]:
+        out = {}
+        for model, points in self._ap.items():
+            arr = np.array(points, dtype=np.float64).reshape(-1, 4)
+            out[model] = ApSeries(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+        return out
+
+    def snapshot(self) -> RunSnapshot:
+        return RunSnapshot(
+            run_id=self.run.id, meta=dict(self.meta), meta_error=self.meta_error,
+            status=self.status,
+            train=self.train.views(), terms=self.train.terms(), ap=self.ap_series(),
+            train_preview=None if self.caught_up else self._preview,
+            caught_up=self.caught_up,
+            latest_train=self.latest_train, latest_eval=dict(self.latest_eval),
+            latest_system=self.latest_system, system=self.system.copy(),
+            last_checkpoint=self.last_checkpoint, errors=list(self.errors),
+            start=self.start, bytes_read=self.bytes_read, bytes_total=self.bytes_total(),
+            events_read=self.events_read, train_version=self._versions["train"],
+            eval_version=self._versions["eval"], system_version=self._versions["system"],
+            meta_version=self._versions["meta"])
+

@@ -1,0 +1,120 @@
+"""The run monitor's header: status, run, progress bar, ETA and the latest numbers."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.widget import Widget
+from textual.widgets import Static
+
+from engine.rundir import ACTIVE
+from tui.runmodel import RunSnapshot
+
+__all__ = ["RunHeader", "format_duration", "set_subtitle"]
+
+STATUS_STYLES = {"starting": "bold cyan", "running": "bold green", "finished": "bold blue",
+                 "failed": "bold white on red", "interrupted": "bold yellow"}
+
+
+def format_duration(seconds: object) -> str:
+    """``1:02:03`` (``2d 01:02:03`` past a day); ``-`` when unknown."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds != seconds:
+        return "-"
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    text = f"{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {text}" if days else text
+
+
+def set_subtitle(widget: Widget, text: str) -> None:
+    """Set a border subtitle only when it changes (every assignment repaints the widget)."""
+    if getattr(widget, "_subtitle_text", None) != text:
+        widget._subtitle_text = text  # type: ignore[attr-defined]
+        widget.border_subtitle = text
+
+
+def _number(value: object, fmt: str) -> str | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return fmt.format(value)
+    return None
+
+
+class RunHeader(Widget):
+    """Two lines: the run and its status; epoch, iteration, a progress bar, ETA and the
+    latest loss, learning rate and throughput. Both lines have a fixed size, so updating
+    them four times a second repaints two lines and never re-lays out the screen.
+
+    Epochs are 0-based in events and run.json; like the runs table, the TUI shows them
+    1-based ("epoch 10/10" is the last one)."""
+
+    DEFAULT_CSS = """
+    RunHeader {
+        height: 2;
+        background: $panel;
+        padding: 0 1;
+        Static { width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    }
+    """
+
+    BAR_WIDTH = 24
+
+    def __init__(self, run_id: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.run_id = run_id
+        self._lines: tuple[str, str] = ("", "")
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"[b]{self.run_id}[/]  loading…", id="run-title")
+        yield Static("", id="run-progress")
+
+    def update_snapshot(self, snap: RunSnapshot) -> None:
+        lines = (self._title(snap), self._progress(snap))
+        for selector, old, new in zip(("#run-title", "#run-progress"), self._lines, lines):
+            if new != old:
+                self.query_one(selector, Static).update(new, layout=False)
+        self._lines = lines
+
+    def _title(self, snap: RunSnapshot) -> str:
+        meta, status = snap.meta, snap.status
+        parts = [f"[{STATUS_STYLES.get(status, 'bold')}] {status.upper()} [/]",
+                 f"[b]{escape(snap.run_id)}[/]"]
+        parts += [escape(str(meta[key])) for key in ("trainer", "config_path", "host")
+                  if meta.get(key)]
+        best = meta.get("best")
+        if isinstance(best, dict) and _number(best.get("value"), "{:.3f}"):
+            epoch = best.get("epoch")
+            parts.append(f"best {best.get('metric', 'AP')} {100 * best['value']:.1f}"
+                         + (f" @ epoch {epoch + 1}" if isinstance(epoch, int) else ""))
+        return "  ·  ".join(parts)
+
+    def _progress(self, snap: RunSnapshot) -> str:
+        train = snap.latest_train or {}
+        done, total = train.get("iter"), train.get("max_iters")
+        per_epoch = train.get("iters_per_epoch")
+        parts = []
+        if isinstance(train.get("epoch"), int):
+            epochs = (f"/{-(-total // per_epoch)}" if isinstance(total, int)
+                      and isinstance(per_epoch, int) and per_epoch > 0 else "")
+            parts.append(f"epoch {train['epoch'] + 1}{epochs}")
+        if isinstance(done, int):
+            parts.append(f"iter {done:,}" + (f"/{total:,}" if isinstance(total, int) else ""))
+        if not parts:
+            parts.append("no training step yet")
+        fraction = snap.progress
+        if fraction is not None:
+            filled = round(fraction * self.BAR_WIDTH)
+            parts.append(f"[green]{'━' * filled}[/][dim]{'━' * (self.BAR_WIDTH - filled)}[/]"
+                         f" {100 * fraction:.0f}%")
+        if snap.loading:
+            parts.append(f"[b]reading the history "
+                         f"{100 * snap.bytes_read / max(1, snap.bytes_total):.0f}%[/]")
+        if snap.status in ACTIVE:
+            parts.append(f"ETA {format_duration(train.get('eta'))}")
+        elif snap.meta.get("ended"):
+            parts.append(f"ended {escape(str(snap.meta['ended']))}")
+        for label, key, fmt in (("loss", "loss", "{:.4f}"), ("lr", "lr", "{:.2e}"),
+                                ("img/s", "ips", "{:.1f}")):
+            text = _number(train.get(key), fmt)
+            if text is not None:
+                parts.append(f"{label} {text}")
+        return "  ".join(parts)
