@@ -24,6 +24,7 @@ from engine.data.transforms import build_transforms
 from engine.env import pick_device
 from engine.errors import DataError, WeightsError
 from engine.evaluation.coco import COCOEvaluator
+from engine.events import encode
 from engine.models import build_model
 from engine.models.weights import load_state_dict_file
 
@@ -64,8 +65,9 @@ def evaluate_weights(config: Path, weights: str, overrides: list[str],
     for name, ap in result.per_class.items():
         print(f"  {name:<24} {ap:.4f}")
     if json_out is not None:
-        json_out.write_text(json.dumps({"metrics": result.metrics, "per_class": result.per_class,
-                                        "stats": result.stats}, indent=2))
+        payload = {"metrics": result.metrics, "per_class": result.per_class,
+                   "stats": result.stats}
+        json_out.write_text(encode(payload))  # NaN (nothing to measure) becomes null
     return 0
 
 

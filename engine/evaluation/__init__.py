@@ -1,0 +1,1 @@
+"""Evaluation: COCO bbox mAP with faster-coco-eval (``engine.evaluation.coco``)."""

@@ -19,10 +19,10 @@ from functools import partial
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import Conv2dNormActivation, MultiScaleRoIAlign
 
 from engine.config.schema import Config
 from engine.errors import ConfigError
@@ -78,6 +78,18 @@ def _conv_tower(channels: int, num_convs: int,
     return nn.Sequential(*layers)
 
 
+def _retinanet_tower(channels: int, num_convs: int) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv + ReLU) blocks, as torchvision's RetinaNet head builds them
+    (``Conv2dNormActivation`` without norm, so the keys are ``conv.0.0.weight``...)."""
+    tower = nn.Sequential(*(Conv2dNormActivation(channels, channels, norm_layer=None)
+                            for _ in range(num_convs)))
+    for module in tower.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.constant_(module.bias, 0)
+    return tower
+
+
 def _common_kwargs(cfg: Config) -> dict:
     return {"min_size": cfg.model.min_size, "max_size": cfg.model.max_size}
 
@@ -88,7 +100,8 @@ def _build_fcos(cfg: Config, backbone: FeaturePyramidBackbone) -> nn.Module:
     # assigns a box to the level whose [4, 8] x size range holds its largest side distance).
     sizes = tuple((float(s),) for s in cfg.model.anchor_sizes)
     anchor_generator = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
-    head = FCOSHead(channels, 1, num_classes, num_convs=cfg.model.head_convs)
+    # Built with empty towers (torchvision's towers hard-code GroupNorm(32, ...)), then ours.
+    head = FCOSHead(channels, 1, num_classes, num_convs=0)
     norm = head_norm(channels)
     head.classification_head.conv = _conv_tower(channels, cfg.model.head_convs, norm)
     head.regression_head.conv = _conv_tower(channels, cfg.model.head_convs, norm)
@@ -104,9 +117,9 @@ def _build_retinanet(cfg: Config, backbone: FeaturePyramidBackbone) -> nn.Module
     ratios = (tuple(cfg.model.aspect_ratios),) * len(sizes)
     anchor_generator = AnchorGenerator(sizes, ratios)
     head = RetinaNetHead(channels, anchor_generator.num_anchors_per_location()[0], num_classes)
-    # torchvision's RetinaNet (v1) head has no norm and always 4 convs; head_convs sets the depth.
-    head.classification_head.conv = _conv_tower(channels, cfg.model.head_convs, None)
-    head.regression_head.conv = _conv_tower(channels, cfg.model.head_convs, None)
+    # torchvision's RetinaNet (v1) head: no norm and always 4 convs; head_convs sets the depth.
+    head.classification_head.conv = _retinanet_tower(channels, cfg.model.head_convs)
+    head.regression_head.conv = _retinanet_tower(channels, cfg.model.head_convs)
     return RetinaNet(backbone, num_classes, anchor_generator=anchor_generator, head=head,
                      score_thresh=cfg.model.score_thresh, nms_thresh=cfg.model.nms_thresh,
                      detections_per_img=cfg.model.detections_per_img, **_common_kwargs(cfg))
@@ -123,13 +136,24 @@ def _build_faster_rcnn(cfg: Config, backbone: FeaturePyramidBackbone) -> nn.Modu
     # torchvision's 1024-wide box head for 256 FPN channels; narrower pyramids get a narrower head.
     representation = min(1024, 4 * channels)
     box_head = TwoMLPHead(channels * 7 * 7, representation)
-    model = FasterRCNN(backbone, num_classes, rpn_anchor_generator=anchor_generator,
-                       box_roi_pool=roi_pool, box_head=box_head,
-                       box_score_thresh=cfg.model.score_thresh,
-                       box_nms_thresh=cfg.model.nms_thresh,
-                       box_detections_per_img=cfg.model.detections_per_img,
-                       **_common_kwargs(cfg))
-    return model
+    box_predictor = FastRCNNPredictor(representation, num_classes)
+    # torchvision's proposal and RoI-sampling budgets are sized for 800-px COCO images; scale
+    # them with the image area (never below 1/8). At 160 px the full budget is 8192 sampled
+    # RoIs per batch of 16, and RoIAlign's (single-threaded) CPU backward then takes over 80%
+    # of a training step: 64 RoIs per image make Faster R-CNN train several times faster.
+    budget = min(1.0, max(0.125, (cfg.model.min_size / 800) ** 2))
+    # num_classes=None: torchvision requires it unset when box_predictor is given.
+    return FasterRCNN(backbone, None, rpn_anchor_generator=anchor_generator,
+                      box_roi_pool=roi_pool, box_head=box_head, box_predictor=box_predictor,
+                      rpn_pre_nms_top_n_train=round(2000 * budget),
+                      rpn_post_nms_top_n_train=round(2000 * budget),
+                      rpn_pre_nms_top_n_test=round(1000 * budget),
+                      rpn_post_nms_top_n_test=round(1000 * budget),
+                      box_batch_size_per_image=round(512 * budget),
+                      box_score_thresh=cfg.model.score_thresh,
+                      box_nms_thresh=cfg.model.nms_thresh,
+                      box_detections_per_img=cfg.model.detections_per_img,
+                      **_common_kwargs(cfg))
 
 
 ARCHITECTURE_BUILDERS: dict[str, Callable[[Config, FeaturePyramidBackbone], nn.Module]] = {
