@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs engines, TUIs and pytest itself side by side on 2 cores: OpenMP threads that
+# busy-wait for work starve the other processes (measured: a tiny FCOS step fell from ~50 to
+# 1-2 images/s). Set before anything imports torch; subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 COCO128 = SHARED_DATA / "coco128"
