@@ -108,7 +108,8 @@ def infer_images(config: Path, weights: str, images: list[Path], out: Path,
     out.mkdir(parents=True, exist_ok=True)
     font = ImageFont.load_default()
     for path in images:
-        tensor = read_rgb(path)  # the model resizes and maps boxes back to this image
+        # uint8 CHW -> float in [0, 1]; the model resizes and maps boxes back to this image
+        tensor = read_rgb(path).float().div_(255.0)
         with torch.no_grad():
             det = model([tensor.to(device)])[0]
         try:
