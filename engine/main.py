@@ -107,9 +107,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                         "overrides": list(args.opt), "command": sys.argv,
                         "host": socket.gethostname(), "created": now_iso(), "attempt": 1,
                         "eval": args.eval, "pid": os.getpid(), "best": None}
+            # A launcher or the supervisor marks each start it makes "starting" and counts
+            # it; a restart nobody announced (a requeued SLURM job) is counted here.
+            attempt = ({"attempt": int(meta.get("attempt", 1)) + 1}
+                       if meta and meta.get("status") != "starting" else {})
             recorder.update_meta(**{k: v for k, v in defaults.items() if k not in meta},
-                                 architecture=cfg.architecture, engine_pid=os.getpid(),
-                                 exit_code=None)
+                                 **attempt, architecture=cfg.architecture,
+                                 engine_pid=os.getpid(), exit_code=None)
         recorder.set_status("running")
         flags = Flags(eval=args.eval, resume=args.resume, force=args.force, run_dir=run_dir,
                       runs_dir=args.runs_dir)
@@ -181,16 +185,24 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    if args.command == "train":
-        return cmd_train(args)
+    # SIGTERM stops like Ctrl-C. SIGUSR1 means "checkpoint now" once training runs
+    # (SignalHook); before that there is nothing to save, and its default action
+    # (terminate) must not end a starting run. Both are put back on the way out: called
+    # in-process (tests), an ignored SIGUSR1 would be inherited by every later child.
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _sigterm_as_interrupt),
+                signal.SIGUSR1: signal.signal(signal.SIGUSR1, signal.SIG_IGN)}
     try:
+        if args.command == "train":
+            return cmd_train(args)
         return {"eval": cmd_eval, "infer": cmd_infer, "shapes": cmd_shapes}[args.command](args)
     except UserError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

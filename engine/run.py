@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 from engine.config.schema import Config
 from engine.env import DistEnv, init_env, set_random_seed
-from engine.errors import RunError, WeightsError
+from engine.errors import RunError, UserError, WeightsError
 from engine.recorder import RunRecorder
 from engine.rundir import RunDirectory, default_runs_dir, resolve_run
 from engine.trainers import build_trainer
 from engine.trainers.base import Trainer
-from engine.trainers.checkpoint import checkpoint_candidates
+from engine.trainers.checkpoint import checkpoint_candidates, load_checkpoint
 
 
 @dataclass
@@ -50,17 +52,16 @@ def resume_candidates(ref: str, flags: Flags) -> list[Path]:
     return candidates
 
 
-def resume(trainer: Trainer, flags: Flags) -> Path | None:
-    """Resume from the first readable candidate; a corrupt one is reported and skipped."""
-    candidates = resume_candidates(flags.resume, flags)
+def pick_checkpoint(ref: str, flags: Flags, trainer: Trainer) -> tuple[Path, dict] | None:
+    """The first readable checkpoint ``--resume REF`` may mean, loaded; a corrupt one is
+    reported and skipped (``auto`` falls back from ``last.pt`` to the older ones)."""
+    candidates = resume_candidates(ref, flags)
     if not candidates:
-        trainer.logger.info("--resume auto: no checkpoint yet, starting from scratch")
         return None
     errors = []
     for path in candidates:
         try:
-            trainer.resume_weights(path, force=flags.force)
-            return path
+            return path, load_checkpoint(path)
         except WeightsError as exc:
             if len(candidates) == 1:
                 raise
@@ -70,6 +71,34 @@ def resume(trainer: Trainer, flags: Flags) -> Path | None:
             trainer.recorder.emit("log", level="warning", message=exc.render())
     raise WeightsError("no readable checkpoint to resume from: "
                        + "; ".join(e.render() for e in errors))
+
+
+def resume(trainer: Trainer, flags: Flags) -> Path | None:
+    """Restore the training state from the checkpoint ``--resume`` names.
+
+    Rank 0 alone picks and reads the checkpoint and hands it to the other ranks: they need
+    neither the run folder nor a filesystem shared with node 0, and cannot pick another
+    file than rank 0 did (which would make the ranks run different numbers of steps)."""
+    env = trainer.env
+    picked: tuple[Path, dict] | None = None
+    error: UserError | None = None
+    if env.is_main:
+        try:
+            picked = pick_checkpoint(flags.resume, flags, trainer)
+        except UserError as exc:
+            error = exc
+    if env.distributed:
+        box: list[Any] = [(picked, error)]
+        dist.broadcast_object_list(box, src=0)
+        picked, error = box[0]
+    if error is not None:
+        raise error
+    if picked is None:
+        trainer.logger.info("--resume auto: no checkpoint yet, starting from scratch")
+        return None
+    path, state = picked
+    trainer.restore(state, path, force=flags.force)
+    return path
 
 
 def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str, Any]) -> Trainer:

@@ -4,10 +4,12 @@
 
 The supervisor (stdlib only, no torch) starts the engine command as its child and waits.
 When the engine crashes (exit code 1, or killed by a signal it did not ask for), it
-relaunches it with ``--resume auto`` after a backoff (2, 4, 8 ... 60 s), keeping the same
-run id and appending to the same events and logs; ``run.json`` counts the attempts. It
-does not restart on a user error (exit 2), a graceful stop (130) or success (0), nor on a
-deterministic crash: one that happens at the same iteration twice in a row.
+relaunches it with ``--resume auto`` after a backoff (2, 4, 8 ... 60 s; ``--backoff`` sets
+the first), keeping the same run id and appending to the same events and logs;
+``run.json`` counts the attempts. It does not restart on a user error (exit 2), a graceful
+stop (130) or success (0), nor on a deterministic crash: one that happens at the same
+iteration twice in a row. The engine's own exit code is read from ``run.json`` (rank 0
+writes it), so this holds under torchrun too, whose agent exits 1 whatever happened.
 
 SIGINT/SIGTERM/SIGUSR1 sent to the supervisor are forwarded to the engine; after a stop
 request nothing is restarted.
@@ -22,8 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from engine.errors import RunError
 from engine.events import EventWriter, read_events
-from engine.rundir import RunDirectory
+from engine.rundir import ACTIVE, RunDirectory
 
 NO_RESTART_CODES = {0: "finished", 2: "a user error", 130: "a graceful stop"}
 MAX_BACKOFF_S = 60.0
@@ -68,6 +71,23 @@ class Supervisor:
             argv += ["--resume", "auto"]
         return argv
 
+    def _engine_verdict(self, code: int) -> int:
+        """The engine's own exit code for this attempt, as rank 0 wrote it in run.json.
+
+        Under torchrun the child is the torchrun agent, which exits 1 whatever its workers
+        said (a user error, a graceful stop); run.json keeps what the engine meant. A
+        killed engine wrote nothing (its exit code was reset when it started): then the
+        process's own code counts, and run.json is corrected to ``failed``."""
+        try:
+            meta = self.run.read_meta()
+        except RunError:
+            return code
+        if meta.get("status") in ACTIVE:  # killed before it could say how it ended
+            self.run.update_meta(status="failed", exit_code=code)
+            return code
+        engine_code = meta.get("exit_code")
+        return engine_code if isinstance(engine_code, int) else code
+
     def run_forever(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._forward)
@@ -75,14 +95,12 @@ class Supervisor:
         while True:
             started = time.time()
             self.child = subprocess.Popen(argv)
-            code = self.child.wait()
+            code = self._engine_verdict(self.child.wait())
             if code in NO_RESTART_CODES or self.stop_requested:
                 return code
             how = (f"killed by {signal.Signals(-code).name}" if code < 0
                    else f"exit code {code}")
             crash_iter = self._crash_iter(started)
-            if code < 0:  # killed before it could say so
-                self.run.update_meta(status="failed", exit_code=code)
             if restarts >= self.max_restarts:
                 self._log(f"engine {how}; no restarts left ({self.max_restarts} used)")
                 return code
@@ -94,13 +112,13 @@ class Supervisor:
             restarts += 1
             delay = min(MAX_BACKOFF_S, self.base_backoff * 2 ** (restarts - 1))
             self._log(f"engine {how}; restart {restarts}/{self.max_restarts} from the last "
-                      f"checkpoint in {delay:.0f}s")
+                      f"checkpoint in {delay:g}s")
             meta = self.run.read_meta()
             self.run.update_meta(status="starting", attempt=int(meta.get("attempt", 1)) + 1,
-                                 restarts=restarts)
+                                 restarts=restarts, exit_code=None)
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and not self.stop_requested:
-                time.sleep(0.2)
+                time.sleep(min(0.2, delay))
             if self.stop_requested:
                 self.run.update_meta(status="interrupted", exit_code=130)
                 return 130

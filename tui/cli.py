@@ -124,28 +124,64 @@ def run(
     max_restarts: Annotated[int, typer.Option(
         "--max-restarts", help="Relaunch a crashed engine from its last checkpoint up to N "
                                "times (not after bad input or a repeated crash).")] = 0,
-    nnodes: Annotated[int, typer.Option("--nnodes", help="Machines in a multi-node job.")] = 1,
-    node_rank: Annotated[int, typer.Option("--node-rank", help="This machine's rank.")] = 0,
+    nnodes: Annotated[int, typer.Option(
+        "--nnodes", help="Machines in a multi-node job (fleet: true without it: $NNODES).")
+    ] = 1,
+    node_rank: Annotated[int, typer.Option(
+        "--node-rank", help="This machine's rank: 0 owns the run directory, the others only "
+                            "join, in the foreground (fleet: true without it: $NODE_RANK).")
+    ] = 0,
     master_addr: Annotated[str | None, typer.Option(
-        "--master-addr", help="Rendezvous host (node 0) for multi-node jobs.")] = None,
+        "--master-addr", help="Rendezvous host (node 0) of a multi-node job (fleet: true "
+                              "without it: $MASTER_ADDR).")] = None,
     master_port: Annotated[int | None, typer.Option(
-        "--master-port", help="Rendezvous port for multi-node jobs.")] = None,
+        "--master-port", help="Rendezvous port of a multi-node job, default 29500 (fleet: "
+                              "true without it: $MASTER_PORT).")] = None,
+    slurm: Annotated[bool, typer.Option(
+        "--slurm", help="Write an sbatch script for --nnodes x --nproc (torchrun per node, "
+                        "checkpoint + requeue before the time limit); print how to submit "
+                        "it. Nothing is started.")] = False,
+    sbatch: Annotated[list[str], typer.Option(
+        "--sbatch", help="With --slurm: an extra #SBATCH option, e.g. --time=24:00:00 "
+                         "(repeatable).")] = [],
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Start a training run: the TUI's launch form, or --headless on a server."""
-    from tui.launcher import LaunchSpec, launch
+    from tui.launcher import LaunchSpec, launch, run_worker_node
 
     spec = LaunchSpec(config=config, overrides=list(opt), runs_dir=runs_dir, name=name,
                       eval=eval, resume=resume, weights=weights, teacher=teacher,
                       student=student, enable_ce=ce, device=device, amp=amp, trainer=trainer,
                       nproc=nproc, force=force, max_restarts=max_restarts, nnodes=nnodes,
                       node_rank=node_rank, master_addr=master_addr, master_port=master_port)
+    if slurm:
+        from tui.slurm import write_sbatch
+
+        path, run_id = write_sbatch(spec, sbatch_options=list(sbatch))
+        typer.echo(f"wrote {path}\nsubmit it with:  sbatch {path}\n"
+                   f"then follow it:   dettui attach {run_id} --runs-dir {runs_dir}")
+        return
+    if _joins_as_worker(spec):
+        typer.echo("joining the multi-node job as a worker node; node 0 records the run",
+                   err=True)
+        raise typer.Exit(run_worker_node(spec))
     if not headless:
         from tui.app import run_app
 
         raise typer.Exit(run_app(runs_dir, _configs_dirs([]), launch=spec))
     run_dir, proc = launch(spec)
     _watch(run_dir, proc)
+
+
+def _joins_as_worker(spec: Any) -> bool:
+    """Whether this machine is a node other than 0 (``--node-rank``, or ``NODE_RANK`` under
+    ``fleet: true``)."""
+    from tui.launcher import resolve_rendezvous, validate_spec
+
+    try:
+        return resolve_rendezvous(spec, validate_spec(spec)).node_rank > 0
+    except UserError:
+        return False  # reported by the launch itself, the same way as ever
 
 
 def _watch(run_dir: Any, proc: subprocess.Popen | None) -> None:

@@ -5,6 +5,11 @@ creates the run directory, writes ``run.json`` (status ``starting``), then start
 ``python -m engine train ...`` (or ``torchrun ... -m engine train ...``) as a detached
 process in its own session, so it outlives the front-end. Its stdout and stderr go to the
 run's ``stderr.log``; everything else reaches front-ends through the run directory.
+
+Multi-node: node 0 (global rank 0 lives there) launches as above and owns the run
+directory. Every other node only joins the job (``run_worker_node``): torchrun in the
+foreground, no run directory, the engine told no run folder at all: rank 0 records the
+run and hands the resume checkpoint to the other ranks.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.config import load_and_validate
@@ -30,6 +35,12 @@ from engine.rundir import (
 )
 
 TRAINER_CHOICES = ("config", "Trainer", "DenseTeacher", "ARSL", "Semi_RTDETR", "co-tuning")
+DEFAULT_MASTER_PORT = 29500
+RESTART_BACKOFF_ENV = "DETTUI_RESTART_BACKOFF"  # first supervisor backoff, seconds
+# With ``fleet: true`` and no rendezvous flags, the rendezvous comes from these variables
+# (the names PaddlePaddle's and PyTorch's launchers use).
+RENDEZVOUS_ENV = {"nnodes": "NNODES", "node_rank": "NODE_RANK", "master_addr": "MASTER_ADDR",
+                  "master_port": "MASTER_PORT"}
 
 
 @dataclass
@@ -119,8 +130,9 @@ def _check_dataset(ds: DatasetConfig, section: str) -> None:
         raise DataError(f"image folder not found: {images}", key=f"{section}.image_dir")
 
 
-def validate_spec(spec: LaunchSpec) -> Config:
-    """Everything we can check without torch: config, overrides, weight and data paths."""
+def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
+    """Everything we can check without torch: config, overrides, weight and data paths,
+    and (unless ``rendezvous`` is off: a SLURM job brings its own) the multi-node flags."""
     _, cfg = load_and_validate(spec.config, spec.all_overrides())
     _check_dataset(cfg.TrainDataset, "TrainDataset")
     _check_dataset(cfg.EvalDataset, "EvalDataset")
@@ -135,39 +147,122 @@ def validate_spec(spec: LaunchSpec) -> Config:
                           key="max_restarts")
     if spec.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {spec.nproc}", key="nproc")
+    if rendezvous:
+        resolve_rendezvous(spec, cfg)
+    restart_backoff()
     return cfg
 
 
-def engine_argv(run_dir: Path, spec: LaunchSpec, *, resume: str | None = None) -> list[str]:
-    """The command line that starts the engine for ``run_dir``."""
-    train_args = ["train", str(spec.config), "--run-dir", str(run_dir),
-                  "--eval" if spec.eval else "--no-eval"]
+def resolve_rendezvous(spec: LaunchSpec, cfg: Config,
+                       environ: dict[str, str] | None = None) -> LaunchSpec:
+    """``spec`` with its multi-node rendezvous complete and checked.
+
+    ``fleet: true`` (multi-node collective training) takes the rendezvous from the flags,
+    or, for each flag left at its default, from ``NNODES``/``NODE_RANK``/``MASTER_ADDR``/
+    ``MASTER_PORT``; it is refused when that gives no multi-node rendezvous. Without
+    ``fleet`` only the flags count (a stray ``MASTER_ADDR`` must not turn a one-machine
+    run into one that waits for other nodes)."""
+    environ = os.environ if environ is None else environ
+    if cfg.fleet:
+        given: dict[str, object] = {}
+        for name, var in RENDEZVOUS_ENV.items():
+            if getattr(spec, name) in (None, 1 if name == "nnodes" else 0) and environ.get(var):
+                raw = environ[var]
+                if name in ("nnodes", "node_rank", "master_port"):
+                    if not raw.strip().isdigit():
+                        raise ConfigError(f"environment variable {var}={raw!r} is not a whole "
+                                          "number", key="fleet")
+                    given[name] = int(raw)
+                else:
+                    given[name] = raw.strip()
+        spec = replace(spec, **given)
+        missing = [f"--nnodes M (> 1) or {RENDEZVOUS_ENV['nnodes']}" if spec.nnodes < 2 else "",
+                   f"--master-addr HOST or {RENDEZVOUS_ENV['master_addr']}"
+                   if not spec.master_addr else ""]
+        missing = [m for m in missing if m]
+        if missing:
+            raise ConfigError(
+                "fleet: true means multi-node collective training, but no multi-node "
+                "rendezvous was given: missing " + "; ".join(missing), key="fleet",
+                hint="pass --nnodes M --node-rank R --master-addr HOST [--master-port P] "
+                     "(or set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT) on every node, "
+                     "or set fleet: false to train on this machine (--nproc N for its GPUs)")
+    if spec.nnodes < 1:
+        raise ConfigError(f"--nnodes must be >= 1, got {spec.nnodes}", key="nnodes")
+    if spec.nnodes > 1 and not spec.master_addr:
+        raise ConfigError(f"--nnodes {spec.nnodes} needs --master-addr: the address of node "
+                          "0, which every node must reach", key="master_addr")
+    if not 0 <= spec.node_rank < spec.nnodes:
+        raise ConfigError(f"--node-rank must be in 0..{spec.nnodes - 1}, got {spec.node_rank}",
+                          key="node_rank")
+    if spec.nnodes > 1 and spec.max_restarts > 0:
+        raise ConfigError("--max-restarts restarts the job of one machine; a multi-node job "
+                          "must be restarted on every node together", key="max_restarts",
+                          hint="under SLURM use --slurm (a requeued job resumes itself)")
+    if spec.master_port is not None and not 0 < spec.master_port < 65536:
+        raise ConfigError(f"--master-port must be in 1..65535, got {spec.master_port}",
+                          key="master_port")
+    return spec
+
+
+def restart_backoff() -> float | None:
+    """The supervisor's first backoff from ``DETTUI_RESTART_BACKOFF`` (None: its default)."""
+    raw = os.environ.get(RESTART_BACKOFF_ENV)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{RESTART_BACKOFF_ENV}={raw!r}: expected seconds >= 0",
+                          key=RESTART_BACKOFF_ENV)
+    return value
+
+
+def train_argv(run_dir: Path | None, spec: LaunchSpec, *,
+               resume: str | None = None) -> list[str]:
+    """``train CONFIG ...``: the engine's arguments after ``-m engine``."""
+    args = ["train", str(spec.config)]
+    if run_dir is not None:
+        args += ["--run-dir", str(run_dir)]
+    args.append("--eval" if spec.eval else "--no-eval")
     if resume or spec.resume:
-        train_args += ["--resume", resume or spec.resume]
+        args += ["--resume", resume or spec.resume]
     if spec.force:
-        train_args.append("--force")
+        args.append("--force")
     for ov in spec.all_overrides():
-        train_args += ["-o", ov]
+        args += ["-o", ov]
+    return args
+
+
+def engine_argv(run_dir: Path | None, spec: LaunchSpec, *,
+                resume: str | None = None) -> list[str]:
+    """The command line that starts the engine for ``run_dir`` (None on a node other than
+    node 0 of a multi-node job: its ranks write nothing and get the resume checkpoint
+    from rank 0)."""
+    train_args = train_argv(run_dir, spec, resume=resume)
     if spec.nproc == 1 and spec.nnodes == 1:
         return [sys.executable, "-m", "engine", *train_args]
     torchrun = [sys.executable, "-m", "torch.distributed.run",
                 f"--nproc-per-node={spec.nproc}", f"--nnodes={spec.nnodes}"]
     if spec.nnodes > 1:
-        addr = spec.master_addr or "127.0.0.1"
-        port = spec.master_port or 29500
-        torchrun += [f"--node-rank={spec.node_rank}", f"--master-addr={addr}",
-                     f"--master-port={port}"]
+        torchrun += [f"--node-rank={spec.node_rank}", f"--master-addr={spec.master_addr}",
+                     f"--master-port={spec.master_port or DEFAULT_MASTER_PORT}"]
     else:
         torchrun += ["--standalone"]
     return [*torchrun, "-m", "engine", *train_args]
 
 
 def supervised(run_dir: Path, argv: list[str], max_restarts: int) -> list[str]:
-    """Wrap the engine command in ``engine.supervisor`` when restarts are allowed."""
+    """Wrap the engine command in ``engine.supervisor`` when restarts are allowed (its
+    first backoff from ``DETTUI_RESTART_BACKOFF`` when set)."""
     if max_restarts <= 0:
         return argv
+    backoff = restart_backoff()
+    extra = ["--backoff", f"{backoff:g}"] if backoff is not None else []
     return [sys.executable, "-m", "engine.supervisor", "--run-dir", str(run_dir),
-            "--max-restarts", str(max_restarts), "--", *argv]
+            "--max-restarts", str(max_restarts), *extra, "--", *argv]
 
 
 def _spawn(run: RunDirectory, argv: list[str]) -> subprocess.Popen:
@@ -185,6 +280,11 @@ def _spawn(run: RunDirectory, argv: list[str]) -> subprocess.Popen:
 def launch(spec: LaunchSpec) -> tuple[RunDirectory, subprocess.Popen]:
     """Validate, create the run directory, start the engine detached; return both."""
     cfg = validate_spec(spec)
+    spec = resolve_rendezvous(spec, cfg)
+    if spec.node_rank > 0:
+        raise RunError(f"node {spec.node_rank} of {spec.nnodes} does not own a run "
+                       "directory: node 0 records the run; this node only joins it",
+                       hint="`dettui run ... --node-rank R` joins from the command line")
     name = spec.name or Path(spec.config).stem
     run = RunDirectory.create(spec.runs_dir, name)
     argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec),
@@ -211,6 +311,39 @@ def launch(spec: LaunchSpec) -> tuple[RunDirectory, subprocess.Popen]:
     proc = _spawn(run, argv)
     run.update_meta(pid=proc.pid, pgid=proc.pid)
     return run, proc
+
+
+def worker_node_argv(spec: LaunchSpec) -> list[str]:
+    """The torchrun command a node other than node 0 runs (validated, rendezvous resolved)."""
+    cfg = validate_spec(spec)
+    spec = resolve_rendezvous(spec, cfg)
+    if spec.node_rank == 0:
+        raise RunError("node 0 owns the run directory: launch it with `launch`")
+    return engine_argv(None, spec)
+
+
+def run_worker_node(spec: LaunchSpec) -> int:
+    """Join a multi-node job as node ``spec.node_rank`` > 0: torchrun in the foreground (its
+    output on this terminal), no run directory here. Returns torchrun's exit code.
+
+    A Ctrl-C in the terminal reaches torchrun directly (same process group), which stops
+    its workers gracefully; SIGTERM sent to this process is passed on to torchrun."""
+    argv = worker_node_argv(spec)
+    proc = subprocess.Popen(argv)
+
+    def forward(signum: int, frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue  # torchrun got the same SIGINT; wait for its clean stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def trainer_name(cfg: Config) -> str:

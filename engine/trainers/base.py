@@ -25,6 +25,7 @@ from engine.recorder import RunRecorder
 from engine.trainers.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
 )
@@ -82,6 +83,9 @@ class Trainer:
         self.config_dict = config_dict
         self.device = env.device
         self.checkpoint_dir: Path | None = recorder.run.checkpoints if recorder.active else None
+        if self.checkpoint_dir is not None:
+            for tmp in remove_stale_temp_files(self.checkpoint_dir):
+                self.logger.info(f"removed {tmp}: a checkpoint write cut short by a kill")
 
         self.train_ds, self.eval_ds = build_datasets(cfg)
         self.train_loader, self.sampler = build_train_loader(
@@ -148,7 +152,10 @@ class Trainer:
 
     def resume_weights(self, path: str | Path, *, force: bool = False) -> None:
         """Restore the full training state; training goes on from the next step."""
-        state = load_checkpoint(path)
+        self.restore(load_checkpoint(path), path, force=force)
+
+    def restore(self, state: dict[str, Any], path: str | Path, *, force: bool = False) -> None:
+        """Restore the full training state from a loaded checkpoint (read from ``path``)."""
         changes = config_changes(state.get("config") or {}, self.config_dict)
         if changes and not force:
             shown = "\n    ".join(changes[:20])

@@ -93,6 +93,17 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files that a write killed midway left behind (they are
+    never read: a checkpoint only becomes visible through ``os.replace``). Call it only
+    when no other process writes into ``folder``."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def checkpoint_candidates(folder: str | Path) -> list[Path]:
     """Checkpoints in a run's folder, the best resume point first: ``last.pt``, then the
     others newest first (``auto`` resume falls back along this list)."""

@@ -172,49 +172,81 @@ class CheckpointHook(HookBase):
 
 class SignalHook(HookBase):
     """SIGINT/SIGTERM: finish the current step, checkpoint, stop (``interrupted``).
-    SIGUSR1: checkpoint and go on. A second SIGINT/SIGTERM stops at once."""
+    SIGUSR1: checkpoint and go on. A second SIGINT/SIGTERM stops at once.
+
+    Two details make this hold under torchrun and SLURM:
+
+    * DataLoader workers are forked after the handlers are installed and inherit them; a
+      signal sent to the whole process group (torchrun's ``killpg``, a terminal's Ctrl-C,
+      SLURM signalling every process of a step) must not make them act or log: only the
+      process that installed the handlers does.
+    * The same stop request often arrives twice within milliseconds (SLURM signals every
+      process of the step, and torchrun forwards its own copy to the workers). Only a
+      second request at least ``REPEAT_S`` seconds after the first means "stop at once".
+    """
+
+    REPEAT_S = 1.0
 
     def __init__(self) -> None:
         self.stop_requested = False
         self.save_requested = False
+        self._stop_time = 0.0
+        self._owner_pid = os.getpid()
         self._previous: dict[int, object] = {}
 
     def _on_stop(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._owner_pid:
+            return  # a forked DataLoader worker: the training process decides
+        now = time.monotonic()
         if self.stop_requested:
-            raise KeyboardInterrupt  # asked twice: leave now, the last checkpoint stands
+            if now - self._stop_time >= self.REPEAT_S:
+                raise KeyboardInterrupt  # asked again: leave now, the last checkpoint stands
+            return
         self.stop_requested = True
+        self._stop_time = now
         self.trainer.logger.info(f"{signal.Signals(signum).name} received: stopping after "
                                  "this step (send it again to stop at once)")
 
     def _on_save(self, signum: int, frame: object) -> None:
-        self.save_requested = True
+        if os.getpid() == self._owner_pid:
+            self.save_requested = True
 
     def before_train(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
+        self._owner_pid = os.getpid()
         for sig, handler in ((signal.SIGINT, self._on_stop), (signal.SIGTERM, self._on_stop),
                              (signal.SIGUSR1, self._on_save)):
             self._previous[sig] = signal.signal(sig, handler)
 
-    def _agree(self, flag: bool) -> bool:
-        """Under DDP every rank must stop at the same step: any rank's request counts."""
+    def _agree(self, stop: bool, save: bool) -> tuple[bool, bool]:
+        """Under DDP every rank must act at the same step: any rank's request counts
+        (torchrun signals each local worker; the other nodes learn it here)."""
         t = self.trainer
         if not t.env.distributed:
-            return flag
-        x = torch.tensor([1.0 if flag else 0.0], device=t.env.device)
+            return stop, save
+        x = torch.tensor([float(stop), float(save)], device=t.env.device)
         dist.all_reduce(x, op=dist.ReduceOp.MAX)
-        return bool(x.item() > 0)
+        return bool(x[0].item() > 0), bool(x[1].item() > 0)
 
     def after_step(self) -> None:
         t = self.trainer
-        stop = self._agree(self.stop_requested)
-        save = self._agree(self.save_requested)
+        stop, save = self._agree(self.stop_requested, self.save_requested)
         if stop:
             t.save("last")
             raise StopTraining("stopped by a signal after a checkpoint")
         if save:
             self.save_requested = False
             t.save("last")
+            t.logger.info(f"SIGUSR1: checkpoint written at iteration {t.iter}; going on")
+
+    def after_epoch(self) -> None:
+        # A request that came during the epoch-end evaluation: CheckpointHook has just
+        # written last.pt for this very point, so stop now instead of after one more step.
+        t = self.trainer
+        stop, _ = self._agree(self.stop_requested, False)
+        if stop and t.epoch + 1 < t.cfg.epoch:  # after the last epoch: just finish
+            raise StopTraining("stopped by a signal after a checkpoint")
 
     def after_train(self) -> None:
         for sig, handler in self._previous.items():

@@ -18,7 +18,8 @@ import torch
 from engine.events import read_events
 from engine.rundir import RunDirectory
 from engine.trainers.checkpoint import load_checkpoint
-from tests.conftest import DEMO_CONFIG, REPO, engine_env, tiny_overrides
+from tests.conftest import DEMO_CONFIG, REPO, tiny_overrides
+from tests.faults.procs import proc_env  # OMP_NUM_THREADS=1: steady on a busy CPU
 
 SMALL = ["model.min_size=64", "model.max_size=64",
          "TrainReader.sample_transforms=[{RandomFlip: {prob: 0.5}}, {ColorJitter: {brightness: 0.3, prob: 0.5}}, {Resize: {target_size: 64}}]",
@@ -62,20 +63,20 @@ def final_model(run: Path) -> dict[str, torch.Tensor]:
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path, workers: int) -> None:
     data = tmp_path / "data"
     straight = new_run(tmp_path / "runs", "straight")
-    subprocess.run(engine_cmd(straight, data, workers=workers), cwd=REPO, env=engine_env(),
+    subprocess.run(engine_cmd(straight, data, workers=workers), cwd=REPO, env=proc_env(),
                    check=True, capture_output=True, timeout=300)
 
     killed = new_run(tmp_path / "runs", "killed")
     k = random.Random(workers).choice([3, 4, 5, 9, 10, 11])  # mid-epoch, after a checkpoint
     proc = subprocess.Popen(engine_cmd(killed, data, workers=workers), cwd=REPO,
-                            env=engine_env(), stdout=subprocess.DEVNULL,
+                            env=proc_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     wait_for_iter(killed, proc, k)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert load_checkpoint(killed / "checkpoints" / "last.pt")["iter"] < EPOCHS * EPOCH_ITER
     subprocess.run(engine_cmd(killed, data, "--resume", "auto", workers=workers), cwd=REPO,
-                   env=engine_env(), check=True, capture_output=True, timeout=300)
+                   env=proc_env(), check=True, capture_output=True, timeout=300)
 
     a, b = final_model(straight), final_model(killed)
     assert a.keys() == b.keys()
