@@ -32,6 +32,9 @@ def engine_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
+    # One OpenMP thread per engine: tests run engines beside pytest (and each other) on 2
+    # cores, where two spinning threads per process made each step many times slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.pop("DETTUI_RUNS_DIR", None)
     return env
 

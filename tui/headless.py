@@ -143,6 +143,8 @@ class HeadlessWatcher:
             self.handle(ev, live)
         if live is not None:
             live.update(self._renderable())
+        if self.final_status == "failed" and self._engine_alive():
+            self.final_status = None  # a supervisor is about to restart it: keep watching
         if self.final_status is not None:
             return False
         if not self._engine_alive():

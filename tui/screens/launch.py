@@ -103,7 +103,7 @@ class LaunchScreen(Screen["LaunchResult | None"]):
         width: 1fr;
         max-width: 60;
     }
-    LaunchScreen #nproc {
+    LaunchScreen #nproc, LaunchScreen #max-restarts {
         width: 8;
     }
     LaunchScreen .note {
@@ -208,6 +208,12 @@ class LaunchScreen(Screen["LaunchResult | None"]):
                 yield Input(str(spec.nproc), id="nproc", restrict=r"[0-9]*", max_length=3,
                             compact=True)
                 yield Static("per machine; more than 1 runs torchrun (DDP)", classes="note")
+            with Horizontal(classes="row"):
+                yield Label("restarts")
+                yield Input(str(spec.max_restarts), id="max-restarts", restrict=r"[0-9]*",
+                            max_length=2, compact=True)
+                yield Static("relaunch a crashed engine from its last checkpoint up to this "
+                             "often", classes="note")
             yield from self._row("overrides", Input(
                 " ".join(shlex.quote(o) for o in spec.overrides), id="overrides",
                 compact=True, placeholder="-o style: key=value section.key=value ..."))
@@ -273,6 +279,10 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             raise ConfigError(f"processes must be a whole number >= 1, got {nproc_text!r}",
                               key="nproc")
         nproc = int(nproc_text)
+        restarts_text = self._value("max-restarts") or "0"
+        if not restarts_text.isdigit():
+            raise ConfigError(f"restarts must be a whole number >= 0, got {restarts_text!r}",
+                              key="max_restarts")
         device = self.query_one("#device", Select).value
         config = self._value("config")
         if not config:
@@ -292,6 +302,11 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             device=None if device in ("config", Select.BLANK) else str(device),
             trainer=str(self.query_one("#trainer", Select).value),
             nproc=nproc,
+            max_restarts=int(restarts_text),
+            nnodes=self.spec.nnodes,
+            node_rank=self.spec.node_rank,
+            master_addr=self.spec.master_addr,
+            master_port=self.spec.master_port,
             force=self.spec.force,
         )
 
