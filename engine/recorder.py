@@ -25,7 +25,6 @@ def setup_logging(train_log: Path | None, rank: int = 0) -> logging.Logger:
     """The ``dettui`` logger: ``train.log`` on rank 0, and stderr (-> stderr.log) on every rank."""
     logger = logging.getLogger("dettui")
     logger.setLevel(logging.INFO)
-    logger.propagate = False
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
