@@ -102,7 +102,7 @@ class HeadlessWatcher:
             for line in ev.get("summary") or []:
                 out.print(line, highlight=False, soft_wrap=True)
             out.print(eval_table(ev))
-        elif kind == "checkpoint":
+        elif kind == "checkpoint" and ev["kind"] != "last":  # last.pt: every epoch, in the summary
             out.print(f"[dim]checkpoint ({ev['kind']}): {ev['path']}[/]")
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
             out.print(f"[yellow]{ev.get('message')}[/]")
