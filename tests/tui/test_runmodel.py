@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -116,7 +117,7 @@ def test_fast_and_slow_paths_agree(tmp_path: Path) -> None:
     fast_cols, slow_cols = train_of(fast), train_of(slow)
     for name in ("t", "iter", "loss", "lr", "ips", "losses.loss_cls", "losses.loss_box"):
         np.testing.assert_array_equal(fast_cols[name], slow_cols[name])
-    last_train = [e for e in events if e["type"] == "train"][-1]
+    last_train = json.loads(encode([e for e in events if e["type"] == "train"][-1]))
     assert fast.last_train == slow.last_train == last_train
     kinds = [item.get("type") for item in fast.items if isinstance(item, dict)]
     assert kinds[0] == "start" and kinds.count("eval") == 4 and kinds.count("system") == 5
