@@ -16,7 +16,7 @@ from typing import Any
 import torch.distributed as dist
 
 from engine.config.schema import Config
-from engine.env import DistEnv, init_env, set_random_seed
+from engine.env import DistEnv, init_env, set_random_seed, teardown_env
 from engine.errors import RunError, UserError, WeightsError
 from engine.recorder import RunRecorder
 from engine.rundir import RunDirectory, default_runs_dir, resolve_run
@@ -141,6 +141,12 @@ def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str,
         f"{len(trainer.eval_ds)} eval images, {trainer.iters_per_epoch} iters/epoch x "
         f"{cfg.epoch} epochs")
 
-    # 5. training
-    trainer.train(flags.eval)
+    # 5. training. Then every rank waits for the others (rank 0 writes the last checkpoint)
+    # and the process group is destroyed explicitly: a gloo group left to interpreter exit
+    # can abort the process ("terminate called without an active exception").
+    try:
+        trainer.train(flags.eval)
+        env.barrier()
+    finally:
+        teardown_env(env)
     return trainer
