@@ -144,26 +144,24 @@ def _line_at(data: bytes, pos: int) -> tuple[int, int]:
     return start, (len(data) if end < 0 else end)
 
 
-def _first_train_event(data: bytes) -> dict[str, Any] | None:
-    pos = data.find(_TRAIN_TAG)
+def _train_event(data: bytes, *, last: bool) -> dict[str, Any] | None:
+    """The first (or last) complete, parsable train event in ``data``."""
+    pos = data.rfind(_TRAIN_TAG) if last else data.find(_TRAIN_TAG)
     while pos >= 0:
         start, end = _line_at(data, pos)
         event = decode(data[start:end].decode("utf-8", errors="replace"))
         if event is not None and event.get("type") == "train":
             return event
-        pos = data.find(_TRAIN_TAG, end)
+        pos = data.rfind(_TRAIN_TAG, 0, start) if last else data.find(_TRAIN_TAG, end)
     return None
+
+
+def _first_train_event(data: bytes) -> dict[str, Any] | None:
+    return _train_event(data, last=False)
 
 
 def _last_train_event(data: bytes) -> dict[str, Any] | None:
-    pos = data.rfind(_TRAIN_TAG)
-    while pos >= 0:
-        start, end = _line_at(data, pos)
-        event = decode(data[start:end].decode("utf-8", errors="replace"))
-        if event is not None and event.get("type") == "train":
-            return event
-        pos = data.rfind(_TRAIN_TAG, 0, start)
-    return None
+    return _train_event(data, last=True)
 
 
 def parse_block(data: bytes, template: TrainTemplate | None
