@@ -31,9 +31,72 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.errors import RunError
+from engine.rundir import open_run_file
+from engine.safefiles import RefusedFile, open_regular
+
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log")
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+MAX_LINE_BYTES = 1 << 20
+"""Readers skip a longer line unparsed (the engine's longest, an error event with its
+traceback, is a few KiB): a planted 1 GB line must not cost minutes and gigabytes."""
+READ_BYTES = 8 << 20
+
+# The type of each field readers use, per event type: a line where one of them holds
+# another type is skipped like a truncated one (a missing field is each reader's business:
+# hand-written and older events may leave some out). Every field may be null (NaN).
+_INT, _NUM, _STR, _BOOL = "int", "number", "str", "bool"
+_NUM_MAP, _STR_LIST, _LIST = "number map", "str list", "list"
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    "start": {"trainer": _STR, "world_size": _INT, "device": _STR, "resume_from": _STR,
+              "epochs": _INT, "iters_per_epoch": _INT, "max_iters": _INT, "num_params": _INT,
+              "start_epoch": _INT, "start_iter": _INT, "train_images": _INT,
+              "eval_images": _INT, "classes": _STR_LIST},
+    "train": {"epoch": _INT, "iter": _INT, "epoch_iter": _INT, "iters_per_epoch": _INT,
+              "max_iters": _INT, "loss": _NUM, "losses": _NUM_MAP, "lr": _NUM,
+              "batch_time": _NUM, "data_time": _NUM, "ips": _NUM, "eta": _NUM,
+              "memory": _NUM},
+    "eval": {"epoch": _INT, "iter": _INT, "model": _STR, "metrics": _NUM_MAP,
+             "per_class": _NUM_MAP, "stats": _LIST, "eval_time": _NUM, "summary": _STR_LIST},
+    "system": {"cpu_percent": _NUM, "ram_used_mb": _NUM, "ram_total_mb": _NUM,
+               "proc_rss_mb": _NUM, "gpus": _LIST},
+    "checkpoint": {"path": _STR, "kind": _STR, "epoch": _INT, "iter": _INT},
+    "status": {"status": _STR, "message": _STR},
+    "error": {"error_type": _STR, "message": _STR, "traceback": _STR, "user_error": _BOOL,
+              "iter": _INT},
+    "log": {"level": _STR, "message": _STR},
+}
+
+
+def _is_num(value: Any) -> bool:
+    return value is None or (type(value) in (int, float))
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if value is None:
+        return True
+    if kind == _NUM:
+        return type(value) in (int, float)
+    if kind == _INT:
+        return type(value) is int
+    if kind == _STR:
+        return type(value) is str
+    if kind == _BOOL:
+        return type(value) is bool
+    if kind == _NUM_MAP:
+        return type(value) is dict and all(map(_is_num, value.values()))
+    if kind == _STR_LIST:
+        return type(value) is list and all(type(v) is str for v in value)
+    return type(value) is list  # _LIST
+
+
+def well_formed(event: dict[str, Any]) -> bool:
+    """Whether every known field of ``event`` has the type readers expect."""
+    fields = FIELD_TYPES.get(event["type"])
+    if fields is None:
+        return True  # a newer event type: readers ignore what they do not know
+    return all(_fits(value, fields[key]) for key, value in event.items() if key in fields)
 
 
 def make_event(type: str, **fields: Any) -> dict[str, Any]:
@@ -64,15 +127,16 @@ def _finite(obj: Any) -> Any:
 
 
 def decode(line: str) -> dict[str, Any] | None:
-    """Parse one line; ``None`` for a blank, truncated or non-event line."""
+    """Parse one line; ``None`` for a blank, truncated, overlong, malformed (a known field
+    of the wrong type) or non-event line."""
     line = line.strip()
-    if not line:
+    if not line or len(line) > MAX_LINE_BYTES:
         return None
     try:
         obj = json.loads(line)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, or a number too long to parse
         return None
-    if not isinstance(obj, dict) or "type" not in obj:
+    if not isinstance(obj, dict) or type(obj.get("type")) is not str or not well_formed(obj):
         return None
     return obj
 
@@ -88,7 +152,8 @@ class EventWriter:
             with open(self.path, "rb") as f:
                 f.seek(-1, os.SEEK_END)
                 needs_newline = f.read(1) != b"\n"
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
+        # Never through a symlink: a planted one would send the events outside the run.
+        self._file = open_run_file(self.path, "a", encoding="utf-8")
         if needs_newline:
             self._file.write("\n")
             self._file.flush()
@@ -114,33 +179,52 @@ class EventTail:
     """Incremental reader: each ``read()`` returns the complete events added since the last.
 
     A partial last line (the writer is mid-write, or was killed mid-write) stays pending
-    until its newline arrives; a line that never parses is skipped.
+    until its newline arrives; a line that never parses is skipped, and so is a line longer
+    than ``MAX_LINE_BYTES``, without being kept in memory.
     """
 
     def __init__(self, path: str | Path, offset: int = 0):
         self.path = Path(path)
         self.offset = offset
         self._pending = b""
+        self._skipping = False  # inside an overlong line: drop bytes up to its newline
 
     def read(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
         try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read() if max_bytes is None else f.read(max_bytes)
+            f = open_regular(self.path)
         except FileNotFoundError:
-            return []
-        if not chunk:
-            return []
-        self.offset += len(chunk)
-        data = self._pending + chunk
-        lines = data.split(b"\n")
+            return events
+        except RefusedFile as exc:
+            raise RunError(f"refusing to read {self.path}: {exc}") from None
+        with f:
+            f.seek(self.offset)
+            left = max_bytes
+            while left is None or left > 0:
+                chunk = f.read(READ_BYTES if left is None else min(READ_BYTES, left))
+                if not chunk:
+                    break
+                self.offset += len(chunk)
+                if left is not None:
+                    left -= len(chunk)
+                self._feed(chunk, events)
+        return events
+
+    def _feed(self, chunk: bytes, events: list[dict[str, Any]]) -> None:
+        if self._skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            self._skipping = False
+            chunk = chunk[end + 1:]
+        lines = (self._pending + chunk).split(b"\n")
         self._pending = lines.pop()
-        events = []
+        if len(self._pending) > MAX_LINE_BYTES:
+            self._pending, self._skipping = b"", True
         for raw in lines:
             ev = decode(raw.decode("utf-8", errors="replace"))
             if ev is not None:
                 events.append(ev)
-        return events
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:

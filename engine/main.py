@@ -21,8 +21,16 @@ from pathlib import Path
 
 from engine.config import dump_yaml, load_and_validate
 from engine.errors import EXIT_USER_ERROR, NonFiniteLoss, StopTraining, UserError
+from engine.ownership import process_start_time
 from engine.recorder import RunRecorder
-from engine.rundir import RUN_SCHEMA_VERSION, RunDirectory, default_runs_dir, now_iso
+from engine.rundir import (
+    RUN_SCHEMA_VERSION,
+    RunDirectory,
+    atomic_write_text,
+    default_runs_dir,
+    now_iso,
+)
+from engine.termtext import printable
 
 EXIT_OK, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -79,6 +87,7 @@ def _open_run(args: argparse.Namespace, rank: int) -> RunDirectory | None:
         run = RunDirectory(args.run_dir)
         if not run.path.is_dir():
             raise UserError(f"run folder not found: {run.path}", key="--run-dir")
+        run.check_writable()  # no symlink may lead our writes out of the run folder
         run.checkpoints.mkdir(exist_ok=True)
         return run
     # Under torchrun without --run-dir, rank 0 makes the folder; the others write nothing.
@@ -86,8 +95,6 @@ def _open_run(args: argparse.Namespace, rank: int) -> RunDirectory | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from engine.run import Flags, run  # torch-heavy: import after the cheap checks
-
     rank = int(os.environ.get("RANK", "0"))
     recorder: RunRecorder | None = None
     run_dir = args.run_dir
@@ -100,20 +107,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_dir = recorder.run.path if recorder.run else None
         config_dict = cfg.to_dict()
         if recorder.active:
-            recorder.run.config_yaml.write_text(dump_yaml(config_dict), encoding="utf-8")
+            atomic_write_text(recorder.run.config_yaml, dump_yaml(config_dict))
             meta = recorder.run.read_meta() if recorder.run.exists() else {}
             defaults = {"schema": RUN_SCHEMA_VERSION, "id": recorder.run.id,
                         "name": args.name or args.config.stem, "config_path": str(args.config),
                         "overrides": list(args.opt), "command": sys.argv,
                         "host": socket.gethostname(), "created": now_iso(), "attempt": 1,
-                        "eval": args.eval, "pid": os.getpid(), "best": None}
+                        "eval": args.eval, "best": None}
+            if "pid" not in meta:  # started without a launcher: the pid is ours
+                defaults.update(pid=os.getpid(), pid_started=process_start_time(os.getpid()))
             # A launcher or the supervisor marks each start it makes "starting" and counts
             # it; a restart nobody announced (a requeued SLURM job) is counted here.
-            attempt = ({"attempt": int(meta.get("attempt", 1)) + 1}
+            attempt = ({"attempt": (meta.get("attempt") or 1) + 1}
                        if meta and meta.get("status") != "starting" else {})
             recorder.update_meta(**{k: v for k, v in defaults.items() if k not in meta},
                                  **attempt, architecture=cfg.architecture,
                                  engine_pid=os.getpid(), exit_code=None)
+        from engine.run import Flags, run  # torch-heavy: imported after the cheap checks
+
         recorder.set_status("running")
         flags = Flags(eval=args.eval, resume=args.resume, force=args.force, run_dir=run_dir,
                       runs_dir=args.runs_dir)
@@ -124,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         recorder.set_status("finished", summary, exit_code=EXIT_OK, best=best)
         return EXIT_OK
     except UserError as exc:
-        print(f"error: {exc.render()}", file=sys.stderr)
+        print(f"error: {printable(exc.render(), newlines=True)}", file=sys.stderr)
         if not sys.stderr.isatty():  # stderr.log under dettui: keep the trace for --debug
             traceback.print_exc(file=sys.stderr)
         if recorder is not None:
@@ -140,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                             "checkpoint stands")
     except Exception as exc:  # the one place that turns a crash into an error event
         tb = traceback.format_exc()
-        print(tb, file=sys.stderr, flush=True)
+        print(printable(tb, newlines=True), file=sys.stderr, flush=True)
         if recorder is not None:
             recorder.logger.error(f"crashed: {type(exc).__name__}: {exc}")
             details = {"losses": exc.losses} if isinstance(exc, NonFiniteLoss) else {}
@@ -195,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return cmd_train(args)
         return {"eval": cmd_eval, "infer": cmd_infer, "shapes": cmd_shapes}[args.command](args)
-    except UserError as exc:
-        print(f"error: {exc.render()}", file=sys.stderr)
+    except UserError as exc:  # the message may quote a file: no raw control characters
+        print(f"error: {printable(exc.render(), newlines=True)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import EventWriter
-from engine.rundir import RunDirectory, now_iso
+from engine.rundir import RunDirectory, now_iso, open_run_file
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
+
+
+class RunLogHandler(logging.FileHandler):
+    """A ``FileHandler`` that opens its file like every file of a run folder: never
+    through a symbolic link (:func:`engine.rundir.open_run_file`)."""
+
+    def _open(self):  # noqa: ANN202 - logging's own hook
+        return open_run_file(self.baseFilename, "a", encoding=self.encoding)
 
 
 def setup_logging(train_log: Path | None, rank: int = 0) -> logging.Logger:
@@ -31,7 +39,7 @@ def setup_logging(train_log: Path | None, rank: int = 0) -> logging.Logger:
     fmt = logging.Formatter(LOG_FORMAT if rank == 0 else f"[rank {rank}] {LOG_FORMAT}",
                             LOG_DATEFMT)
     if train_log is not None:
-        fh = logging.FileHandler(train_log, encoding="utf-8")
+        fh = RunLogHandler(train_log, encoding="utf-8")
         fh.setFormatter(fmt)
         logger.addHandler(fh)
     else:

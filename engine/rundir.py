@@ -10,7 +10,11 @@ runs/<run-id>/
   checkpoints/    last.pt, best.pt, epoch_NNNN.pt
 ```
 
-stdlib only: the engine writes it, the front-ends read it.
+stdlib only (psutil, imported on use, for liveness): the engine writes it, the front-ends
+read it. Everything in a run folder is input like any other (it may be copied, hand-edited
+or planted): ``run.json`` is checked as it is read (:mod:`engine.runmeta`), the engine
+never writes through a symbolic link in it (:meth:`RunDirectory.check_writable`,
+:func:`open_run_file`), and a pid from it is never trusted alone (:mod:`engine.ownership`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from engine.errors import RunError
+from engine.runmeta import read_run_json
+from engine.safefiles import RefusedFile, open_append
 
 RUN_SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
@@ -102,21 +108,23 @@ def now_iso() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def pid_alive(pid: object, started: object = None) -> bool:
+    """Whether ``pid`` is a plausible pid of a live process (started at ``started`` when
+    that is known): see :func:`engine.ownership.pid_alive`."""
+    from engine.ownership import pid_alive as alive  # psutil: only when needed
+
+    return alive(pid, started)
+
+
+def open_run_file(path: str | Path, mode: str = "ab", **kwargs: Any) -> IO[Any]:
+    """Open a file of a run folder for appending: never through a symbolic link, only a
+    regular file (a planted link would make the engine write outside the run folder)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+        return open_append(path, mode, **kwargs)
+    except RefusedFile as exc:
+        raise RunError(f"refusing to write {path}: {exc}; the files of a run folder must be "
+                       "regular files, and nothing is written through a link out of it",
+                       hint="remove the link (or start a new run)") from None
 
 
 class RunDirectory:
@@ -162,12 +170,12 @@ class RunDirectory:
         return self.run_json.exists()
 
     def read_meta(self) -> dict[str, Any]:
+        """``run.json``, checked (:func:`engine.runmeta.read_run_json`): a ``RunError``
+        names the file and what is wrong with it."""
         try:
-            return json.loads(self.run_json.read_text(encoding="utf-8"))
+            return read_run_json(self.run_json)
         except FileNotFoundError:
             raise RunError(f"{self.path} is not a run (no {RUN_JSON})") from None
-        except json.JSONDecodeError as exc:
-            raise RunError(f"{self.run_json} is not valid JSON ({exc})") from None
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write_text(self.run_json, json.dumps(meta, indent=2, sort_keys=False) + "\n")
@@ -184,16 +192,38 @@ class RunDirectory:
         meta = meta if meta is not None else self.read_meta()
         status = meta.get("status", "failed")
         if (status in ACTIVE and meta.get("host") == socket.gethostname()
-                and not pid_alive(meta.get("pid"))):
+                and not pid_alive(meta.get("pid"), meta.get("pid_started"))):
             return "failed"
         return status
+
+    def check_writable(self) -> None:
+        """Refuse (``RunError``) a run folder whose fixed entries are symbolic links, or
+        whose ``checkpoints`` is not a folder: the engine would write through them, outside
+        the run folder. Files are also opened with :func:`open_run_file` (no link followed);
+        this check says so before anything starts."""
+        for name in (RUN_JSON, CONFIG_YAML, EVENTS, TRAIN_LOG, STDERR_LOG, CHECKPOINTS):
+            entry = self.path / name
+            if entry.is_symlink():
+                raise RunError(f"refusing to write run folder {self.path}: {name} is a "
+                               f"symbolic link (to {os.readlink(entry)}); the engine writes "
+                               "only regular files inside the run folder, never through a "
+                               "link out of it", hint="remove the link (or start a new run)")
+        if self.checkpoints.exists() and not self.checkpoints.is_dir():
+            raise RunError(f"refusing to write run folder {self.path}: {CHECKPOINTS} is not "
+                           "a folder")
 
     def last_checkpoint(self) -> Path | None:
         last = self.checkpoints / "last.pt"
         return last if last.exists() else None
 
-    def delete(self) -> None:
+    def delete(self) -> str:
+        """Remove the run. A run folder that is a symbolic link loses only the link (what it
+        points at may be anyone's); returns ``"link"`` then, else ``"folder"``."""
+        if self.path.is_symlink():
+            self.path.unlink()
+            return "link"
         shutil.rmtree(self.path)
+        return "folder"
 
 
 def resolve_run(runs_dir: str | Path, ref: str) -> RunDirectory:
@@ -217,23 +247,32 @@ def resolve_run(runs_dir: str | Path, ref: str) -> RunDirectory:
     raise RunError(f"no run {ref!r} in {root}", hint="`dettui runs` lists the runs")
 
 
-def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """The ``run.json`` of every run under ``runs_dir``, newest first, with the effective
-    status; unreadable ones are skipped."""
+def scan_runs(runs_dir: str | Path
+              ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Every run under ``runs_dir``: the ``run.json`` of the readable ones, newest first,
+    with the effective status; and ``(folder name, reason)`` of each unreadable one (one
+    bad run.json must never hide the others)."""
     root = Path(runs_dir)
     if not root.is_dir():
-        return []
-    out = []
-    for path in root.iterdir():
+        return [], []
+    out, unreadable = [], []
+    for path in sorted(root.iterdir()):
         run = RunDirectory(path)
-        if not run.exists():
+        if path.name.startswith(".") or not run.run_json.exists():
             continue
         try:
             meta = run.read_meta()
-        except RunError:
+        except RunError as exc:
+            unreadable.append((path.name, exc.message))
             continue
         meta["status"] = run.effective_status(meta)
         meta.setdefault("id", run.id)
         out.append(meta)
-    out.sort(key=lambda m: m.get("created", ""), reverse=True)
-    return out
+    out.sort(key=lambda m: m.get("created") or "", reverse=True)
+    return out, unreadable
+
+
+def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """The ``run.json`` of every readable run under ``runs_dir``, newest first, with the
+    effective status (see :func:`scan_runs` for the unreadable ones)."""
+    return scan_runs(runs_dir)[0]

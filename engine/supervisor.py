@@ -26,7 +26,7 @@ from pathlib import Path
 
 from engine.errors import RunError
 from engine.events import EventWriter, read_events
-from engine.rundir import ACTIVE, RunDirectory
+from engine.rundir import ACTIVE, RunDirectory, open_run_file
 
 NO_RESTART_CODES = {0: "finished", 2: "a user error", 130: "a graceful stop"}
 MAX_BACKOFF_S = 60.0
@@ -51,7 +51,7 @@ class Supervisor:
     def _log(self, message: str, level: str = "warning") -> None:
         with EventWriter(self.run.events) as w:
             w.write("log", level=level, message=f"supervisor: {message}")
-        with open(self.run.train_log, "a", encoding="utf-8") as f:
+        with open_run_file(self.run.train_log, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S") + f" WARNING supervisor: {message}\n")
 
     def _crash_iter(self, since: float) -> int | None:
@@ -114,7 +114,7 @@ class Supervisor:
             self._log(f"engine {how}; restart {restarts}/{self.max_restarts} from the last "
                       f"checkpoint in {delay:g}s")
             meta = self.run.read_meta()
-            self.run.update_meta(status="starting", attempt=int(meta.get("attempt", 1)) + 1,
+            self.run.update_meta(status="starting", attempt=(meta.get("attempt") or 1) + 1,
                                  restarts=restarts, exit_code=None)
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and not self.stop_requested:

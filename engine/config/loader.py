@@ -28,9 +28,16 @@ from typing import Any
 import yaml
 
 from engine.errors import ConfigError
+from engine.safefiles import RefusedFile, read_regular
 
 KeyPath = tuple[str, ...]
 BASE_KEY = "_BASE_"
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file larger than this is refused unread (real ones are a few KiB)."""
+MAX_YAML_NODES = 100_000
+"""Values (scalars, lists, mappings) one YAML document may expand to through its aliases."""
+MAX_CONFIG_FILES = 100
+"""Files one config may load through ``_BASE_`` (a base listed twice counts twice)."""
 
 
 @dataclass(frozen=True)
@@ -65,30 +72,95 @@ class LoadedConfig:
         return None
 
 
-def _read_yaml(path: Path) -> tuple[Any, dict[KeyPath, Source]]:
-    """Parse one YAML file; return its data and the line of every mapping key in it."""
+def _read_text(path: Path) -> str:
+    """The text of a config file: a regular file of at most ``MAX_CONFIG_BYTES``, UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError("config file not found", file=str(path)) from None
     except IsADirectoryError:
         raise ConfigError("is a directory, expected a .yml/.yaml file", file=str(path)) from None
+    except RefusedFile as exc:
+        raise ConfigError(f"not read as a config: {exc}", file=str(path),
+                          hint="a config is a regular YAML file of at most "
+                               f"{MAX_CONFIG_BYTES // 2**20} MiB") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not a UTF-8 text file ({exc.reason})", file=str(path)) from None
-    loader = yaml.SafeLoader(text)
+
+
+def _check_size(node: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases expand it beyond ``MAX_YAML_NODES`` values, or refer
+    to themselves. PyYAML shares an aliased node instead of copying it, so 30 lines of
+    ``a1: &a1 {k1: *a0, k2: *a0}`` are a billion values to anything that walks the data
+    (the source map, a deep copy, a dump, the TUI's resolved view); counting with a memo per
+    node takes time linear in the file instead."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ConfigError("an alias refers to a node that contains it (a recursive "
+                              "structure); a config must be a tree", file=file,
+                              line=n.start_mark.line + 1)
+        open_nodes.add(key)
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in n.value)
+        else:
+            total = 1
+        open_nodes.discard(key)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(f"the YAML expands to more than {MAX_YAML_NODES:,} values "
+                              "through its aliases (&anchor / *alias): refused before "
+                              "expanding it", file=file, line=n.start_mark.line + 1,
+                              hint="a config this big is an alias bomb or a mistake; write "
+                                   "the values out or use fewer nested aliases")
+        sizes[key] = total
+        return total
+
+    size(node)
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None]:
+    """``yaml.safe_load`` of ``text`` with its size checked before it is built; returns the
+    data and the node tree (for line numbers)."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # checked at once, for the whole text
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"YAML does not allow the character {exc.character:#06x} (a control "
+                          "character) in a file", file=file, line=line) from None
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        if node is None:
+            return None, None
+        _check_size(node, file)
+        return loader.construct_document(node), node
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"YAML syntax error: {problem}", file=str(path),
+        raise ConfigError(f"YAML syntax error: {problem}", file=file,
                           line=mark.line + 1 if mark else None,
                           column=mark.column + 1 if mark else None) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML error: {exc}", file=str(path)) from None
+        raise ConfigError(f"YAML error: {exc}", file=file) from None
+    except RecursionError:
+        raise ConfigError("the YAML is nested too deeply", file=file) from None
     finally:
         loader.dispose()
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[KeyPath, Source]]:
+    """Parse one YAML file; return its data and the line of every mapping key in it."""
+    data, node = _parse_yaml(_read_text(path), str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -98,6 +170,12 @@ def _read_yaml(path: Path) -> tuple[Any, dict[KeyPath, Source]]:
     if node is not None:
         _collect_lines(node, (), str(path), sources)
     return data, sources
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """One YAML file (no ``_BASE_``, no overrides) read with the same checks as a config:
+    e.g. a run's resolved ``config.yaml``."""
+    return _read_yaml(Path(path))[0]
 
 
 def _collect_lines(node: yaml.Node, prefix: KeyPath, file: str,
@@ -133,8 +211,13 @@ def merge_into(dst: dict, dst_sources: dict[KeyPath, Source], src: dict,
                 dst_sources[sk] = sv
 
 
-def _load_with_base(path: Path, stack: list[Path]
+def _load_with_base(path: Path, stack: list[Path], loaded: list[int] | None = None
                     ) -> tuple[dict, dict[KeyPath, Source], list[Path]]:
+    loaded = [0] if loaded is None else loaded  # files read so far, shared down the chain
+    loaded[0] += 1
+    if loaded[0] > MAX_CONFIG_FILES:
+        raise ConfigError(f"more than {MAX_CONFIG_FILES} files through _BASE_ (a base "
+                          "included again and again?)", file=str(path), key=BASE_KEY)
     path = path.expanduser()
     resolved = path.resolve()
     if resolved in stack:
@@ -161,7 +244,7 @@ def _load_with_base(path: Path, stack: list[Path]
         if not base_path.exists():
             raise ConfigError(f"_BASE_ file not found: {base_path}", file=str(path),
                               line=base_line.line if base_line else None, key=BASE_KEY)
-        b_data, b_sources, b_files = _load_with_base(base_path, [*stack, resolved])
+        b_data, b_sources, b_files = _load_with_base(base_path, [*stack, resolved], loaded)
         merge_into(merged, merged_sources, b_data, b_sources)
         files.extend(b_files)
     merge_into(merged, merged_sources, data, sources)
@@ -177,9 +260,9 @@ def parse_override(text: str) -> dict:
     if not all(parts):
         raise ConfigError(f"override '{text}' has an empty key component", file="-o")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': the value is not valid YAML ({exc})",
+        value = _parse_yaml(raw, "-o")[0] if raw.strip() else None
+    except ConfigError as exc:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({exc.message})",
                           file="-o") from None
     for part in reversed(parts):
         value = {part: value}
