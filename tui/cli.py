@@ -7,6 +7,7 @@ in one funnel: a clear message on stderr, exit code 2, no traceback (``--debug``
 
 from __future__ import annotations
 
+import codecs
 import functools
 import json
 import os
@@ -19,8 +20,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from engine.errors import EXIT_USER_ERROR, UserError
+from engine.errors import EXIT_USER_ERROR, RunError, UserError
 from engine.rundir import RUNS_DIR_ENV
+from engine.safefiles import RefusedFile, open_regular
+from engine.termtext import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,8 +52,12 @@ def _fail(message: str) -> None:
     from rich.console import Console
     from rich.text import Text
 
-    # soft_wrap: long paths stay on one line, so they can be copied and grepped
-    Console(stderr=True, soft_wrap=True).print(Text("error: ", style="bold red") + Text(message))
+    from tui.safetext import safe_text
+
+    # soft_wrap: long paths stay on one line, so they can be copied and grepped. The
+    # message may quote a file (a class name, a key): text, never markup or raw controls.
+    Console(stderr=True, soft_wrap=True).print(Text("error: ", style="bold red")
+                                               + safe_text(message, newlines=True))
 
 
 def user_errors(fn: F) -> F:
@@ -209,8 +216,9 @@ def resume(
     proc = launcher.resume(run_dir, force=force)
     if headless:
         _watch(run_dir, proc)
-    typer.echo(f"resumed {run_dir.id} (pid {proc.pid}); follow it with "
-               f"`dettui attach {run_dir.id}` or open `dettui`")
+    run_id = printable(run_dir.id)
+    typer.echo(f"resumed {run_id} (pid {proc.pid}); follow it with "
+               f"`dettui attach {run_id}` or open `dettui`")
 
 
 @app.command()
@@ -227,7 +235,7 @@ def attach(
     try:
         code = HeadlessWatcher(run_dir, None, stop_on_ctrl_c=False).watch()
     except KeyboardInterrupt:
-        typer.echo(f"\ndetached; {run_dir.id} keeps running")
+        typer.echo(f"\ndetached; {printable(run_dir.id)} keeps running")
         raise typer.Exit(0) from None
     raise typer.Exit(code)
 
@@ -243,10 +251,11 @@ def stop(
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
-    if not launcher.stop(run_dir):
-        typer.echo(f"{run_dir.id} is not running ({run_dir.effective_status()})")
+    if not launcher.stop(run_dir):  # a pid that is not provably this run's: RunError, exit 2
+        typer.echo(f"{printable(run_dir.id)} is not running "
+                   f"({printable(run_dir.effective_status())})")
         raise typer.Exit(1)
-    typer.echo(f"asked {run_dir.id} to stop; it checkpoints and exits")
+    typer.echo(f"asked {printable(run_dir.id)} to stop; it checkpoints and exits")
 
 
 @app.command()
@@ -257,9 +266,12 @@ def runs(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """List runs, newest first."""
-    from engine.rundir import list_runs
+    from engine.rundir import scan_runs
+    from tui.safetext import safe_text
 
-    metas = list_runs(runs_dir)
+    metas, unreadable = scan_runs(runs_dir)
+    for name, reason in unreadable:  # one bad run.json hides nothing: say which, and why
+        typer.echo(f"unreadable run {printable(name)}: {printable(reason)}", err=True)
     if as_json:
         typer.echo(json.dumps(metas, indent=2))
         return
@@ -272,20 +284,25 @@ def runs(
         table.add_column(col, justify="right" if col in ("best AP", "progress") else "left")
     for m in metas:
         prog = m.get("progress") or {}
-        progress = (f"{prog.get('epoch', 0) + 1}/{prog.get('epochs')} ep"
+        progress = (f"{(prog.get('epoch') or 0) + 1}/{prog.get('epochs')} ep"
                     if prog.get("epochs") else "-")
         best = m.get("best") or {}
-        table.add_row(m.get("id", "?"), _status_markup(m.get("status", "?")),
-                      m.get("trainer", "-"), str(m.get("config_path", "-")), progress,
+        # Every cell from run.json is text (never markup, no raw control characters).
+        table.add_row(safe_text(m.get("id") or "?"), _status_markup(m.get("status") or "?"),
+                      safe_text(m.get("trainer") or "-"), safe_text(m.get("config_path") or "-"),
+                      progress,
                       f"{best['value']:.4f}" if best.get("value") is not None else "-",
-                      str(m.get("created", "-"))[:19].replace("T", " "), _duration(m))
-    Console().print(table if metas else f"no runs in {runs_dir}")
+                      safe_text(str(m.get("created") or "-")[:19].replace("T", " ")),
+                      _duration(m))
+    Console().print(table if metas else safe_text(f"no runs in {runs_dir}"))
 
 
-def _status_markup(status: str) -> str:
+def _status_markup(status: str) -> Any:
+    from tui.safetext import safe_text
+
     color = {"running": "cyan", "starting": "cyan", "finished": "green",
              "interrupted": "yellow", "failed": "red"}.get(status, "white")
-    return f"[{color}]{status}[/]"
+    return safe_text(status, color)
 
 
 def _duration(meta: dict) -> str:
@@ -293,11 +310,11 @@ def _duration(meta: dict) -> str:
 
     try:
         start = datetime.fromisoformat(meta["started"])
-    except (KeyError, TypeError, ValueError):
+        end = meta.get("ended")
+        stop_t = datetime.fromisoformat(end) if end else datetime.now(start.tzinfo)
+        secs = int((stop_t - start).total_seconds())
+    except (KeyError, TypeError, ValueError):  # missing, or naive vs aware times
         return "-"
-    end = meta.get("ended")
-    stop_t = datetime.fromisoformat(end) if end else datetime.now(start.tzinfo)
-    secs = int((stop_t - start).total_seconds())
     return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
 
 
@@ -313,18 +330,26 @@ def logs(
 ) -> None:
     """Print a run's train.log (or stderr.log)."""
     from engine.rundir import resolve_run
+    from tui.safetext import log_line
 
     run_dir = resolve_run(runs_dir, run_ref)
     path = run_dir.stderr_log if stderr else run_dir.train_log
-    pos = 0
+    pos, partial = 0, ""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     try:
         while True:
             if path.exists():
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    chunk = f.read()
+                try:
+                    with open_regular(path) as f:  # a planted FIFO must not hang us
+                        f.seek(pos)
+                        chunk = f.read()
+                except RefusedFile as exc:
+                    raise RunError(f"refusing to read {path}: {exc}") from None
                 pos += len(chunk)
-                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                # Whole lines, control characters dropped (as in the TUI's log pane): a log
+                # may quote anything, and raw escapes would drive the terminal.
+                *lines, partial = (partial + decoder.decode(chunk)).split("\n")
+                sys.stdout.writelines(log_line(line) + "\n" for line in lines)
                 sys.stdout.flush()
             if not follow or (run_dir.effective_status() not in ("starting", "running")
                               and not chunk_pending(path, pos)):
@@ -332,6 +357,8 @@ def logs(
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
+    if partial:
+        sys.stdout.write(log_line(partial) + "\n")
 
 
 def chunk_pending(path: Path, pos: int) -> bool:

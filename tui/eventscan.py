@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -304,13 +304,25 @@ def iter_range(path: str | Path, start: int, end: int, block_bytes: int = 8 << 2
             if not data:
                 break
             cut = data.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a block: read to its end
-                data += f.readline()
-                cut = len(data)
+            if cut == 0:  # one line longer than a block: skip it, unread (decode would)
+                pos = _after_line(f, pos)
+                yield pos, Block()
+                continue
             f.seek(pos + cut)
             pos += cut
             block, template = parse_block(data[:cut], template)
             yield pos, block
+
+
+def _after_line(f: BinaryIO, pos: int) -> int:
+    """The offset after the line that starts at or before ``pos``, read piece by piece (a
+    line may be a planted gigabyte)."""
+    f.seek(pos)
+    while True:
+        piece = f.readline(1 << 20)
+        pos += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return pos
 
 
 def scan_parallel(path: str | Path, start: int, end: int, workers: int,
@@ -379,8 +391,7 @@ def line_boundary(path: str | Path, offset: int) -> int:
         f.seek(offset - 1)
         if f.read(1) == b"\n":
             return offset
-        f.readline()
-        return f.tell()
+        return _after_line(f, offset)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
+
+from engine.errors import RunError
+from engine.events import MAX_LINE_BYTES
+from engine.safefiles import RefusedFile, open_regular
 
 __all__ = ["ByteTail", "LogTail"]
 
@@ -24,10 +29,14 @@ class ByteTail:
 
     ``line_ends`` are the bytes that end a line; with ``split_long`` a line longer than a
     read is handed out in pieces instead of being waited for (for logs, where a progress
-    bar may redraw itself with ``\r`` for ever without a newline).
+    bar may redraw itself with ``\r`` for ever without a newline). Without it, a line
+    longer than ``max_line`` bytes is skipped (a planted 1 GB line is never held whole).
+    Anything but a regular file (a FIFO would block the reader) is refused with a
+    ``RunError``.
     """
 
-    def __init__(self, path: Path, line_ends: bytes = b"\n", split_long: bool = False) -> None:
+    def __init__(self, path: Path, line_ends: bytes = b"\n", split_long: bool = False,
+                 max_line: int = MAX_LINE_BYTES) -> None:
         self.path = path
         self.offset = 0
         self.restarted = False
@@ -35,6 +44,8 @@ class ByteTail:
         """The last read reached the end of the file."""
         self._line_ends = tuple(line_ends[i:i + 1] for i in range(len(line_ends)))
         self._split_long = split_long
+        self._max_line = max_line
+        self._skipping = False  # inside an overlong line: its bytes are dropped
 
     def size(self) -> int:
         try:
@@ -44,26 +55,61 @@ class ByteTail:
 
     def read(self, max_bytes: int | None = None) -> bytes:
         try:
-            with open(self.path, "rb") as f:
-                if os.fstat(f.fileno()).st_size < self.offset:
-                    self.offset, self.restarted = 0, True
-                f.seek(self.offset)
-                chunk = f.read() if max_bytes is None else f.read(max_bytes)
-                while (max_bytes is not None and not self._split_long
-                       and self._last_end(chunk) < 0):
-                    more = f.read(max_bytes)  # one line longer than max_bytes
-                    if not more:
-                        break
-                    chunk += more
+            f = open_regular(self.path)
         except FileNotFoundError:
             self.at_end = True
             return b""
+        except RefusedFile as exc:
+            raise RunError(f"refusing to read {self.path}: {exc}") from None
+        with f:
+            if os.fstat(f.fileno()).st_size < self.offset:
+                self.offset, self.restarted, self._skipping = 0, True, False
+            f.seek(self.offset)
+            while True:
+                if self._skipping and not self._skip_rest_of_line(f):
+                    self.at_end = True  # the overlong line goes on to the end of the file
+                    return b""
+                chunk = self._read_lines(f, max_bytes)
+                if chunk is not None:
+                    break
         self.at_end = max_bytes is None or len(chunk) < max_bytes
         cut = self._last_end(chunk) + 1
         if cut == 0 and self._split_long and not self.at_end:
             cut = len(chunk)
         self.offset += cut
         return chunk if cut == len(chunk) else chunk[:cut]
+
+    def _read_lines(self, f: BinaryIO, max_bytes: int | None) -> bytes | None:
+        """Up to ``max_bytes`` from the offset, extended to a line end; None (and skipping
+        on) when that line is longer than ``max_line``."""
+        chunk = f.read() if max_bytes is None else f.read(max_bytes)
+        while (max_bytes is not None and not self._split_long
+               and self._last_end(chunk) < 0):
+            if len(chunk) > self._max_line:  # skip it, without holding all of it
+                self.offset += len(chunk)
+                self._skipping = True
+                return None
+            more = f.read(max_bytes)  # one line longer than max_bytes
+            if not more:
+                break
+            chunk += more
+        return chunk
+
+    def _skip_rest_of_line(self, f: BinaryIO) -> bool:
+        """Move past the overlong line being skipped; False if its end is not there yet."""
+        while True:
+            piece = f.read(1 << 20)
+            if not piece:
+                return False
+            end = self._last_end(piece)
+            if end < 0:
+                self.offset += len(piece)
+                continue
+            first = min(i for i in (piece.find(e) for e in self._line_ends) if i >= 0)
+            self.offset += first + 1
+            self._skipping = False
+            f.seek(self.offset)
+            return True
 
     def _last_end(self, chunk: bytes) -> int:
         """Index of the last line end in ``chunk`` (-1 if none)."""

@@ -23,7 +23,9 @@ from rich.text import Text
 
 from engine.errors import RunError
 from engine.events import EventTail
-from engine.rundir import ACTIVE, RunDirectory, pid_alive
+from engine.ownership import engine_pid
+from engine.rundir import ACTIVE, RunDirectory
+from tui.safetext import printable, safe_markup, safe_text
 
 EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
 POLL_SECONDS = 0.25
@@ -38,23 +40,38 @@ def _fmt_seconds(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
+def _num(value: object, fmt: str) -> str:
+    """A number from an event, formatted; ``-`` when it is missing or null (NaN)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt.format(value)
+    return "-"
+
+
+def _epoch(ev: dict[str, Any]) -> str:
+    epoch = ev.get("epoch")
+    return str(epoch + 1) if isinstance(epoch, int) else "?"
+
+
 def eval_table(event: dict[str, Any]) -> Table:
-    """Per-class AP of one eval event, sorted best first."""
-    table = Table(title=f"per-class AP ({event.get('model', 'model')}, "
-                        f"epoch {event['epoch'] + 1})",
+    """Per-class AP of one eval event, sorted best first (class names are shown as text,
+    never as markup: they come from the dataset)."""
+    table = Table(title=safe_text(f"per-class AP ({event.get('model') or 'model'}, "
+                                  f"epoch {_epoch(event)})"),
                   show_edge=False, header_style="bold")
     table.add_column("class")
     table.add_column("AP", justify="right")
-    for name, ap in sorted(event.get("per_class", {}).items(),
+    for name, ap in sorted((event.get("per_class") or {}).items(),
                            key=lambda kv: -1 if kv[1] is None else -kv[1]):
-        table.add_row(name, "-" if ap is None else f"{ap:.4f}")
+        table.add_row(safe_text(name), _num(ap, "{:.4f}"))
     return table
 
 
 def loss_line(ev: dict[str, Any]) -> str:
-    terms = " ".join(f"{k} {v:.4f}" for k, v in ev.get("losses", {}).items())
-    return (f"loss {ev['loss']:.4f}  {terms}  lr {ev['lr']:.2e}  "
-            f"{ev.get('ips', 0):.1f} img/s  eta {_fmt_seconds(ev.get('eta'))}")
+    """Loss, its terms, lr, throughput and ETA of a train event (plain text, no markup)."""
+    terms = " ".join(f"{printable(k)} {_num(v, '{:.4f}')}"
+                     for k, v in (ev.get("losses") or {}).items())
+    return (f"loss {_num(ev.get('loss'), '{:.4f}')}  {terms}  lr {_num(ev.get('lr'), '{:.2e}')}"
+            f"  {_num(ev.get('ips') or 0, '{:.1f}')} img/s  eta {_fmt_seconds(ev.get('eta'))}")
 
 
 class HeadlessWatcher:
@@ -80,37 +97,43 @@ class HeadlessWatcher:
     def handle(self, ev: dict[str, Any], live: Live | None) -> None:
         kind = ev.get("type")
         out = live.console if live is not None else self.console
+        # Every string from an event is shown as text: never markup, no control characters.
         if kind == "start":
             resumed = f", resumed from {ev['resume_from']}" if ev.get("resume_from") else ""
-            out.print(f"[bold]{self.run.id}[/]: {ev.get('trainer')} on {ev.get('device')}, "
-                      f"{ev.get('epochs')} epochs x {ev.get('iters_per_epoch')} iters, "
-                      f"{ev.get('train_images')} train / {ev.get('eval_images')} eval images"
-                      f"{resumed}")
+            out.print(safe_text(self.run.id, "bold") + safe_text(
+                f": {ev.get('trainer')} on {ev.get('device')}, "
+                f"{ev.get('epochs')} epochs x {ev.get('iters_per_epoch')} iters, "
+                f"{ev.get('train_images')} train / {ev.get('eval_images')} eval images"
+                f"{resumed}"))
             self.progress.update(self.task, total=ev.get("max_iters"),
-                                 completed=ev.get("start_iter", 0))
+                                 completed=ev.get("start_iter") or 0)
         elif kind == "train":
             self.last_train = ev
-            self.progress.update(self.task, total=ev["max_iters"], completed=ev["iter"],
-                                 description=f"epoch {ev['epoch'] + 1}",
-                                 eta=_fmt_seconds(ev.get("eta")))
+            if isinstance(ev.get("iter"), int):
+                self.progress.update(self.task, total=ev.get("max_iters"), completed=ev["iter"],
+                                     description=f"epoch {_epoch(ev)}",
+                                     eta=_fmt_seconds(ev.get("eta")))
             if live is None:
-                out.print(f"epoch {ev['epoch'] + 1} iter {ev['iter']}/{ev['max_iters']}  "
-                          + loss_line(ev), highlight=False)
+                out.print(Text(f"epoch {_epoch(ev)} iter {ev.get('iter')}/{ev.get('max_iters')}"
+                               "  " + loss_line(ev)), highlight=False)
         elif kind == "eval":
-            out.print(f"[bold]COCO bbox eval, epoch {ev['epoch'] + 1} ({ev.get('model')}, "
-                      f"{ev.get('eval_time', 0):.1f}s)[/]")
+            out.print(safe_text(f"COCO bbox eval, epoch {_epoch(ev)} ({ev.get('model')}, "
+                                f"{_num(ev.get('eval_time') or 0, '{:.1f}')}s)", "bold"))
             for line in ev.get("summary") or []:
-                out.print(line, highlight=False, soft_wrap=True)
+                out.print(safe_text(line), highlight=False, soft_wrap=True)
             out.print(eval_table(ev))
-        elif kind == "checkpoint" and ev["kind"] != "last":  # last.pt: every epoch, in the summary
-            out.print(f"[dim]checkpoint ({ev['kind']}): {ev['path']}[/]")
+        elif kind == "checkpoint" and ev.get("kind") != "last":  # last.pt: in the summary
+            out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
-            out.print(f"[yellow]{ev.get('message')}[/]")
+            out.print(safe_text(ev.get("message"), "yellow"))
         elif kind == "error":
-            out.print(Text(f"error ({ev.get('error_type')}): ", style="bold red")
-                      + Text(ev.get("message", "")), soft_wrap=True)
+            out.print(Text("error (", style="bold red") + safe_text(ev.get("error_type"),
+                                                                   "bold red")
+                      + Text("): ", style="bold red") + safe_text(ev.get("message") or "",
+                                                                  newlines=True),
+                      soft_wrap=True)
             if not ev.get("user_error"):
-                out.print(f"[dim]traceback: {self.run.stderr_log}[/]")
+                out.print(safe_text(f"traceback: {self.run.stderr_log}", "dim"))
         elif kind == "status" and ev.get("status") in EXIT_BY_STATUS:
             self.final_status = ev["status"]
 
@@ -126,12 +149,19 @@ class HeadlessWatcher:
             meta = self.run.read_meta()
         except RunError:  # unreadable this tick (e.g. deleted): the engine is not ours to wait for
             return False
-        return meta.get("status") in ACTIVE and pid_alive(meta.get("pid"))
+        return self.run.effective_status(meta) in ACTIVE
 
     def _request_stop(self) -> None:
         self.stop_sent += 1
-        pid = self.proc.pid if self.proc is not None else self.run.read_meta().get("pid")
-        if pid and pid_alive(pid):
+        if self.proc is not None:
+            pid = self.proc.pid if self.proc.poll() is None else None  # our own child
+        else:  # never on run.json's word alone (see engine.ownership)
+            try:
+                pid = engine_pid(self.run.path, self.run.read_meta())
+            except RunError as exc:
+                self.console.print(safe_text(f"Ctrl-C: not stopping it: {exc.message}", "yellow"))
+                return
+        if pid is not None:
             signal_name = "again: stopping at once" if self.stop_sent > 1 else \
                 "stopping after this step (checkpoint first); Ctrl-C again to stop at once"
             self.console.print(f"[yellow]Ctrl-C: {signal_name}[/]")
@@ -140,7 +170,7 @@ class HeadlessWatcher:
     def _poll(self, live: Live | None) -> bool:
         """Handle new events; False once the run has ended and everything was read."""
         for ev in self.tail.read():
-            self.handle(ev, live)
+            self._show(ev, live)
         if live is not None:
             live.update(self._renderable())
         if self.final_status == "failed" and self._engine_alive():
@@ -149,9 +179,18 @@ class HeadlessWatcher:
             return False
         if not self._engine_alive():
             for ev in self.tail.read():  # the last events written before exit
-                self.handle(ev, live)
+                self._show(ev, live)
             return False
         return True
+
+    def _show(self, ev: dict[str, Any], live: Live | None) -> None:
+        """``handle`` one event. An event this console cannot show is reported and passed
+        over: how the console exits must say how the run ended, not how an event printed."""
+        try:
+            self.handle(ev, live)
+        except Exception as exc:  # noqa: BLE001 - reported, and the watch goes on
+            self.console.print(safe_text(f"(an event could not be shown: "
+                                         f"{type(exc).__name__}: {exc})", "dim"))
 
     def watch(self) -> int:
         use_live = self.console.is_terminal
@@ -183,19 +222,20 @@ class HeadlessWatcher:
         status = self.final_status or self.run.effective_status(meta)
         best = meta.get("best")
         color = {"finished": "green", "interrupted": "yellow"}.get(status, "red")
-        rows = [("run", f"{self.run.id}  ({self.run.path})"),
-                ("status", f"[{color}]{status}[/]")]
-        if best:
-            rows += [("best AP", f"{best['value']:.4f} (epoch {best['epoch'] + 1})"),
-                     ("best checkpoint", str(best.get("checkpoint")))]
+        rows = [("run", safe_markup(f"{self.run.id}  ({self.run.path})")),
+                ("status", f"[{color}]{safe_markup(status)}[/]")]
+        if isinstance(best, dict):
+            rows += [("best AP", f"{_num(best.get('value'), '{:.4f}')} (epoch {_epoch(best)})"),
+                     ("best checkpoint", safe_markup(best.get("checkpoint")))]
         last = self.run.last_checkpoint()
         if last:
-            rows.append(("last checkpoint", str(last)))
+            rows.append(("last checkpoint", safe_markup(last)))
         rows.append(("wall time", _fmt_seconds(time.time() - self.started)))
         if status == "failed":
-            rows += [("log", str(self.run.train_log)), ("traceback", str(self.run.stderr_log))]
+            rows += [("log", safe_markup(self.run.train_log)),
+                     ("traceback", safe_markup(self.run.stderr_log))]
         if status in ("interrupted", "failed") and last:
-            rows.append(("resume with", f"dettui resume {self.run.id}"))
+            rows.append(("resume with", safe_markup(f"dettui resume {self.run.id}")))
         self.console.rule(f"[{color}]summary")
         for key, value in rows:  # plain lines: paths are never cut to the terminal width
             self.console.print(f"[bold]{key + ':':<17}[/]{value}", soft_wrap=True, highlight=False)

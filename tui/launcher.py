@@ -27,11 +27,13 @@ from pathlib import Path
 from engine.config import load_and_validate
 from engine.config.schema import Config, DatasetConfig
 from engine.errors import ConfigError, DataError, RunError, WeightsError
+from engine.ownership import engine_pid, plausible_pid, process_start_time
 from engine.rundir import (
+    ACTIVE,
     RUN_SCHEMA_VERSION,
     RunDirectory,
     now_iso,
-    pid_alive,
+    open_run_file,
 )
 
 TRAINER_CHOICES = ("config", "Trainer", "DenseTeacher", "ARSL", "Semi_RTDETR", "co-tuning")
@@ -266,7 +268,7 @@ def supervised(run_dir: Path, argv: list[str], max_restarts: int) -> list[str]:
 
 
 def _spawn(run: RunDirectory, argv: list[str]) -> subprocess.Popen:
-    log = open(run.stderr_log, "ab")  # noqa: SIM115 - handed to the child, closed below
+    log = open_run_file(run.stderr_log, "ab")  # handed to the child, closed below
     try:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -309,8 +311,14 @@ def launch(spec: LaunchSpec) -> tuple[RunDirectory, subprocess.Popen]:
         "best": None,
     })
     proc = _spawn(run, argv)
-    run.update_meta(pid=proc.pid, pgid=proc.pid)
+    _record_pid(run, proc)
     return run, proc
+
+
+def _record_pid(run: RunDirectory, proc: subprocess.Popen) -> None:
+    """The engine's pid, and what proves it later (its start time): ``stop`` and ``resume``
+    never trust a bare pid from run.json (see engine.ownership)."""
+    run.update_meta(pid=proc.pid, pgid=proc.pid, pid_started=process_start_time(proc.pid))
 
 
 def worker_node_argv(spec: LaunchSpec) -> list[str]:
@@ -368,30 +376,51 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
            force: bool = False) -> subprocess.Popen:
     """Resume ``run`` in place: same id, same resolved config, newest good checkpoint."""
     meta = run.read_meta()
-    if run.effective_status(meta) in ("starting", "running"):
+    status = run.effective_status(meta)
+    if status in ACTIVE and meta.get("host") != socket.gethostname():
+        raise RunError(f"run {run.id} is {status} on host {meta.get('host')!r}")
+    if status in ACTIVE and _is_engine(run, meta):
         raise RunError(f"run {run.id} is still running (pid {meta.get('pid')})")
+    run.check_writable()
     if run.last_checkpoint() is None and not any(run.checkpoints.glob("*.pt")):
         raise RunError(f"run {run.id} has no checkpoint to resume from",
                        hint="start it again with `dettui run`")
     spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
-                      else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))))
+                      else eval, force=force, nproc=max(1, meta.get("world_size") or 1))
     argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec, resume="auto"),
-                      int(meta.get("max_restarts", 0)))
-    attempt = int(meta.get("attempt", 1)) + 1
+                      meta.get("max_restarts") or 0)
+    attempt = (meta.get("attempt") or 1) + 1
     run.update_meta(status="starting", command=argv, attempt=attempt, ended=None,
                     exit_code=None, weights={"mode": "resume", "resume": "auto"})
     proc = _spawn(run, argv)
-    run.update_meta(pid=proc.pid, pgid=proc.pid)
+    _record_pid(run, proc)
     return proc
 
 
-def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
-    """Ask a running engine to stop gracefully (checkpoint, then exit). False if not alive."""
-    meta = run.read_meta()
-    pid = meta.get("pid")
-    if not pid_alive(pid):
+def _is_engine(run: RunDirectory, meta: dict) -> bool:
+    """Whether the process run.json names is provably this run's engine (a live process
+    that is something else does not keep the run from being resumed)."""
+    try:
+        engine_pid(run.path, meta)
+    except RunError:
         return False
-    os.kill(pid, sig)
+    return True
+
+
+def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
+    """Ask a running engine to stop gracefully (checkpoint, then exit).
+
+    False when the run is not running: its status says it ended, or the process it names
+    is gone. Only a process proven to be this run's engine is signalled (status active,
+    this host, a pid > 1 started when the run recorded, whose command line names this run
+    folder: see engine.ownership); anything else is refused with a ``RunError`` saying why
+    (run.json may have been copied from elsewhere, left stale, or planted)."""
+    meta = run.read_meta()
+    if meta.get("status") not in ACTIVE:
+        return False  # it ended (whatever process its pid may name now)
+    if plausible_pid(meta.get("pid")) and run.effective_status(meta) not in ACTIVE:
+        return False  # its process is gone: it died without saying so
+    os.kill(engine_pid(run.path, meta), sig)
     return True
 
 

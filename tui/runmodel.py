@@ -142,7 +142,8 @@ class SystemHistory:
         for gpu in event.get("gpus") or []:
             if not isinstance(gpu, dict):
                 continue
-            index = int(gpu.get("index", 0))
+            index = gpu.get("index")
+            index = index if type(index) is int else 0  # a malformed event must not crash
             series = self.gpus.setdefault(index, {
                 key: deque(maxlen=self.maxlen)
                 for key in ("util", "mem_used_mb", "temperature", "power_w")})

@@ -20,12 +20,15 @@ from typing import Any
 from engine.errors import RunError
 from engine.events import decode
 from engine.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory
+from engine.safefiles import open_regular
 
 #: Sortable columns, in the order the sort key cycles through them.
 SORT_KEYS = ("created", "id", "status", "trainer", "config", "progress", "best_ap", "duration")
 SORT_LABELS = {"created": "started", "id": "run", "status": "status", "trainer": "trainer",
                "config": "config", "progress": "epoch", "best_ap": "best AP",
                "duration": "duration"}
+UNREADABLE = "unreadable"
+"""The status of a run whose run.json is unreadable or malformed."""
 # Bytes read from the end of events.jsonl to find the progress of an active run whose
 # run.json has none yet (one train event is ~400 bytes).
 _TAIL_BYTES = 16_384
@@ -130,6 +133,13 @@ class RunRow:
             meta=meta,
         )
 
+    @classmethod
+    def unreadable(cls, path: Path, reason: str) -> RunRow:
+        """A run whose run.json cannot be used: listed (status ``unreadable``, the reason
+        in ``meta["error"]``) so that one bad run hides nothing, and says what is wrong."""
+        return cls(id=path.name, name=path.name, status=UNREADABLE, trainer="-", config="",
+                   path=path, meta={"error": reason})
+
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -144,7 +154,7 @@ def _float(value: Any) -> float | None:
 def tail_progress(events_path: Path) -> dict[str, Any] | None:
     """Progress from the last ``train`` event in the tail of ``events.jsonl`` (or None)."""
     try:
-        with open(events_path, "rb") as f:
+        with open_regular(events_path) as f:  # a planted FIFO must not block the scan
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - _TAIL_BYTES))
             chunk = f.read()
@@ -228,10 +238,14 @@ class RunsIndex:
         else:
             try:
                 meta = run.read_meta()
-            except (RunError, OSError):
-                # Unreadable (hand-edited, no permission, vanished mid-scan): keep the last
-                # good row if there is one, else leave the folder out.
-                return self._rows.get(key)
+            except (RunError, OSError) as exc:
+                # Unreadable (hand-edited, planted, vanished mid-scan): keep the last good
+                # row if there is one, else list it as unreadable, with the reason.
+                old = self._rows.get(key)
+                if old is not None and old.status != UNREADABLE:
+                    return old
+                reason = exc.message if isinstance(exc, RunError) else str(exc)
+                return RunRow.unreadable(path, reason)
             self._meta[key] = (stamp, meta)
         status = run.effective_status(meta)
         progress = None

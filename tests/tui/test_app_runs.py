@@ -149,9 +149,12 @@ def test_delete_is_refused_on_a_running_run(runs_dir: Path) -> None:
 
 
 def test_stop_signals_the_engine_process(runs_dir: Path) -> None:
-    engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    run = make_run(runs_dir, "20250101-100000-live", status="running")
+    # A stand-in engine: what stop() checks is that its command line names the run folder.
+    engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                               "--run-dir", str(run.path)])
     try:
-        make_run(runs_dir, "20250101-100000-live", status="running", pid=engine.pid)
+        run.update_meta(pid=engine.pid)
         app = make_app(runs_dir)
 
         async def scenario(pilot) -> None:

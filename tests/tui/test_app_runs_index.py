@@ -63,12 +63,16 @@ def test_old_failed_runs_are_not_reported_as_new(runs_dir: Path, three_runs: lis
     assert RunsIndex(runs_dir).scan().newly_failed == []
 
 
-def test_unreadable_and_foreign_folders_are_skipped(runs_dir: Path, three_runs: list) -> None:
+def test_foreign_folders_are_skipped_and_unreadable_runs_listed(runs_dir: Path,
+                                                                three_runs: list) -> None:
     (runs_dir / "not-a-run").mkdir()
     (runs_dir / "broken").mkdir()
     (runs_dir / "broken" / "run.json").write_text("{not json", encoding="utf-8")
     (runs_dir / "notes.txt").write_text("hello", encoding="utf-8")
-    assert len(RunsIndex(runs_dir).scan().rows) == 3
+    rows = RunsIndex(runs_dir).scan().rows
+    assert len(rows) == 4
+    broken = next(r for r in rows if r.id == "broken")
+    assert broken.status == "unreadable" and "not valid JSON" in broken.meta["error"]
 
 
 def test_missing_runs_dir_is_empty(tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ def test_monitor_shows_status_progress_losses_evals_and_no_gpu(tmp_path: Path) -
         ap = screen.query_one("#ap-plot", CurvePlot)
         assert [c.name for c in ap.curves] == ["teacher AP", "student AP"]
         summary = screen.query_one("#eval-summary")
-        assert [summary.get_row_at(i)[0] for i in range(summary.row_count)] == [
+        assert [str(summary.get_row_at(i)[0]) for i in range(summary.row_count)] == [
             "teacher", "student"]
         assert str(summary.get_row_at(0)[3]) == "22.0"  # teacher AP of the last eval
         assert summary.get_row_at(0)[1] == "4"  # epoch 3 in the event: shown 1-based

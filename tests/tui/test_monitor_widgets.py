@@ -120,7 +120,7 @@ def test_eval_table_formats_and_orders_models() -> None:
         table.update_evals({"student": event, "ema": event, "teacher": event})
         await pilot.pause()
         summary = table.query_one("#eval-summary")
-        assert [summary.get_row_at(i)[0] for i in range(3)] == ["teacher", "student", "ema"]
+        assert [str(summary.get_row_at(i)[0]) for i in range(3)] == ["teacher", "student", "ema"]
         assert str(summary.get_row_at(0)[5]) == "-"  # AP75 missing
 
     run_pilot(One(table), scenario, size=(100, 20))

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -22,9 +21,10 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from engine.errors import UserError
+from engine.config.loader import read_yaml_mapping
 from engine.events import METRIC_KEYS, EventTail
 from engine.rundir import RunDirectory
+from tui.safetext import safe_text
 from tui.widgets.curves import PALETTE, Curve, CurvePlot
 
 # eval events of one run may hold several models (teacher/student/ema); one is compared.
@@ -80,13 +80,8 @@ def read_run_curves(path: Path) -> RunCurves:
     event rewinds the series to its ``start_iter``, so iterations stay ascending)."""
     run = RunDirectory(path)
     meta = run.read_meta()
-    try:
-        config = yaml.safe_load(run.config_yaml.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        config = {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"config.yaml is not valid YAML ({exc})", file=str(run.config_yaml))\
-            from None
+    # With the config loader's checks: a planted alias bomb or FIFO must not freeze the TUI.
+    config = read_yaml_mapping(run.config_yaml) if run.config_yaml.exists() else {}
     curves = RunCurves(path, run.id, meta, config if isinstance(config, dict) else {})
     evals: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     tail = EventTail(run.events)
@@ -158,7 +153,7 @@ def fmt_value(value: Any) -> Text:
     if value is MISSING:
         return Text("—", style="dim")
     text = json.dumps(value, default=str) if not isinstance(value, str) else value
-    return Text(text)
+    return safe_text(text)  # from run.json or config.yaml: no raw control characters
 
 
 class CompareScreen(Screen[None]):
@@ -236,7 +231,7 @@ class CompareScreen(Screen[None]):
         self.runs = message.runs
         names = ", ".join(r.id for r in self.runs)
         self.query_one("#compare-title", Static).update(
-            Text.assemble(("Compare ", "bold"), names))
+            Text.assemble(("Compare ", "bold"), safe_text(names)))
         self._draw_plots()
         self._fill_table()
 
@@ -250,7 +245,7 @@ class CompareScreen(Screen[None]):
 
     def _draw_plots(self) -> None:
         loss = self.query_one("#compare-loss", CurvePlot)
-        loss.border_title = f"{self.loss_term} (t: next term)"
+        loss.border_title = safe_text(f"{self.loss_term} (t: next term)")  # an event's term
         loss.set_curves([Curve(r.id, *r.loss[self.loss_term], run_color(i))
                          for i, r in enumerate(self.runs) if self.loss_term in r.loss])
         metric = self.query_one("#compare-metric", CurvePlot)
@@ -264,7 +259,7 @@ class CompareScreen(Screen[None]):
         table.add_column("key", key="key")
         for i, run in enumerate(self.runs):
             color = RICH_COLORS.get(run_color(i), "default")
-            table.add_column(Text.assemble(("■ ", color), run.id), key=run.path.name)
+            table.add_column(Text.assemble(("■ ", color), safe_text(run.id)), key=run.path.name)
         summary = [
             ("status", [r.meta.get("status", "?") for r in self.runs]),
             ("trainer", [r.meta.get("trainer", "?") for r in self.runs]),
@@ -280,7 +275,7 @@ class CompareScreen(Screen[None]):
         else:
             rows = config_diff(configs)
         for key, values in rows:
-            table.add_row(Text(key, style="cyan"), *map(fmt_value, values))
+            table.add_row(safe_text(key, "cyan"), *map(fmt_value, values))
         differ = len(config_diff(configs))
         table.border_title = (f"Config: all keys ({differ} differ) · a: only the differences"
                               if self.all_keys else

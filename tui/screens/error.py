@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from rich.syntax import Syntax
-from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
@@ -25,6 +24,8 @@ from textual.widgets import Footer, Static
 from engine.errors import UserError
 from engine.events import decode
 from engine.rundir import EVENTS, STDERR_LOG, RunDirectory
+from engine.safefiles import open_regular
+from tui.safetext import printable, safe_text
 
 # An error event is the last thing a dying engine writes; 256 KiB of tail is plenty.
 _EVENTS_TAIL_BYTES = 262_144
@@ -33,7 +34,7 @@ _STDERR_TAIL_BYTES = 65_536
 
 def _tail(path: Path, nbytes: int) -> str:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a planted FIFO must not freeze the UI
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - nbytes))
             return f.read().decode("utf-8", errors="replace")
@@ -156,13 +157,16 @@ class ErrorScreen(ModalScreen[None]):
         self.report = report
 
     def compose(self) -> ComposeResult:
+        # Titles, messages and tracebacks quote run ids, events and files: text only, never
+        # markup, control characters made visible.
         with Vertical(id="error-box") as box:
-            box.border_title = self.report.title
-            yield Static(Text(self.report.message), id="error-message")
+            box.border_title = safe_text(self.report.title)
+            yield Static(safe_text(self.report.message, newlines=True), id="error-message")
             if self.report.traceback:
                 with VerticalScroll(id="error-traceback") as scroll:
-                    scroll.border_title = f"traceback · {self.report.origin}"
-                    yield Static(Syntax(self.report.traceback, "pytb", theme="ansi_dark",
+                    scroll.border_title = safe_text(f"traceback · {self.report.origin}")
+                    yield Static(Syntax(printable(self.report.traceback, newlines=True),
+                                        "pytb", theme="ansi_dark",
                                         background_color="default", word_wrap=True))
                 hint = "t: traceback   esc: close"
             else:

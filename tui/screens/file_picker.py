@@ -96,7 +96,7 @@ class FilePickerScreen(ModalScreen[Path | None]):
         elif path.is_file():
             self.dismiss(path)
         else:
-            self.notify(f"{path} does not exist", severity="error")
+            self.notify(f"{path} does not exist", severity="error", markup=False)
 
     def action_up(self) -> None:
         if isinstance(self.focused, Input):

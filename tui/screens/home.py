@@ -24,7 +24,8 @@ from engine.errors import UserError
 from engine.rundir import RunDirectory
 from tui import launcher
 from tui.launcher import LaunchSpec
-from tui.runs_index import RunRow, RunsIndex, ScanResult
+from tui.runs_index import UNREADABLE, RunRow, RunsIndex, ScanResult
+from tui.safetext import printable, safe_text
 from tui.screens.error import ErrorReport, show_error
 from tui.screens.launch import LaunchScreen
 from tui.widgets.config_tree import ConfigTree
@@ -72,7 +73,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.question, id="confirm-question")
+            yield Static(safe_text(self.question, newlines=True), id="confirm-question")
             with Horizontal():
                 yield Button("Cancel (n)", id="confirm-no")
                 yield Button(f"{self.confirm_label} (y)", variant="error", id="confirm-yes")
@@ -173,7 +174,8 @@ class HomeScreen(Screen[None]):
         table = self.query_one(RunsTable)
         rows = self.rows
         active = sum(r.active for r in rows)
-        bar = Text.assemble(("dettui", "bold"), "  runs ", (str(self.runs_dir), "bold"), "  ")
+        bar = Text.assemble(("dettui", "bold"), "  runs ", safe_text(self.runs_dir, "bold"),
+                            "  ")
         if active:
             bar.append(f"● {active} running", style="bold green")
             bar.append("  ")
@@ -187,11 +189,11 @@ class HomeScreen(Screen[None]):
         if table.selected:
             title += f" · {len(table.selected)} selected"
         panel = self.query_one("#runs-panel")
-        panel.border_title = title
+        panel.border_title = safe_text(title)  # the filter is typed text, not markup
         empty = self.query_one("#runs-empty", Static)
         if not rows:
             empty.update(Text.assemble(
-                "No runs in ", (str(self.runs_dir), "bold"),
+                "No runs in ", safe_text(self.runs_dir, "bold"),
                 " yet. Pick a config above and press ", ("n", "bold"), " to start one."))
         elif not table.view:
             empty.update(Text("No run matches the filter (esc clears it).", style="dim"))
@@ -297,6 +299,10 @@ class HomeScreen(Screen[None]):
 
         self.app.push_screen(CompareScreen([r.path for r in message.rows]))
 
+    def _notify(self, message: str, **kwargs: object) -> None:
+        """A notification quoting run ids, statuses or paths (from files): never markup."""
+        self.notify(printable(message), markup=False, **kwargs)  # type: ignore[arg-type]
+
     def _resume(self, row: RunRow) -> None:
         try:
             proc = launcher.resume(RunDirectory(row.path))
@@ -304,42 +310,62 @@ class HomeScreen(Screen[None]):
             show_error(self.app, ErrorReport.from_exception(exc, f"Cannot resume {row.id}"))
             return
         self.processes.append(proc)
-        self.notify(f"Resuming {row.id} from its last checkpoint.")
+        self._notify(f"Resuming {row.id} from its last checkpoint.")
         self.poll_runs()
         self.open_run(row.path)
 
     def _stop(self, row: RunRow) -> None:
         if not row.active:
-            self.notify(f"{row.id} is not running ({row.status}).", severity="warning")
+            self._notify(f"{row.id} is not running ({row.status}).", severity="warning")
             return
-        if launcher.stop(RunDirectory(row.path)):
-            self.notify(f"Stopping {row.id}: it saves a checkpoint, then exits.")
+        try:
+            stopped = launcher.stop(RunDirectory(row.path))
+        except UserError as exc:  # run.json names no process provably this run's engine
+            show_error(self.app, ErrorReport.from_exception(exc, f"Cannot stop {row.id}"))
+            return
+        if stopped:
+            self._notify(f"Stopping {row.id}: it saves a checkpoint, then exits.")
         else:
-            self.notify(f"{row.id}: its process is already gone.", severity="warning")
+            self._notify(f"{row.id}: its process is already gone.", severity="warning")
         self.poll_runs()
 
     def _delete(self, row: RunRow) -> None:
         if row.active:
-            self.notify(f"Refusing to delete {row.id}: it is {row.status}. Stop it first (s).",
-                        severity="error", title="Delete")
+            self._notify(f"Refusing to delete {row.id}: it is {row.status}. Stop it first (s).",
+                         severity="error", title="Delete")
             return
 
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self._delete_worker(row)
 
-        self.app.push_screen(ConfirmScreen(
-            f"Delete run {row.id}?\n\nIts folder, checkpoints and logs are removed for good:\n"
-            f"{row.path}", "Delete"), confirmed)
+        if row.path.is_symlink():  # only the link goes: what it points at may be anyone's
+            question = (f"Delete run {row.id}?\n\nIt is a link to {row.path.resolve()}; the "
+                        f"link is removed, that folder is left alone:\n{row.path}")
+        else:
+            question = (f"Delete run {row.id}?\n\nIts folder, checkpoints and logs are "
+                        f"removed for good:\n{row.path}")
+        self.app.push_screen(ConfirmScreen(question, "Delete"), confirmed)
 
     @work(thread=True, group="run-delete", exit_on_error=False)
     def _delete_worker(self, row: RunRow) -> None:
-        RunDirectory(row.path).delete()
-        self.app.call_from_thread(self.notify, f"Deleted {row.id}.")
+        try:
+            removed = RunDirectory(row.path).delete()
+        except OSError as exc:  # say so: a delete that silently does nothing misleads
+            self.app.call_from_thread(self._notify, f"Cannot delete {row.id}: {exc}",
+                                      severity="error", title="Delete")
+        else:
+            self.app.call_from_thread(
+                self._notify, f"Deleted the link {row.path} (its target is kept)."
+                if removed == "link" else f"Deleted {row.id}.")
         self.app.call_from_thread(self.poll_runs)
 
     def _show_error(self, row: RunRow) -> None:
+        if row.status == UNREADABLE:
+            show_error(self.app, ErrorReport(f"Run {row.id} is unreadable",
+                                             str(row.meta.get("error") or "")))
+            return
         if row.status != "failed":
-            self.notify(f"{row.id} has not failed ({row.status}).", severity="information")
+            self._notify(f"{row.id} has not failed ({row.status}).", severity="information")
             return
         show_error(self.app, ErrorReport.from_run(row.path))

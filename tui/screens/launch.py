@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 from typing import ClassVar
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -28,6 +27,7 @@ from engine.errors import ConfigError, UserError
 from engine.rundir import RunDirectory
 from engine.sysinfo import gpus, nvml_status
 from tui.launcher import LaunchSpec, engine_argv, launch, trainer_name, validate_spec
+from tui.safetext import safe_text
 from tui.screens.file_picker import FilePickerScreen
 
 WEIGHT_MODES = (("none (random init)", "none"), ("pretrained weights file", "pretrained"),
@@ -358,9 +358,10 @@ class LaunchScreen(Screen["LaunchResult | None"]):
     def _show_verdict(self, error: str | None, info: str, command: str) -> None:
         status = self.query_one("#launch-status", Static)
         status.set_classes("-error" if error else "-ok")
-        status.update(Text(error) if error else Text(info))
+        # Errors and the command quote the config and its values: text, controls visible.
+        status.update(safe_text(error, newlines=True) if error else safe_text(info))
         self.query_one("#launch-command", Static).update(
-            Text("$ " + command) if command else "")
+            safe_text("$ " + command) if command else "")
 
     # ----------------------------------------------------------------- launch
 

@@ -39,6 +39,7 @@ from tui import launcher
 from tui.eventscan import TERM_PREFIX
 from tui.filetail import LogTail
 from tui.runmodel import RunModel, RunSnapshot
+from tui.safetext import printable, safe_text
 from tui.screens.error import ErrorReport, ErrorScreen
 from tui.widgets.curves import Curve, CurvePlot
 from tui.widgets.eval_table import MODEL_ORDER, EvalTable
@@ -331,7 +332,7 @@ class MonitorScreen(Screen[None]):
             text = f"failed · {why} · e: first error in the logs"
         if text != self._banner_text:  # a layout per snapshot would repaint everything
             self._banner_text = text
-            banner.update(text)
+            banner.update(safe_text(text))  # quotes run.json and error events: never markup
             banner.set_class(bool(text), "-shown")
 
     def _refresh_plots(self, force: bool = False) -> None:
@@ -474,9 +475,11 @@ class MonitorScreen(Screen[None]):
             self._show_error(ErrorReport.from_exception(exc, f"Cannot stop {run.id}"))
             return
         if stopped:
-            self.notify(f"Stopping {run.id}: it saves a checkpoint, then exits.")
+            self.notify(printable(f"Stopping {run.id}: it saves a checkpoint, then exits."),
+                        markup=False)
         else:
-            self.notify(f"{run.id}: its process is already gone.", severity="warning")
+            self.notify(printable(f"{run.id}: its process is already gone."),
+                        severity="warning", markup=False)
         self._wake.set()
 
     def action_resume(self) -> None:
@@ -487,7 +490,7 @@ class MonitorScreen(Screen[None]):
             self._show_error(ErrorReport.from_exception(exc, f"Cannot resume {run.id}"))
             return
         self._processes.append(proc)
-        self.notify(f"Resuming {run.id} from its last checkpoint.")
+        self.notify(printable(f"Resuming {run.id} from its last checkpoint."), markup=False)
 
     def _show_error(self, report: ErrorReport) -> None:
         show = getattr(self.app, "show_error", None)

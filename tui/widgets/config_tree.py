@@ -26,6 +26,7 @@ from textual.widgets.tree import TreeNode
 from engine.config import load_config, validate
 from engine.config.loader import LoadedConfig
 from engine.errors import UserError
+from tui.safetext import safe_text
 
 CONFIG_SUFFIXES = (".yml", ".yaml")
 BASE_DIR_NAME = "_base_"
@@ -190,7 +191,7 @@ class ConfigTree(Tree[Path]):
         self.clear()
         self._path_nodes.clear()
         for root in self.roots:
-            label = Text(self._root_label(root), style="bold")
+            label = safe_text(self._root_label(root), "bold")
             if not root.is_dir():
                 label.append("  (missing)", style="dim italic")
             node = self.root.add(label, data=root, expand=True)
@@ -209,11 +210,11 @@ class ConfigTree(Tree[Path]):
             folder = folder / part
             node = self._path_nodes.get(folder)
             if node is None:
-                node = parent.add(Text(part + "/", style="bold"), data=folder,
+                node = parent.add(safe_text(part + "/", "bold"), data=folder,
                                   expand=part != BASE_DIR_NAME)
                 self._path_nodes[folder] = node
             parent = node
-        self._path_nodes[path] = parent.add_leaf(Text(path.name), data=path)
+        self._path_nodes[path] = parent.add_leaf(safe_text(path.name), data=path)
 
     @staticmethod
     def _root_label(root: Path) -> str:
@@ -228,11 +229,11 @@ class ConfigTree(Tree[Path]):
         if node is None:
             return
         if check.error is not None:
-            label = Text.assemble(("✗ ", "bold red"), (path.name, "red"))
+            label = Text.assemble(("✗ ", "bold red"), safe_text(path.name, "red"))
         elif check.base:
-            label = Text(path.name, style="dim")
+            label = safe_text(path.name, "dim")
         else:
-            label = Text(path.name)
+            label = safe_text(path.name)
         node.set_label(label)
 
     # ----------------------------------------------------------------- checking

@@ -32,6 +32,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
+from engine.termtext import printable
 from tui.downsample import ema, envelope, minmax_columns, nice_ticks, si_label, smoothing_alpha
 
 __all__ = ["Curve", "CurvePlot", "PALETTE"]
@@ -174,7 +175,9 @@ class CurvePlot(PlotextPlot):
         scale, unit = _elapsed_unit(t1 - t0) if self.x_time else (1.0, "")
         for i, (curve, px, py) in enumerate(prepared):
             xs = ((px - t0) / scale) if self.x_time else px
-            plt.plot(xs.tolist(), py.tolist(), marker="braille", label=curve.name,
+            # The label comes from events or run ids and plotext's output is parsed as ANSI
+            # below: an escape in a name would become a link or a style. Visible escapes.
+            plt.plot(xs.tolist(), py.tolist(), marker="braille", label=printable(curve.name),
                      color=curve.color or PALETTE[i % len(PALETTE)])
         lo = 0.0 if self.x_time else t0
         hi = (t1 - t0) / scale if self.x_time else t1

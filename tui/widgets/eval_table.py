@@ -15,6 +15,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from engine.events import METRIC_KEYS
+from tui.safetext import safe_text
 
 __all__ = ["EvalTable", "MODEL_ORDER", "format_ap"]
 
@@ -83,8 +84,8 @@ class EvalTable(Vertical):
         for model in models:
             event = latest[model]
             epoch = event.get("epoch")  # 0-based in events; shown 1-based, as in the header
-            cells: list[str | Text] = [
-                model, _int(epoch + 1 if isinstance(epoch, int) else None),
+            cells: list[str | Text] = [  # model and class names are text, never markup
+                safe_text(model), _int(epoch + 1 if isinstance(epoch, int) else None),
                 _int(event.get("iter"))]
             for metric in METRIC_KEYS:
                 text = format_ap(_metric(event, metric))
@@ -102,9 +103,10 @@ class EvalTable(Vertical):
             return
         per_class.add_column("class")
         for model in models:
-            per_class.add_column(f"{model} AP" if len(models) > 1 else "AP", key=model)
+            per_class.add_column(safe_text(f"{model} AP" if len(models) > 1 else "AP"),
+                                 key=model)
         for name in classes:
-            row: list[str | Text] = [name]
+            row: list[str | Text] = [safe_text(name)]
             for model in models:
                 value = (latest[model].get("per_class") or {}).get(name)
                 row.append(Text(format_ap(value), justify="right"))

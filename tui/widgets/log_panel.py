@@ -29,6 +29,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input
 
+from tui.safetext import log_line, safe_markup
+
 __all__ = ["LogPanel", "LogView", "SOURCES"]
 
 SOURCES = ("train.log", "stderr.log")
@@ -37,7 +39,6 @@ SOURCES = ("train.log", "stderr.log")
 _TRACEBACK = "Traceback (most recent call last)"
 _ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|FATAL|Traceback|\w*Error|\w*Exception)\b")
 _WARN_RE = re.compile(r"\b(WARNING|WARN|Warning)\b")
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
 _ERROR_STYLE = Style(color="red")
 _WARN_STYLE = Style(color="yellow")
@@ -100,7 +101,7 @@ class LogView(ScrollView, can_focus=True):
         return self._dropped
 
     def append(self, lines: Iterable[str]) -> None:
-        new = [_CONTROL.sub("", line.expandtabs()) for line in lines]
+        new = [log_line(line) for line in lines]  # text from a file: no control characters
         if not new:
             return
         self._lines.extend(new)
@@ -325,7 +326,7 @@ class LogPanel(Vertical):
         hit = view.find(view.search, view.cursor, backwards)
         if hit is None:
             if view.search:
-                self.notify(f"{view.source}: no line contains {view.search!r}",
+                self.notify(f"{view.source}: no line contains {safe_markup(view.search)!r}",
                             severity="warning", timeout=3)
             return False
         view.jump_to(hit)
@@ -350,7 +351,7 @@ class LogPanel(Vertical):
                           for s in SOURCES)
         view = self.view
         state = "[green]following[/]" if view.follow else "[yellow]paused[/]"
-        extra = f"  /{view.search}" if view.search else ""
+        extra = f"  /{safe_markup(view.search)}" if view.search else ""
         titles = (f"4 Logs {names}", f"{len(view.lines):,} lines · {state}{extra}")
         if titles != self._titles:  # each assignment repaints the whole panel
             self._titles = titles

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import Static
 
 from engine.rundir import ACTIVE
 from tui.runmodel import RunSnapshot
+from tui.safetext import safe_markup as escape  # text from run.json: no markup, no controls
 
 __all__ = ["RunHeader", "format_duration", "set_subtitle"]
 
@@ -64,7 +64,7 @@ class RunHeader(Widget):
         self._lines: tuple[str, str] = ("", "")
 
     def compose(self) -> ComposeResult:
-        yield Static(f"[b]{self.run_id}[/]  loading…", id="run-title")
+        yield Static(f"[b]{escape(self.run_id)}[/]  loading…", id="run-title")
         yield Static("", id="run-progress")
 
     def update_snapshot(self, snap: RunSnapshot) -> None:

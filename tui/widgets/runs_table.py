@@ -22,6 +22,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from tui.runs_index import SORT_KEYS, SORT_LABELS, RunRow, view_rows
+from tui.safetext import safe_text
 
 RunActionName = Literal["open", "resume", "stop", "delete", "error"]
 
@@ -41,7 +42,7 @@ COLUMNS = (("sel", " "), ("status", "status"), ("id", "run"), ("progress", "epoc
 
 def fmt_status(status: str) -> Text:
     icon, style = STATUS_STYLE.get(status, ("?", "magenta"))
-    return Text(f"{icon} {status}", style=style)
+    return safe_text(f"{icon} {status}", style)
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -79,15 +80,16 @@ def fmt_ap(row: RunRow) -> Text:
 
 
 def row_cells(row: RunRow, selected: bool, now: float) -> tuple[object, ...]:
+    # Strings from run.json are Text: a str cell is parsed as markup ("[/]" crashes).
     return (
         Text("●", style="bold magenta") if selected else " ",
         fmt_status(row.status),
-        row.id,
+        safe_text(row.id),
         fmt_progress(row),
         fmt_ap(row),
         fmt_duration(row.duration(now)),
-        row.trainer,
-        row.config_name,
+        safe_text(row.trainer),
+        safe_text(row.config_name),
         fmt_started(row.started),
     )
 

@@ -16,6 +16,8 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.widgets import Sparkline, Static
 
+from tui.safetext import safe_text
+
 __all__ = ["GpuBlock", "MetricRow", "SystemPanel"]
 
 
@@ -28,6 +30,11 @@ def _fmt(value: object, fmt: str, missing: str = "n/a") -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
         return fmt.format(value)
     return missing
+
+
+def _index(value: object, default: int) -> int:
+    """A GPU's index from a system event (its position when missing or not an integer)."""
+    return value if type(value) is int else default
 
 
 def _gb(mb: object) -> str:
@@ -100,7 +107,7 @@ class GpuBlock(Vertical):
         if not self._composed:
             return
         self.query_one(".gpu-name", Static).update(
-            f"GPU {self.index} · {gpu.get('name') or 'unknown'}", layout=False)
+            safe_text(f"GPU {self.index} · {gpu.get('name') or 'unknown'}"), layout=False)
         self.query_one("#util", MetricRow).show(
             f" util  {_fmt(gpu.get('util'), '{:5.0f} %')}", history.get("util", []))
         used, total = gpu.get("mem_used_mb"), gpu.get("mem_total_mb")
@@ -162,10 +169,10 @@ class SystemPanel(VerticalScroll):
         no_gpu.display = not gpus
         if not gpus:
             reason = str(latest.get("gpu_status") or "").strip()
-            no_gpu.update(reason if reason.lower().startswith("no nvidia gpu")
-                          else "no NVIDIA GPU" + (f" ({reason})" if reason else "")
-                          + " · training on CPU")
-        indices = tuple(int(g.get("index", i)) for i, g in enumerate(gpus))
+            no_gpu.update(safe_text(reason if reason.lower().startswith("no nvidia gpu")
+                                    else "no NVIDIA GPU" + (f" ({reason})" if reason else "")
+                                    + " · training on CPU"))
+        indices = tuple(_index(g.get("index"), i) for i, g in enumerate(gpus))
         container = self.query_one("#gpus", Vertical)
         if indices != self._gpu_indices:
             self._gpu_indices = indices

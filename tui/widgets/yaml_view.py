@@ -23,8 +23,10 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from engine.config import load_config
-from engine.config.loader import LoadedConfig, Source
+from engine.config.loader import MAX_CONFIG_BYTES, LoadedConfig, Source
 from engine.errors import UserError
+from engine.safefiles import RefusedFile, read_regular
+from tui.safetext import printable, safe_text
 
 SYNTAX_THEME = "ansi_dark"
 
@@ -58,11 +60,13 @@ def resolved_lines(loaded: LoadedConfig) -> list[tuple[str, Source | None]]:
         for key, value in data.items():
             keypath = (*prefix, str(key))
             pad = "  " * depth
+            shown = printable(key)  # a key is text from the file (values: flow() escapes)
             if isinstance(value, dict) and value:
-                out.append((f"{pad}{key}:", None))
+                out.append((f"{pad}{shown}:", None))
                 walk(value, keypath, depth + 1)
             else:
-                out.append((f"{pad}{key}: {flow(value)}", loaded.source_of(keypath)))
+                out.append((f"{pad}{shown}: {printable(flow(value))}",
+                            loaded.source_of(keypath)))
 
     walk(loaded.data, (), 0)
     return out
@@ -75,11 +79,11 @@ def source_label(src: Source, own: str, width: int = SOURCE_WIDTH) -> Text:
     """``:12`` for the previewed file itself, ``runtime.yml:4`` for a base, ``-o k=v``;
     a long file name is cut in the middle so the line number always shows."""
     if src.override is not None:
-        return Text(str(src), style="bold yellow")
+        return safe_text(src, "bold yellow")
     line = f":{src.line}" if src.line else ""
     if src.file == own:
         return Text(line or "this file", style="green")
-    name = Path(src.file).name
+    name = printable(Path(src.file).name)
     if len(name) + len(line) > width:
         keep = max(1, width - len(line) - 1)
         name = name[: keep - keep // 3] + "…" + name[len(name) - keep // 3:]
@@ -105,7 +109,14 @@ def render_resolved(loaded: LoadedConfig) -> RenderableType:
 
 
 def render_source(path: Path) -> RenderableType:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    """The file as written, highlighted; read with the config loader's limits (a FIFO or a
+    link to /dev/zero must not hang the preview), control characters (in a comment, say)
+    made visible."""
+    try:
+        raw = read_regular(path, MAX_CONFIG_BYTES)
+    except RefusedFile as exc:
+        return safe_text(f"not shown: {path}: {exc}", "red")
+    text = printable(raw.decode("utf-8", errors="replace"), newlines=True)
     return Syntax(text, "yaml", theme=SYNTAX_THEME, line_numbers=True, word_wrap=False,
                   background_color="default")
 
@@ -165,7 +176,7 @@ class YamlView(VerticalScroll):
         self.path, self.error, self.summary = path, error, summary
         banner = self.query_one("#yaml-banner", Static)
         banner.set_classes("-error" if error else ("-info" if summary else ""))
-        banner.update(Text(error or summary))
+        banner.update(safe_text(error or summary, newlines=True))
         self._update_title()
         if path is None:
             self.query_one("#yaml-body", Static).update(
@@ -183,7 +194,7 @@ class YamlView(VerticalScroll):
     def _update_title(self) -> None:
         mode = "resolved" if self.resolved else "source"
         name = short_path(self.path, self.roots) if self.path else "preview"
-        self.border_title = f"{name} · {mode}"
+        self.border_title = safe_text(f"{name} · {mode}")  # a file name is not markup
 
     @work(thread=True, exclusive=True, group="yaml-view", exit_on_error=False)
     def _load(self, path: Path, resolved: bool) -> None:
@@ -192,10 +203,10 @@ class YamlView(VerticalScroll):
             body = render_resolved(load_config(path)) if resolved else render_source(path)
         except UserError as exc:
             # The banner already shows validation errors; say why there is no merged view.
-            note = Text(f"cannot resolve: {exc.render()}\n", style="red")
+            note = safe_text(f"cannot resolve: {exc.render()}\n", "red", newlines=True)
             body = Group(note, render_source(path)) if path.is_file() else note
         except OSError as exc:
-            body = Text(f"cannot read {path}: {exc.strerror}", style="red")
+            body = safe_text(f"cannot read {path}: {exc.strerror or exc}", "red")
         self.post_message(self.Rendered(path, body))
 
     def on_yaml_view_rendered(self, message: Rendered) -> None:
