@@ -67,6 +67,10 @@ class DatasetConfig:
     image_dir: str = doc("images folder, relative to dataset_dir", "images")
     anno_path: str = doc("COCO instances json, relative to dataset_dir", "annotations.json")
     allow_empty: bool = doc("keep images that have no (valid) boxes", False)
+    allow_outside_image_dir: bool = doc(
+        "let an image's relative file_name climb out of image_dir with '..' (refused by "
+        "default: a downloaded annotation file could make training read any file; absolute "
+        "file_names are always allowed)", False)
     synthesize: ShapesSpec | None = doc("generate the shapes dataset here if it is missing", None)
 
 

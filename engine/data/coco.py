@@ -38,8 +38,18 @@ def read_rgb(path: Path) -> torch.Tensor:
         raise DataError("image file not found", file=str(path),
                         hint="check image_dir and the 'file_name' of this image in the "
                              "annotation file") from None
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read the image: {exc}", file=str(path)) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Pillow's decoders fail in many ways on bad files: OSError, ValueError (a text or
+        # ICC chunk that inflates too far), SyntaxError, struct.error, EOFError,
+        # DecompressionBombError... For the user they all mean one thing: this image file
+        # cannot be used. (A crash here would not even name the file.)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise DataError(f"cannot read the image ({type(exc).__name__}"
+                        + (f": {first})" if first else ")"), file=str(path),
+                        hint="replace or remove this image (and its entry in the "
+                             "annotation file)") from exc
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
@@ -72,7 +82,8 @@ class CocoDetection(Dataset):
         self.anno_path: Path = root / ds_cfg.anno_path
         self.image_root: Path = root / ds_cfg.image_dir
         data = load_coco_json(self.anno_path, key=f"{self.section}.anno_path")
-        index = index_coco(data, self.anno_path, keep_empty=ds_cfg.allow_empty or not train)
+        index = index_coco(data, self.anno_path, keep_empty=ds_cfg.allow_empty or not train,
+                           allow_outside=ds_cfg.allow_outside_image_dir)
         del data  # see coco_json: workers must not inherit millions of Python objects
         self._json_cache: dict | None = None
         num_cats = len(index.cat_ids)

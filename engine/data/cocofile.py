@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DataError
+from engine.safefiles import read_regular
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
+MAX_ANNOTATION_BYTES = 8 << 30  # COCO's train2017 instances file is 450 MB
 
 
 def load_coco_json(path: Path, *, key: str | None = None) -> dict[str, Any]:
@@ -29,8 +32,8 @@ def load_coco_json(path: Path, *, key: str | None = None) -> dict[str, Any]:
 
     ``key`` names the config key that points at the file, for the "not found" message.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # a regular file only: a FIFO would hang the engine, /dev/zero eat its memory
+        text = read_regular(path, MAX_ANNOTATION_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise DataError("annotation file not found", file=str(path), key=key,
                         hint="check dataset_dir and anno_path") from None
@@ -120,7 +123,17 @@ def _index_categories(cats: list, path: Path) -> tuple[list[int], list[str]]:
     return ids, [by_id[i] for i in ids]
 
 
-def _index_images(images: list, path: Path) -> tuple[dict[int, int], list, list, list]:
+def climbs_out(file_name: str) -> bool:
+    """Whether a relative ``file_name`` leaves the folder it is relative to (``../x``,
+    ``a/../../x``); absolute names are explicit and do not count."""
+    if os.path.isabs(file_name):
+        return False
+    parts = Path(os.path.normpath(file_name)).parts
+    return bool(parts) and parts[0] == ".."
+
+
+def _index_images(images: list, path: Path, allow_outside: bool = False
+                  ) -> tuple[dict[int, int], list, list, list]:
     position: dict[int, int] = {}
     ids, names, sizes = [], [], []
     for i, img in enumerate(images):
@@ -132,6 +145,12 @@ def _index_images(images: list, path: Path) -> tuple[dict[int, int], list, list,
         if not isinstance(name, str) or not name:
             raise DataError(f"image {img['id']} needs a non-empty string 'file_name'",
                             file=str(path), key=f"{where}.file_name")
+        if not allow_outside and climbs_out(name):
+            raise DataError(f"image {img['id']}: file_name {name!r} climbs out of the image "
+                            "folder", file=str(path), key=f"{where}.file_name",
+                            hint="a relative file_name must stay inside image_dir; use an "
+                                 "absolute path, or set allow_outside_image_dir: true in the "
+                                 "dataset's config section if this is intended")
         for dim in ("width", "height"):
             if not _is_int(img.get(dim)) or img[dim] < 1:
                 raise DataError(f"image {img['id']} needs a positive integer {dim!r}, got "
@@ -145,17 +164,20 @@ def _index_images(images: list, path: Path) -> tuple[dict[int, int], list, list,
     return position, ids, names, sizes
 
 
-def index_coco(data: dict[str, Any], path: Path, *, keep_empty: bool) -> CocoIndex:
+def index_coco(data: dict[str, Any], path: Path, *, keep_empty: bool,
+               allow_outside: bool = False) -> CocoIndex:
     """Check every entry of a loaded COCO dict and pack it (see ``CocoIndex``).
 
-    Structural problems (wrong types, unknown ids, duplicates) raise ``DataError``.
+    Structural problems (wrong types, unknown ids, duplicates) raise ``DataError``, and so
+    does a relative ``file_name`` that climbs out of the image folder, unless
+    ``allow_outside``.
     Crowd boxes are left out; boxes that are degenerate, not finite, or smaller than a
     pixel once clipped to the image are dropped and counted. Images left without boxes
     are dropped unless ``keep_empty``.
     """
     cat_ids, class_names = _index_categories(data["categories"], path)
     label_of = {cat_id: label for label, cat_id in enumerate(cat_ids, start=1)}
-    position, ids, names, sizes = _index_images(data["images"], path)
+    position, ids, names, sizes = _index_images(data["images"], path, allow_outside)
 
     stats = IndexStats(images_in_file=len(ids))
     per_image: list[list[tuple[float, float, float, float, int]]] = [[] for _ in ids]

@@ -25,7 +25,7 @@ from engine.config.schema import Config
 from engine.data.coco import CocoDetection
 from engine.data.shapes import ensure_dataset
 from engine.data.transforms import build_transforms
-from engine.errors import DataError
+from engine.errors import DataError, UserError
 
 log = logging.getLogger("dettui.data")
 
@@ -37,6 +37,48 @@ def collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
     detectors batch (pad) them themselves."""
     images, targets = zip(*batch, strict=True) if batch else ((), ())
     return list(images), list(targets)
+
+
+class DetectionLoader(DataLoader):
+    """A ``DataLoader`` whose workers' bad-input errors reach the user as they were raised.
+
+    torch re-raises an exception from a worker process as ``type(exc)(text)``, the text
+    being "Caught DataError in DataLoader worker process 0" and the whole worker
+    traceback: the one clear message (say, which image cannot be decoded) would drown in
+    it. A ``UserError`` is rebuilt here from its own last line of that traceback."""
+
+    def __iter__(self):  # noqa: ANN204 - torch's iterator types are private
+        return _UserErrorsIntact(super().__iter__())
+
+
+class _UserErrorsIntact:
+    def __init__(self, batches: Iterator) -> None:
+        self._batches = batches
+
+    def __iter__(self) -> _UserErrorsIntact:
+        return self
+
+    def __len__(self) -> int:
+        return len(self._batches)  # type: ignore[arg-type]
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._batches)
+        except UserError as exc:
+            original = _from_worker(exc)
+            if original is None:
+                raise
+            raise original from None
+
+
+def _from_worker(exc: UserError) -> UserError | None:
+    """The error a worker raised, if ``exc`` is torch's re-raise of it (else None)."""
+    text = exc.message
+    if not text.startswith(f"Caught {type(exc).__name__} in DataLoader worker"):
+        return None
+    marker = f"\n{type(exc).__module__}.{type(exc).__qualname__}: "
+    at = text.rfind(marker)
+    return type(exc)(text[at + len(marker):].rstrip()) if at >= 0 else None
 
 
 def _mix(*values: int) -> int:
@@ -177,7 +219,7 @@ def build_train_loader(cfg: Config, dataset: Dataset, rank: int = 0, world_size:
                         f"drop_last is on", key="TrainReader.batch_size",
                         hint="lower batch_size or set TrainReader.drop_last: false")
     workers = cfg.worker_num
-    loader = DataLoader(
+    loader = DetectionLoader(
         dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
         pin_memory=_pin_memory(cfg), persistent_workers=workers > 0,
         worker_init_fn=seed_worker if workers > 0 else None,
@@ -188,7 +230,7 @@ def build_train_loader(cfg: Config, dataset: Dataset, rank: int = 0, world_size:
 def build_eval_loader(cfg: Config, dataset: Dataset) -> DataLoader:
     """The evaluation DataLoader: every image once, in order, ``EvalReader.batch_size``."""
     workers = cfg.worker_num
-    return DataLoader(
+    return DetectionLoader(
         dataset, batch_size=cfg.EvalReader.batch_size, shuffle=False, drop_last=False,
         num_workers=workers, collate_fn=collate, pin_memory=_pin_memory(cfg),
         # Evaluation runs every snapshot_epoch: keep its workers instead of re-forking.
