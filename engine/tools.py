@@ -26,7 +26,8 @@ from engine.errors import DataError, WeightsError
 from engine.evaluation.coco import COCOEvaluator
 from engine.events import encode
 from engine.models import build_model
-from engine.models.weights import load_state_dict_file
+from engine.models.weights import load_state_dict_file, match_weights
+from engine.termtext import printable
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -37,10 +38,15 @@ def load_model(cfg: Config, weights: str, device: torch.device) -> nn.Module:
     state = load_state_dict_file(weights, prefer_ema=True)
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
+    except RuntimeError:
+        # torch's message is a header and pages of names; say what fits and what does not,
+        # in the summary `run` shows for pretrain_weights.
+        report, _ = match_weights(model.state_dict(), state, weights)
         raise WeightsError(f"the weights do not fit this config's model "
                            f"({cfg.architecture}/{cfg.backbone.name}, {cfg.num_classes} "
-                           f"classes): {str(exc).splitlines()[0][:200]}", file=weights) from None
+                           f"classes): {report.summary()}", file=weights,
+                           hint="evaluate with the config the weights were trained with") \
+            from None
     return model.to(device).eval()
 
 
@@ -58,12 +64,12 @@ def evaluate_weights(config: Path, weights: str, overrides: list[str],
             outputs = model([img.to(device) for img in images])
             evaluator.update([{k: v.cpu() for k, v in o.items()} for o in outputs], targets)
     result = evaluator.evaluate()
-    print(f"COCO bbox evaluation of {weights} on {dataset.anno_path} "
-          f"({len(dataset)} images):")
+    print(printable(f"COCO bbox evaluation of {weights} on {dataset.anno_path} "
+                    f"({len(dataset)} images):"))
     print("\n".join(result.summary_lines()))
     print("\nper-class AP:")
-    for name, ap in result.per_class.items():
-        print(f"  {name:<24} {ap:.4f}")
+    for name, ap in result.per_class.items():  # names come from the dataset: no raw controls
+        print(f"  {printable(name):<24} {ap:.4f}")
     if json_out is not None:
         payload = {"metrics": result.metrics, "per_class": result.per_class,
                    "stats": result.stats}
@@ -133,5 +139,5 @@ def infer_images(config: Path, weights: str, images: list[Path], out: Path,
             draw.text((x0, y0), text, fill=(0, 0, 0), font=font)
         target = out / path.name
         canvas.save(target)
-        print(f"{path} -> {target}: {kept} detections >= {score_thresh}")
+        print(printable(f"{path} -> {target}: {kept} detections >= {score_thresh}"))
     return 0

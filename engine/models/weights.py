@@ -183,19 +183,10 @@ def _match_names(model_names: list[str], file_names: list[str], file: str) -> di
     return matches
 
 
-def load_pretrained(model: nn.Module, path: str | Path, logger: logging.Logger | None = None,
-                    prefer_ema: bool = True) -> LoadReport:
-    """Weights-only initialisation of ``model`` from a file: load what fits, report the rest.
-
-    Tensors load when their names match (exactly, or by dotted suffix) and their shapes are
-    equal; shape mismatches are skipped. From a dettui checkpoint the EMA weights are taken
-    when it has them (``prefer_ema``): they are the ones that were evaluated and kept as best.
-    Raises ``WeightsError`` when no tensor at all fits (the file is for another
-    architecture/backbone), or for any problem ``load_state_dict_file`` reports.
-    """
-    file = str(path)
-    state = load_state_dict_file(path, prefer_ema=prefer_ema)
-    model_state = model.state_dict()
+def match_weights(model_state: Mapping[str, Tensor], state: Mapping[str, Tensor], file: str
+                  ) -> tuple[LoadReport, dict[str, Tensor]]:
+    """What of ``state`` (a weights file's tensors) fits ``model_state``, by name (or dotted
+    suffix) and shape: the report, and the tensors to load under the model's names."""
     matches = _match_names(list(model_state), list(state), file)
     report = LoadReport(file=file)
     to_load: dict[str, Tensor] = {}
@@ -212,6 +203,23 @@ def load_pretrained(model: nn.Module, path: str | Path, logger: logging.Logger |
                 report.renamed[name] = source
     used = set(matches.values())
     report.unused = [name for name in state if name not in used]
+    return report, to_load
+
+
+def load_pretrained(model: nn.Module, path: str | Path, logger: logging.Logger | None = None,
+                    prefer_ema: bool = True) -> LoadReport:
+    """Weights-only initialisation of ``model`` from a file: load what fits, report the rest.
+
+    Tensors load when their names match (exactly, or by dotted suffix) and their shapes are
+    equal; shape mismatches are skipped. From a dettui checkpoint the EMA weights are taken
+    when it has them (``prefer_ema``): they are the ones that were evaluated and kept as best.
+    Raises ``WeightsError`` when no tensor at all fits (the file is for another
+    architecture/backbone), or for any problem ``load_state_dict_file`` reports.
+    """
+    file = str(path)
+    state = load_state_dict_file(path, prefer_ema=prefer_ema)
+    model_state = model.state_dict()
+    report, to_load = match_weights(model_state, state, file)
     # BatchNorm's step counters fit any BN of the same name; they carry nothing learned.
     if all(name.endswith("num_batches_tracked") for name in to_load):
         example_file = ", ".join(list(state)[:2])
