@@ -117,6 +117,9 @@ def engine_pid(run_path: str | Path, meta: dict[str, Any]) -> int:
         raise RunError(f"run {run_id} runs on host {host!r}, not on this one ({here!r}); "
                        "its pid means nothing here", hint="stop it from a shell on that host")
     pid = meta.get("pid")
+    if pid is None:
+        raise RunError(f"run {run_id}'s run.json names no engine process (no pid); nothing "
+                       "was signalled")
     if not plausible_pid(pid):
         raise RunError(f"run {run_id}'s run.json holds pid {pid!r}, which is no process this "
                        "tool started (a pid is an integer > 1); nothing was signalled")
