@@ -142,3 +142,20 @@ def test_tui_marks_hostile_configs_and_never_freezes(tmp_path: Path) -> None:
     assert "character device" in checks["zero.yml"]
     assert checks["fine.yml"] is None
     assert got["checked_s"] < 30, got
+
+
+def test_preview_of_a_big_config_is_bounded(tmp_path: Path) -> None:
+    """The preview is drawn in the UI thread: a config just under the size limit shows its
+    first lines and says how many more there are, instead of tens of thousands of rows."""
+    from rich.console import Console
+
+    from tui.widgets.yaml_view import render_source
+
+    config = tmp_path / "long.yml"
+    config.write_text("".join(f"key_{i}: {i}\n" for i in range(60_000)), encoding="utf-8")
+    assert config.stat().st_size < 1 << 20
+    console = Console(width=100, color_system=None, file=open(os.devnull, "w"))  # noqa: SIM115
+    with console.capture() as capture:
+        console.print(render_source(config))
+    shown = capture.get().splitlines()
+    assert len(shown) < 2_100 and "58,000 more lines not shown" in shown[-1]

@@ -73,6 +73,9 @@ def resolved_lines(loaded: LoadedConfig) -> list[tuple[str, Source | None]]:
 
 
 SOURCE_WIDTH = 24
+PREVIEW_LINES = 2_000
+"""Lines a preview shows at most: it is rendered in the UI thread, and a config of that
+many lines is already far past any real one (the loader refuses files over 1 MiB)."""
 
 
 def source_label(src: Source, own: str, width: int = SOURCE_WIDTH) -> Text:
@@ -94,6 +97,8 @@ def render_resolved(loaded: LoadedConfig) -> RenderableType:
     """The merged config as highlighted YAML, each leaf after the file:line that set it, like
     ``git blame`` (green: the file itself, cyan: a ``_BASE_`` file, yellow: an override)."""
     lines = resolved_lines(loaded)
+    more = len(lines) - PREVIEW_LINES
+    lines = lines[:PREVIEW_LINES]
     highlighted = Syntax("", "yaml", theme=SYNTAX_THEME).highlight(
         "\n".join(line for line, _ in lines)).split("\n")
     own = str(loaded.path)
@@ -105,6 +110,8 @@ def render_resolved(loaded: LoadedConfig) -> RenderableType:
     table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
     for label, text in zip(labels, highlighted):
         table.add_row(label, text)
+    if more > 0:
+        table.add_row(Text(""), Text(f"… {more:,} more keys not shown", style="dim"))
     return table
 
 
@@ -117,8 +124,13 @@ def render_source(path: Path) -> RenderableType:
     except RefusedFile as exc:
         return safe_text(f"not shown: {path}: {exc}", "red")
     text = printable(raw.decode("utf-8", errors="replace"), newlines=True)
-    return Syntax(text, "yaml", theme=SYNTAX_THEME, line_numbers=True, word_wrap=False,
-                  background_color="default")
+    lines = text.rstrip("\n").split("\n")
+    syntax = Syntax("\n".join(lines[:PREVIEW_LINES]), "yaml", theme=SYNTAX_THEME,
+                    line_numbers=True, word_wrap=False, background_color="default")
+    if len(lines) <= PREVIEW_LINES:
+        return syntax
+    return Group(syntax, Text(f"… {len(lines) - PREVIEW_LINES:,} more lines not shown",
+                              style="dim"))
 
 
 class YamlView(VerticalScroll):
