@@ -125,12 +125,14 @@ def render_source(path: Path) -> RenderableType:
         return safe_text(f"not shown: {path}: {exc}", "red")
     text = printable(raw.decode("utf-8", errors="replace"), newlines=True)
     lines = text.rstrip("\n").split("\n")
-    syntax = Syntax("\n".join(lines[:PREVIEW_LINES]), "yaml", theme=SYNTAX_THEME,
-                    line_numbers=True, word_wrap=False, background_color="default")
-    if len(lines) <= PREVIEW_LINES:
+    more = len(lines) - PREVIEW_LINES
+    if more > 0:
+        text = "\n".join(lines[:PREVIEW_LINES])
+    syntax = Syntax(text, "yaml", theme=SYNTAX_THEME, line_numbers=True, word_wrap=False,
+                    background_color="default")
+    if more <= 0:
         return syntax
-    return Group(syntax, Text(f"… {len(lines) - PREVIEW_LINES:,} more lines not shown",
-                              style="dim"))
+    return Group(syntax, Text(f"… {more:,} more lines not shown", style="dim"))
 
 
 class YamlView(VerticalScroll):
