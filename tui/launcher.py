@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.config import load_and_validate
-from engine.config.schema import Config, DatasetConfig
+from engine.config.schema import Config, DatasetConfig, trainer_name
 from engine.errors import ConfigError, DataError, RunError, WeightsError
 from engine.rundir import (
     RUN_SCHEMA_VERSION,
@@ -344,13 +344,6 @@ def run_worker_node(spec: LaunchSpec) -> int:
                 continue  # torchrun got the same SIGINT; wait for its clean stop
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def trainer_name(cfg: Config) -> str:
-    """The trainer the engine will pick for ``cfg`` (same dispatch as engine.run)."""
-    if cfg.ssod_method:
-        return cfg.ssod_method
-    return "CoTuning" if cfg.use_cot else "Trainer"
 
 
 def weights_meta(cfg: Config, resume: str | None) -> dict:

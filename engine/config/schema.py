@@ -380,6 +380,17 @@ def validate(loaded: LoadedConfig | dict) -> Config:
     return cfg
 
 
+def trainer_name(cfg: Config) -> str:
+    """The name of the trainer ``cfg`` trains with, as the engine and every front-end show
+    it (and as checkpoints record it): the seed's dispatch, ``ssod_method`` > ``use_cot`` >
+    the supervised ``Trainer``."""
+    if cfg.ssod_method is not None:
+        return cfg.ssod_method
+    if cfg.use_cot:
+        return "CoTuning"
+    return "Trainer"
+
+
 def field_docs(cls: type = Config, prefix: str = "") -> dict[str, str]:
     """Every key path of the schema with its documentation (for ``--help`` and the TUI)."""
     out: dict[str, str] = {}
