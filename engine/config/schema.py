@@ -135,6 +135,51 @@ class OptimizerConfig:
 
 
 @dataclass
+class DenseTeacherLossWeights:
+    """Weights of the DenseTeacher distillation terms (PaddleDetection's ``loss_weight``)."""
+
+    distill_loss_cls: float = doc("dense soft-label classification (QFLv2)", 4.0)
+    distill_loss_box: float = doc("GIoU between student and teacher boxes", 1.0)
+    distill_loss_quality: float = doc("BCE between student and teacher quality", 1.0)
+
+
+@dataclass
+class DenseTeacherTrainConfig:
+    """How DenseTeacher trains (PaddleDetection's ``DenseTeacher.train_cfg``)."""
+
+    sup_weight: float = doc("weight of the supervised loss", 1.0)
+    unsup_weight: float = doc("weight of the distillation loss once fully ramped up", 1.0)
+    loss_weight: DenseTeacherLossWeights = doc("weight of each distillation term",
+                                               factory=DenseTeacherLossWeights)
+    concat_sup_data: bool = doc("train the labeled weak and strong views as one double "
+                                "batch (else their losses are averaged)", True)
+    suppress: Literal["linear", "exp", "step", "none"] = doc(
+        "ramp of the unsupervised weight after semi_start_iters: linear 0->1 over "
+        "semi_start_iters, exp over 2000 iterations, step 0.25 until 2x semi_start_iters",
+        "linear")
+    ratio: float = doc("fraction of all points of a batch taken as foreground (top teacher "
+                       "scores)", 0.01)
+    gamma: float = doc("exponent of the quality-focal weights (PaddleDetection reads it but "
+                       "uses 2)", 2.0)
+
+
+@dataclass
+class DenseTeacherTestConfig:
+    """Which model DenseTeacher evaluates (PaddleDetection's ``DenseTeacher.test_cfg``)."""
+
+    inference_on: Literal["teacher", "student"] = doc(
+        "the model evaluated first, kept as best.pt (the other is evaluated too)", "teacher")
+
+
+@dataclass
+class DenseTeacherConfig:
+    """DenseTeacher settings (``ssod_method: DenseTeacher``)."""
+
+    train_cfg: DenseTeacherTrainConfig = doc("training", factory=DenseTeacherTrainConfig)
+    test_cfg: DenseTeacherTestConfig = doc("evaluation", factory=DenseTeacherTestConfig)
+
+
+@dataclass
 class Config:
     """A complete dettui training config (after ``_BASE_`` and overrides)."""
 
@@ -154,6 +199,15 @@ class Config:
     pretrain_student_weights: str | None = doc("semi-supervised: student init weights", None)
     ssod_method: str | None = doc("semi-supervised trainer: " + ", ".join(SSOD_METHODS), None)
     use_cot: bool = doc("use the co-tuning (transfer learning) trainer", False)
+    semi_start_iters: float = doc(
+        "semi-supervised: iteration at which the unsupervised loss starts (supervised "
+        "burn-in before it); a value below 1 is a fraction of the schedule", 5000)
+    ema_start_iters: float = doc(
+        "semi-supervised: iteration at which the teacher becomes a copy of the student and "
+        "starts following it by EMA (decay ema_decay); below 1: a fraction of the "
+        "schedule", 0)
+    DenseTeacher: DenseTeacherConfig = doc("DenseTeacher settings",
+                                           factory=DenseTeacherConfig)
 
     use_ema: bool = doc("keep an exponential moving average of the weights; evaluate and "
                         "save it", False)
@@ -340,6 +394,14 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
                            }.items():
         if value < 0:
             v.fail(keypath, f"must be >= 0, got {value}")
+    for key in ("semi_start_iters", "ema_start_iters"):
+        value = getattr(cfg, key)
+        if value < 0 or (value >= 1 and value != int(value)):
+            v.fail((key,), f"must be a whole number of iterations >= 0, or a fraction of the "
+                   f"schedule between 0 and 1, got {value}")
+    ratio = cfg.DenseTeacher.train_cfg.ratio
+    if not 0 < ratio <= 1:
+        v.fail(("DenseTeacher", "train_cfg", "ratio"), f"must be in (0, 1], got {ratio}")
     if cfg.LearningRate.base_lr <= 0:
         v.fail(("LearningRate", "base_lr"), "must be > 0")
     if not 0.0 < cfg.ema_decay < 1.0:
