@@ -26,7 +26,7 @@ from torch import nn
 
 from engine.config.schema import Config
 from engine.data.loader import build_eval_loader
-from engine.data.semi import SemiBatch, build_semi_loader, build_semi_datasets
+from engine.data.semi import SemiBatch, build_semi_datasets, build_semi_loader
 from engine.env import DistEnv
 from engine.errors import WeightsError
 from engine.recorder import RunRecorder
