@@ -509,6 +509,8 @@ def field_docs(cls: type = Config, prefix: str = "") -> dict[str, str]:
         name = f"{prefix}{f.name}"
         out[name] = f.metadata.get("doc", "")
         tp = hints[f.name]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):  # an optional section
+            tp = next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), tp)
         if dataclasses.is_dataclass(tp):
             out.update(field_docs(tp, name + "."))
     return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_and_validate
+from engine.config import field_docs, load_and_validate
 from engine.config.schema import DEFAULT_STRONG_AUG, validate
 from engine.errors import ConfigError
 from tests.conftest import REPO
@@ -44,6 +44,15 @@ def test_a_semi_config_validates_with_paddle_names_and_defaults(tmp_path: Path) 
     folder = validate({"num_classes": 1, "UnsupTrainDataset": {
         "name": "ImageFolder", "dataset_dir": "x", "image_dir": "raw"}})
     assert folder.UnsupTrainDataset.anno_path is None and folder.SemiTrainReader is None
+
+
+def test_semi_keys_are_documented() -> None:
+    docs = field_docs()
+    for key in ("UnsupTrainDataset.name", "UnsupTrainDataset.semi_split.percent",
+                "SemiTrainReader.strong_aug", "SemiTrainReader.unsup_batch_size",
+                "TrainDataset.semi_split.seed"):
+        assert docs[key], key
+    assert "StrongAugImage" in docs["SemiTrainReader.strong_aug"]
 
 
 def test_shapes_semi_config_validates_and_splits_the_same_json() -> None:
