@@ -23,7 +23,7 @@ from engine.data.shapes import ensure_dataset
 from engine.data.transforms import build_transforms
 from engine.env import pick_device
 from engine.errors import DataError, WeightsError
-from engine.evaluation.coco import COCOEvaluator
+from engine.evaluation import evaluate_model
 from engine.events import encode
 from engine.models import build_model
 from engine.models.weights import load_state_dict_file, match_weights
@@ -58,12 +58,7 @@ def evaluate_weights(config: Path, weights: str, overrides: list[str],
     dataset = CocoDetection(cfg.EvalDataset, cfg.num_classes,
                             build_transforms(cfg.EvalReader.sample_transforms), train=False)
     model = load_model(cfg, weights, device)
-    evaluator = COCOEvaluator(dataset.coco_json, dataset.label_to_cat_id, dataset.class_names)
-    with torch.no_grad():
-        for images, targets in build_eval_loader(cfg, dataset):
-            outputs = model([img.to(device) for img in images])
-            evaluator.update([{k: v.cpu() for k, v in o.items()} for o in outputs], targets)
-    result = evaluator.evaluate()
+    result = evaluate_model(model, build_eval_loader(cfg, dataset), dataset, device)
     print(printable(f"COCO bbox evaluation of {weights} on {dataset.anno_path} "
                     f"({len(dataset)} images):"))
     print("\n".join(result.summary_lines()))

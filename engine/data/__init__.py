@@ -8,4 +8,8 @@ and ``engine.data.cocofile`` stay usable without torch):
 * ``coco``       ``CocoDetection``, the torch ``Dataset``
 * ``transforms`` the ``sample_transforms`` ops
 * ``loader``     ``collate``, ``TrainSampler`` and the loader/dataset builders
+* ``split``      PaddleDetection's labeled/unlabeled split of a COCO json (stdlib)
+* ``imagefolder`` listing a folder of images (stdlib)
+* ``unlabeled``  ``UnlabeledImages``, the torch ``Dataset`` of ``UnsupTrainDataset``
+* ``semi``       weak/strong views and the labeled + unlabeled ``SemiLoader``
 """

@@ -27,10 +27,13 @@ REQUIRED_KEYS = ("images", "annotations", "categories")
 MAX_ANNOTATION_BYTES = 8 << 30  # COCO's train2017 instances file is 450 MB
 
 
-def load_coco_json(path: Path, *, key: str | None = None) -> dict[str, Any]:
+def load_coco_json(path: Path, *, key: str | None = None,
+                   required: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
     """Parse ``path`` and check its top-level shape; every problem is a ``DataError``.
 
     ``key`` names the config key that points at the file, for the "not found" message.
+    ``required``: the top-level lists it must have (unlabeled images need only
+    ``images``).
     """
     try:  # a regular file only: a FIFO would hang the engine, /dev/zero eat its memory
         text = read_regular(path, MAX_ANNOTATION_BYTES).decode("utf-8")
@@ -49,12 +52,12 @@ def load_coco_json(path: Path, *, key: str | None = None) -> dict[str, Any]:
         raise DataError(f"a COCO annotation file must hold a JSON object with the keys "
                         f"{', '.join(REQUIRED_KEYS)}; got a {type(data).__name__}",
                         file=str(path))
-    missing = [k for k in REQUIRED_KEYS if k not in data]
+    missing = [k for k in required if k not in data]
     if missing:
         raise DataError(f"missing required key(s) {', '.join(map(repr, missing))}; a COCO "
                         f"instances file has {', '.join(REQUIRED_KEYS)}", file=str(path))
     for k in REQUIRED_KEYS:
-        if not isinstance(data[k], list):
+        if k in data and not isinstance(data[k], list):
             raise DataError(f"must be a list, got {_kind(data[k])}", file=str(path), key=k)
     return data
 
@@ -132,8 +135,11 @@ def climbs_out(file_name: str) -> bool:
     return bool(parts) and parts[0] == ".."
 
 
-def _index_images(images: list, path: Path, allow_outside: bool = False
-                  ) -> tuple[dict[int, int], list, list, list]:
+def index_images(images: list, path: Path, allow_outside: bool = False
+                 ) -> tuple[dict[int, int], list, list, list]:
+    """Check the ``images`` list; return id -> position, ids, file names, (h, w) sizes. A
+    relative file name climbing out of the image folder is refused unless
+    ``allow_outside``."""
     position: dict[int, int] = {}
     ids, names, sizes = [], [], []
     for i, img in enumerate(images):
@@ -177,7 +183,7 @@ def index_coco(data: dict[str, Any], path: Path, *, keep_empty: bool,
     """
     cat_ids, class_names = _index_categories(data["categories"], path)
     label_of = {cat_id: label for label, cat_id in enumerate(cat_ids, start=1)}
-    position, ids, names, sizes = _index_images(data["images"], path, allow_outside)
+    position, ids, names, sizes = index_images(data["images"], path, allow_outside)
 
     stats = IndexStats(images_in_file=len(ids))
     per_image: list[list[tuple[float, float, float, float, int]]] = [[] for _ in ids]

@@ -40,8 +40,10 @@ def load_state_dict_file(path: str | Path, prefer_ema: bool = False) -> dict[str
     """The ``name -> tensor`` mapping stored in a weights or checkpoint file, on the CPU.
 
     Accepts a plain state dict, or a checkpoint dict holding one under ``"model"`` (or
-    ``"state_dict"``). With ``prefer_ema`` a dettui checkpoint's EMA weights (``"ema"``) are
-    returned when it has them. A ``module.`` prefix left by DistributedDataParallel is removed.
+    ``"state_dict"``). With ``prefer_ema`` a dettui checkpoint's evaluated weights are
+    returned when it has them: the entry its ``"eval_model"`` names (``"teacher"`` for the
+    semi-supervised trainers), else its EMA weights (``"ema"``). A ``module.`` prefix left
+    by DistributedDataParallel is removed.
 
     Raises ``WeightsError`` (naming the file) when the file is missing, a directory, empty,
     truncated or corrupt, needs Python code to unpickle, or does not hold a mapping of tensors.
@@ -101,8 +103,11 @@ def _extract_state_dict(content: Any, file: str, prefer_ema: bool) -> dict[str, 
         raise WeightsError(f"holds a {type(content).__name__}, not a mapping of tensor names to "
                            f"tensors", file=file)
     state = content
-    if prefer_ema and isinstance(content.get("ema"), Mapping):
-        state = content["ema"]
+    # A dettui checkpoint names the entry holding its evaluated weights ("ema", "teacher");
+    # older ones had only "ema".
+    preferred = content.get("eval_model", "ema")
+    if prefer_ema and isinstance(preferred, str) and isinstance(content.get(preferred), Mapping):
+        state = content[preferred]
     # Unwrap checkpoint layers: {"model": {...}} (dettui; its EMA entry is {"model", "step"}).
     while not _all_tensors(state):
         key = next((k for k in _WEIGHTS_KEYS if isinstance(state.get(k), Mapping)), None)

@@ -1,26 +1,40 @@
-"""The supervised ``Trainer``: the loop, one ``run_step``, and the hooks around them.
+"""The supervised ``Trainer``: the loop, one step, and the hooks around them.
 
-Semi-supervised and co-tuning trainers subclass it and change the step, not the plumbing.
+Every other trainer subclasses it and changes the step, not the plumbing. The points it
+is meant to be extended at (detectron2's ``DefaultTrainer.build_*`` style):
+
+- ``build_data()`` / ``build_model()`` / ``train_module()`` / ``build_optimizer()``:
+  factories called once by ``__init__``, in that order;
+- ``epoch_batches()`` (the data of one epoch from the current position) with
+  ``data_state_dict()`` / ``load_data_state_dict()`` for exact resume;
+- ``forward_losses(batch) -> {term: Tensor}``: what a method computes on one batch;
+  ``apply_losses(losses)`` is the one shared "check finite, scale, backward, clip, step";
+- ``eval_models()``: the ``(model, which)`` pairs ``run_evaluation`` evaluates and reports,
+  the first one deciding ``best``;
+- ``extra_state()`` / ``load_extra_state()``: what a method adds to the checkpoint;
+- ``train_event_fields()``: what a method adds to every ``train`` event.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from engine.config.schema import Config
-from engine.data.loader import build_datasets, build_eval_loader, build_train_loader
+from engine.config.schema import Config, trainer_name
+from engine.data.loader import Batch, build_datasets, build_eval_loader, build_train_loader
 from engine.env import DistEnv
 from engine.errors import ConfigError, NonFiniteLoss, WeightsError
-from engine.evaluation.coco import COCOEvaluator, EvalResult
+from engine.evaluation import EvalResult, evaluate_model
 from engine.models import build_model, count_parameters
-from engine.models.weights import load_pretrained
+from engine.models.weights import LoadReport, load_pretrained
 from engine.recorder import RunRecorder
 from engine.trainers.checkpoint import (
     capture_rng_state,
@@ -69,10 +83,25 @@ def config_changes(old: dict, new: dict) -> list[str]:
     return changes
 
 
+@dataclass
+class StepOutcome:
+    """What the last step did, for the hooks.
+
+    Attributes:
+        applied: the optimizer step was taken (False when a non-finite loss was skipped).
+        losses: every loss term and the total ``loss``, as floats.
+        stats: other per-step numbers a method reports (pseudo-label counts, loss weights).
+        data_time: seconds spent waiting for the batch.
+    """
+
+    applied: bool = False
+    losses: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+    data_time: float = 0.0
+
+
 class Trainer:
     """Supervised detection training (PaddleDetection's ``Trainer``, mode='train')."""
-
-    name = "Trainer"
 
     def __init__(self, cfg: Config, env: DistEnv, recorder: RunRecorder,
                  config_dict: dict[str, Any], *, seed: int = 0):
@@ -82,35 +111,27 @@ class Trainer:
         self.logger = recorder.logger
         self.config_dict = config_dict
         self.device = env.device
+        self.seed = seed
+        self.name = trainer_name(cfg)
         self.checkpoint_dir: Path | None = recorder.run.checkpoints if recorder.active else None
         if self.checkpoint_dir is not None:
             for tmp in remove_stale_temp_files(self.checkpoint_dir):
                 self.logger.info(f"removed {tmp}: a checkpoint write cut short by a kill")
 
-        self.train_ds, self.eval_ds = build_datasets(cfg)
-        self.train_loader, self.sampler = build_train_loader(
-            cfg, self.train_ds, rank=env.rank, world_size=env.world_size, seed=seed)
-        self.eval_loader = build_eval_loader(cfg, self.eval_ds)
-        batches = len(self.sampler)
-        if batches < 1:
-            raise ConfigError(f"the training set has {len(self.train_ds)} images, fewer than "
-                              f"one batch of {cfg.TrainReader.batch_size} per process",
-                              key="TrainReader.batch_size",
-                              hint="lower TrainReader.batch_size or set drop_last: false")
-        self.iters_per_epoch = cfg.epoch_iter or batches
+        self.build_data()
         self.max_iters = cfg.epoch * self.iters_per_epoch
-        self.images_per_step = cfg.TrainReader.batch_size * env.world_size
 
-        model = build_model(cfg).to(self.device)
+        model = self.build_model().to(self.device)
         if cfg.norm_type == "sync_bn" and env.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model_without_ddp = model
-        self.model: nn.Module = model
+        module = self.train_module()
+        self.model: nn.Module = module
         if env.distributed:
             self.model = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters)
-        self.optimizer = build_optimizer(cfg, model)
+        self.optimizer = self.build_optimizer()
         self.scheduler = build_lr_scheduler(cfg, self.optimizer, self.iters_per_epoch,
                                             self.max_iters)
         self.use_amp = cfg.amp and self.device.type == "cuda"
@@ -127,27 +148,191 @@ class Trainer:
         self.rng_to_restore: dict | None = None
         self.nonfinite_skipped = 0
 
-        # Per-step values the hooks read.
-        self.loss_values: dict[str, float] = {}
-        self.data_time = 0.0
-        self.step_applied = False
-        self.last_eval: EvalResult | None = None
+        self.last_step = StepOutcome()
+        self.step_stats: dict[str, float] = {}  # filled by forward_losses, read once applied
+        self.best_model: nn.Module | None = None  # the model best.pt is written from
         self.num_params = count_parameters(model)
 
-    # ----------------------------------------------------------------- weights (seed's run)
+    # ------------------------------------------------------------------------ factories
+    def build_data(self) -> None:
+        """Datasets and loaders; sets ``train_ds``, ``eval_ds``, ``eval_loader``,
+        ``iters_per_epoch`` and ``images_per_step``."""
+        cfg = self.cfg
+        self.train_ds, self.eval_ds = build_datasets(cfg)
+        self.train_loader, self.sampler = build_train_loader(
+            cfg, self.train_ds, rank=self.env.rank, world_size=self.env.world_size,
+            seed=self.seed)
+        self.eval_loader = build_eval_loader(cfg, self.eval_ds)
+        batches = len(self.sampler)
+        if batches < 1:
+            raise ConfigError(f"the training set has {len(self.train_ds)} images, fewer than "
+                              f"one batch of {cfg.TrainReader.batch_size} per process",
+                              key="TrainReader.batch_size",
+                              hint="lower TrainReader.batch_size or set drop_last: false")
+        self.iters_per_epoch = cfg.epoch_iter or batches
+        self.images_per_step = cfg.TrainReader.batch_size * self.env.world_size
+
+    def build_model(self) -> nn.Module:
+        """The detector being trained (before DDP; ``model_without_ddp`` afterwards)."""
+        return build_model(self.cfg)
+
+    def train_module(self) -> nn.Module:
+        """The module whose forward a step calls, and which DDP wraps: the detector itself
+        here; a method that needs several outputs from one forward wraps it."""
+        return self.model_without_ddp
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.cfg, self.model_without_ddp)
+
+    # ----------------------------------------------------------------------------- data
+    def epoch_batches(self) -> Iterator[Batch]:
+        """This epoch's batches from the current position, cycling the loader when
+        ``epoch_iter`` asks for more steps than one pass has."""
+        n = len(self.sampler)
+        cycle, pos = divmod(self.epoch_iter, n)
+        while True:
+            self.sampler.set_epoch(self.epoch * 1000 + cycle)
+            self.sampler.skip(pos)
+            yield from self.train_loader
+            cycle, pos = cycle + 1, 0
+
+    def data_state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_data_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+    # ------------------------------------------------------------------------- the step
+    def to_device(self, images: list[Tensor], targets: list[dict]
+                  ) -> tuple[list[Tensor], list[dict]]:
+        """Images and the target fields the detectors read, on the training device."""
+        images = [img.to(self.device, non_blocking=True) for img in images]
+        targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()
+                    if k in ("boxes", "labels", "scores")} for t in targets]
+        return images, targets
+
+    def run_step(self, batch: Any) -> None:
+        """One optimizer step on one batch."""
+        self.step_stats = {}
+        self.apply_losses(self.forward_losses(batch))
+
+    def forward_losses(self, batch: Batch) -> dict[str, Tensor]:
+        """The loss terms of one batch (the supervised detector's own losses)."""
+        images, targets = self.to_device(*batch)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            return self.model(images, targets)
+
+    def apply_losses(self, losses: dict[str, Tensor]) -> None:
+        """Sum the terms, and unless any rank's loss is non-finite: backward (scaled under
+        AMP), clip, optimizer step. Sets ``last_step``."""
+        loss = sum(losses.values())
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        values["loss"] = float(loss.detach())
+        if not self._all_finite(values):
+            self.last_step = StepOutcome(applied=False, data_time=self.last_step.data_time)
+            self._on_nonfinite(values)
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.OptimizerBuilder.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(),
+                                     self.cfg.OptimizerBuilder.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.last_step = StepOutcome(applied=True, losses=values, stats=dict(self.step_stats),
+                                     data_time=self.last_step.data_time)
+
+    def _all_finite(self, values: dict[str, float]) -> bool:
+        """Whether every rank's losses are finite (under DDP, all ranks skip together)."""
+        ok = all(math.isfinite(v) for v in values.values())
+        if self.env.distributed:
+            flag = torch.tensor([0.0 if ok else 1.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            ok = flag.item() == 0.0
+        return ok
+
+    def _on_nonfinite(self, values: dict[str, float]) -> None:
+        """Skip the step while the budget lasts, else stop with an ``error`` event."""
+        step = self.iter + 1
+        terms = ", ".join(f"{k}={v}" for k, v in values.items())
+        self.nonfinite_skipped += 1
+        if self.nonfinite_skipped <= self.cfg.nonfinite_skip_steps:
+            msg = (f"non-finite loss at iteration {step} ({terms}); step skipped "
+                   f"({self.nonfinite_skipped}/{self.cfg.nonfinite_skip_steps})")
+            self.logger.warning(msg)
+            self.recorder.emit("log", level="warning", message=msg)
+            return
+        raise NonFiniteLoss(step, values)
+
+    def train_event_fields(self) -> dict[str, Any]:
+        """Fields a method adds to every ``train`` event (the semi trainers: the phase)."""
+        return {}
+
+    # ------------------------------------------------------------------------ evaluation
+    def eval_models(self) -> list[tuple[nn.Module, str]]:
+        """``(model, which)`` to evaluate, the first deciding ``best`` and ``best.pt``."""
+        if self.ema is not None:
+            return [(self.ema.module, "ema")]
+        return [(self.model_without_ddp, "model")]
+
+    def evaluate(self, model: nn.Module) -> EvalResult:
+        return evaluate_model(model, self.eval_loader, self.eval_ds, self.device,
+                              amp=self.use_amp)
+
+    def run_evaluation(self) -> None:
+        """Evaluate every model of ``eval_models`` (rank 0) and report them."""
+        self.improved = False
+        if self.env.is_main:
+            results = []
+            for model, which in self.eval_models():
+                t0 = time.perf_counter()
+                result = self.evaluate(model)
+                results.append((model, which, result, time.perf_counter() - t0))
+            self.report(results)
+        self.env.barrier()
+
+    def report(self, results: list[tuple[nn.Module, str, EvalResult, float]]) -> None:
+        """Log each COCO summary, emit one ``eval`` event per model, and track the best AP
+        of the first model (it is what ``best.pt`` holds)."""
+        for i, (model, which, result, seconds) in enumerate(results):
+            ap = result.metrics["AP"]
+            self.logger.info(f"Eval epoch {self.epoch} ({which}, {seconds:.1f}s):\n"
+                             + "\n".join(result.summary_lines()))
+            per_class = "\n".join(f"  {name:<24} {v:.4f}" for name, v in result.per_class.items())
+            self.logger.info(f"Per-class AP ({which}):\n" + per_class)
+            if i == 0 and (self.best is None or ap > self.best["value"]):
+                self.improved = True
+                self.best_model = model
+                ckpt = str(self.checkpoint_dir / "best.pt") if self.checkpoint_dir else None
+                self.best = {"metric": "AP", "value": ap, "epoch": self.epoch,
+                             "checkpoint": ckpt, "model": which}
+                self.recorder.update_meta(best=self.best)
+            self.recorder.emit("eval", epoch=self.epoch, iter=self.iter, model=which,
+                               metrics=result.metrics, per_class=result.per_class,
+                               stats=result.stats, summary=result.summary_lines(),
+                               eval_time=seconds)
+        if self.best is not None:
+            self.logger.info(f"best AP so far: {self.best['value']:.4f} "
+                             f"({self.best.get('model', 'model')}, epoch {self.best['epoch']})")
+
+    # -------------------------------------------------------------------------- weights
     def load_weights(self, path: str) -> None:
         """``pretrain_weights``: weights only; mismatched tensors skipped and reported."""
-        report = load_pretrained(self.model_without_ddp, path, logger=self.logger)
-        self.recorder.emit("log", level="info", message=f"pretrained weights {path}: "
-                           + report.summary())
+        self._load_into(self.model_without_ddp, path, "pretrained weights")
         if self.ema is not None:  # the average starts from the loaded weights
             self.ema = ModelEMA(self.model_without_ddp, self.cfg.ema_decay,
                                 self.cfg.ema_decay_type)
 
+    def _load_into(self, model: nn.Module, path: str, what: str) -> LoadReport:
+        report = load_pretrained(model, path, logger=self.logger)
+        self.recorder.emit("log", level="info", message=f"{what} {path}: " + report.summary())
+        return report
+
     def load_semi_weights(self, teacher: str, student: str) -> None:
         raise ConfigError(
             "pretrain_teacher_weights + pretrain_student_weights need a semi-supervised "
-            "trainer (ssod_method); the supervised Trainer takes pretrain_weights",
+            f"trainer (ssod_method); the {self.name} trainer takes pretrain_weights",
             key="pretrain_teacher_weights")
 
     def resume_weights(self, path: str | Path, *, force: bool = False) -> None:
@@ -156,6 +341,14 @@ class Trainer:
 
     def restore(self, state: dict[str, Any], path: str | Path, *, force: bool = False) -> None:
         """Restore the full training state from a loaded checkpoint (read from ``path``)."""
+        made_by = state.get("trainer")
+        if made_by is not None and made_by != self.name:
+            # Not even --force: the state of one method cannot continue as another (a
+            # teacher would be silently dropped, or be missing).
+            raise ConfigError(f"the checkpoint was written by the {made_by} trainer; this "
+                              f"config trains with {self.name}", file=str(path),
+                              hint="resume with the config the run was started with, or "
+                                   "start a new run with --weights to initialise from it")
         changes = config_changes(state.get("config") or {}, self.config_dict)
         if changes and not force:
             shown = "\n    ".join(changes[:20])
@@ -179,29 +372,43 @@ class Trainer:
         self.iter = int(state["iter"])
         self.best = state.get("best")
         if state.get("sampler"):
-            self.sampler.load_state_dict(state["sampler"])
+            self.load_data_state_dict(state["sampler"])
+        self.load_extra_state(state, path)
         self.rng_to_restore = state.get("rng")
         self.logger.info(f"resumed from {path}: epoch {self.epoch}, step {self.epoch_iter} "
                          f"of {self.iters_per_epoch}, {self.iter} steps done")
 
-    # ----------------------------------------------------------------------- checkpoints
+    def extra_state(self) -> dict[str, Any]:
+        """What a method adds to the checkpoint (a teacher, a learned matrix...)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any], path: str | Path) -> None:
+        """Restore what ``extra_state`` saved."""
+
+    # ---------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {
+        done = self.epoch_iter >= self.iters_per_epoch
+        state = {
             "model": self.model_without_ddp.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.use_amp else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "epoch": self.epoch if self.epoch_iter < self.iters_per_epoch else self.epoch + 1,
-            "epoch_iter": self.epoch_iter if self.epoch_iter < self.iters_per_epoch else 0,
+            "epoch": self.epoch + 1 if done else self.epoch,
+            "epoch_iter": 0 if done else self.epoch_iter,
             "iter": self.iter,
-            "sampler": self.sampler.state_dict(),
+            "sampler": self.data_state_dict(),
             "rng": capture_rng_state(),
             "best": self.best,
             "config": self.config_dict,
             "trainer": self.name,
             "class_names": self.train_ds.class_names,
         }
+        state.update(self.extra_state())
+        # Which entry holds the weights that are evaluated (dettui eval/infer take them).
+        if self.eval_models()[0][1] != "model":
+            state["eval_model"] = self.eval_models()[0][1]
+        return state
 
     def save(self, kind: str) -> Path | None:
         """Write ``last.pt`` (kind ``last`` or ``interval``); rank 0 only."""
@@ -212,65 +419,29 @@ class Trainer:
                            iter=self.iter)
         return path
 
+    def save_best(self) -> Path | None:
+        """``best.pt``: the weights of the model that scored the best AP, as a plain
+        detector state dict under ``model`` (``dettui eval``/``infer`` load it with the
+        run's config, or the base detector's), plus where it came from."""
+        if self.checkpoint_dir is None or self.best_model is None or self.best is None:
+            return None
+        state = {"model": self.best_model.state_dict(), "class_names": self.train_ds.class_names,
+                 "trainer": self.name, "which": self.best.get("model"),
+                 "best": self.best, "config": self.config_dict}
+        path = save_checkpoint(state, self.checkpoint_dir / "best.pt")
+        self.recorder.emit("checkpoint", path=str(path), kind="best", epoch=self.epoch,
+                           iter=self.iter)
+        return path
+
     def link_checkpoint(self, kind: str) -> Path | None:
-        """``best.pt`` / ``epoch_NNNN.pt`` as the same file as the ``last.pt`` just saved."""
+        """``epoch_NNNN.pt`` as the same file as the ``last.pt`` just saved."""
         if self.checkpoint_dir is None:
             return None
-        name = "best.pt" if kind == "best" else f"epoch_{self.epoch + 1:04d}.pt"
-        dst = self.checkpoint_dir / name
+        dst = self.checkpoint_dir / f"epoch_{self.epoch + 1:04d}.pt"
         hardlink_replace(self.checkpoint_dir / "last.pt", dst)
         self.recorder.emit("checkpoint", path=str(dst), kind=kind, epoch=self.epoch,
                            iter=self.iter)
         return dst
-
-    # ------------------------------------------------------------------------ evaluation
-    def eval_model(self) -> tuple[nn.Module, str]:
-        if self.ema is not None:
-            return self.ema.module, "ema"
-        return self.model_without_ddp, "model"
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> EvalResult:
-        was_training = model.training
-        model.eval()
-        evaluator = COCOEvaluator(self.eval_ds.coco_json, self.eval_ds.label_to_cat_id,
-                                  self.eval_ds.class_names)
-        for images, targets in self.eval_loader:
-            images = [img.to(self.device, non_blocking=True) for img in images]
-            with torch.autocast(self.device.type, enabled=self.use_amp):
-                outputs = model(images)
-            outputs = [{k: v.float().cpu() for k, v in o.items()} for o in outputs]
-            evaluator.update(outputs, targets)
-        model.train(was_training)
-        return evaluator.evaluate()
-
-    def run_evaluation(self) -> None:
-        """Evaluate (rank 0), log the COCO summary, emit the event, track the best AP."""
-        self.improved = False
-        if self.env.is_main:
-            model, which = self.eval_model()
-            t0 = time.perf_counter()
-            result = self.evaluate(model)
-            seconds = time.perf_counter() - t0
-            self.last_eval = result
-            ap = result.metrics["AP"]
-            self.logger.info(f"Eval epoch {self.epoch} ({which}, {seconds:.1f}s):\n"
-                             + "\n".join(result.summary_lines()))
-            per_class = "\n".join(f"  {name:<24} {v:.4f}" for name, v in result.per_class.items())
-            self.logger.info("Per-class AP:\n" + per_class)
-            if self.best is None or ap > self.best["value"]:
-                self.improved = True
-                ckpt = str(self.checkpoint_dir / "best.pt") if self.checkpoint_dir else None
-                self.best = {"metric": "AP", "value": ap, "epoch": self.epoch,
-                             "checkpoint": ckpt}
-                self.recorder.update_meta(best=self.best)
-            self.recorder.emit("eval", epoch=self.epoch, iter=self.iter, model=which,
-                               metrics=result.metrics, per_class=result.per_class,
-                               stats=result.stats, summary=result.summary_lines(),
-                               eval_time=seconds)
-            self.logger.info(f"best AP so far: {self.best['value']:.4f} "
-                             f"(epoch {self.best['epoch']})")
-        self.env.barrier()
 
     # ------------------------------------------------------------------------- the loop
     def build_hooks(self) -> list[HookBase]:
@@ -307,24 +478,13 @@ class Trainer:
         finally:
             self._call(hooks, "after_train")
 
-    def _batches(self):
-        """This epoch's batches from the current position, cycling the loader when
-        ``epoch_iter`` asks for more steps than one pass has."""
-        n = len(self.sampler)
-        cycle, pos = divmod(self.epoch_iter, n)
-        while True:
-            self.sampler.set_epoch(self.epoch * 1000 + cycle)
-            self.sampler.skip(pos)
-            yield from self.train_loader
-            cycle, pos = cycle + 1, 0
-
     def _train_epoch(self, hooks: list[HookBase]) -> None:
         self._call(hooks, "before_epoch")
-        batches = self._batches()
+        batches = self.epoch_batches()
         t_data = time.perf_counter()
         while self.epoch_iter < self.iters_per_epoch:
             batch = next(batches)
-            self.data_time = time.perf_counter() - t_data
+            self.last_step.data_time = time.perf_counter() - t_data
             self.recorder.iter = self.iter + 1
             self._call(hooks, "before_step")
             self.run_step(batch)
@@ -334,54 +494,3 @@ class Trainer:
             t_data = time.perf_counter()
         self.improved = False
         self._call(hooks, "after_epoch")
-
-    def run_step(self, batch: tuple[list[torch.Tensor], list[dict]]) -> None:
-        """One optimizer step on one batch; sets ``loss_values`` and ``step_applied``."""
-        images, targets = batch
-        images = [img.to(self.device, non_blocking=True) for img in images]
-        targets = [{"boxes": t["boxes"].to(self.device, non_blocking=True),
-                    "labels": t["labels"].to(self.device, non_blocking=True)} for t in targets]
-        with torch.autocast(self.device.type, enabled=self.use_amp):
-            loss_dict = self.model(images, targets)
-        loss = sum(loss_dict.values())
-        values = {k: float(v.detach()) for k, v in loss_dict.items()}
-        values["loss"] = float(loss.detach())
-        if not self._all_finite(values):
-            self.step_applied = False
-            self.loss_values = {}
-            self._on_nonfinite(values)
-            return
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.cfg.OptimizerBuilder.clip_grad_norm > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(),
-                                     self.cfg.OptimizerBuilder.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step_applied = True
-        self.loss_values = values
-
-    def _all_finite(self, values: dict[str, float]) -> bool:
-        """Whether every rank's losses are finite (under DDP, all ranks skip together)."""
-        ok = all(math.isfinite(v) for v in values.values())
-        if self.env.distributed:
-            flag = torch.tensor([0.0 if ok else 1.0], device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            ok = flag.item() == 0.0
-        return ok
-
-    def _on_nonfinite(self, values: dict[str, float]) -> None:
-        """Skip the step while the budget lasts, else stop with an ``error`` event."""
-        step = self.iter + 1
-        terms = ", ".join(f"{k}={v}" for k, v in values.items())
-        self.nonfinite_skipped += 1
-        if self.nonfinite_skipped <= self.cfg.nonfinite_skip_steps:
-            msg = (f"non-finite loss at iteration {step} ({terms}); step skipped "
-                   f"({self.nonfinite_skipped}/{self.cfg.nonfinite_skip_steps})")
-            self.logger.warning(msg)
-            self.recorder.emit("log", level="warning", message=msg)
-            return
-        raise NonFiniteLoss(step, values)
-
-

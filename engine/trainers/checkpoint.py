@@ -90,9 +90,10 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
 
 def checkpoint_candidates(folder: str | Path) -> list[Path]:
     """Checkpoints in a run's folder, the best resume point first: ``last.pt``, then the
-    others newest first (``auto`` resume falls back along this list)."""
+    others newest first (``auto`` resume falls back along this list). ``best.pt`` holds
+    weights only, never a training state, so it is not a candidate."""
     folder = Path(folder)
-    others = [p for p in folder.glob("*.pt") if p.name != "last.pt"]
+    others = [p for p in folder.glob("*.pt") if p.name not in ("last.pt", "best.pt")]
     others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     last = folder / "last.pt"
     return ([last] if last.exists() else []) + others

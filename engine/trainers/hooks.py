@@ -47,7 +47,7 @@ class LRSchedulerHook(HookBase):
     """Steps the per-iteration lr schedule after every optimizer step."""
 
     def after_step(self) -> None:
-        if self.trainer.step_applied:
+        if self.trainer.last_step.applied:
             self.trainer.scheduler.step()
 
 
@@ -56,16 +56,18 @@ class EMAHook(HookBase):
 
     def after_step(self) -> None:
         t = self.trainer
-        if t.ema is not None and t.step_applied:
+        if t.ema is not None and t.last_step.applied:
             t.ema.update(t.model_without_ddp)
 
 
 class MetricsLogger(HookBase):
-    """Every ``log_iter`` steps: one ``train`` event and one log line, with the losses
-    averaged over the steps since the last one, lr, timings, images/s and ETA."""
+    """Every ``log_iter`` steps: one ``train`` event and one log line, with the losses (and
+    a method's per-step ``stats``) averaged over the steps since the last one, lr, timings,
+    images/s and ETA, plus the trainer's ``train_event_fields()``."""
 
     def __init__(self, window: int = 50):
         self.window_losses: dict[str, list[float]] = defaultdict(list)
+        self.window_stats: dict[str, list[float]] = defaultdict(list)
         self.batch_times: deque[float] = deque(maxlen=window)
         self.data_times: deque[float] = deque(maxlen=window)
         self._step_start = 0.0
@@ -75,10 +77,13 @@ class MetricsLogger(HookBase):
 
     def after_step(self) -> None:
         t = self.trainer
-        self.batch_times.append(time.perf_counter() - self._step_start + t.data_time)
-        self.data_times.append(t.data_time)
-        for name, value in t.loss_values.items():
+        step = t.last_step
+        self.batch_times.append(time.perf_counter() - self._step_start + step.data_time)
+        self.data_times.append(step.data_time)
+        for name, value in step.losses.items():
             self.window_losses[name].append(value)
+        for name, value in step.stats.items():
+            self.window_stats[name].append(value)
         if t.iter % t.cfg.log_iter == 0 or t.iter == 1 or t.epoch_iter == t.iters_per_epoch:
             self.flush()
 
@@ -88,7 +93,10 @@ class MetricsLogger(HookBase):
             return
         losses = {k: sum(v) / len(v) for k, v in self.window_losses.items()}
         total = losses.pop("loss")
+        stats = {k: sum(v) / len(v) for k, v in self.window_stats.items()}
         self.window_losses.clear()
+        self.window_stats.clear()
+        extra = t.train_event_fields()
         batch_time = sum(self.batch_times) / len(self.batch_times)
         data_time = sum(self.data_times) / len(self.data_times)
         ips = t.images_per_step / batch_time if batch_time > 0 else 0.0
@@ -99,11 +107,16 @@ class MetricsLogger(HookBase):
         t.recorder.emit("train", epoch=t.epoch, iter=t.iter, epoch_iter=t.epoch_iter,
                         iters_per_epoch=t.iters_per_epoch, max_iters=t.max_iters, loss=total,
                         losses=losses, lr=lr, batch_time=batch_time, data_time=data_time,
-                        ips=ips, eta=eta, memory=mem)
+                        ips=ips, eta=eta, memory=mem, **({"stats": stats} if stats else {}),
+                        **extra)
         t.recorder.progress(epoch=t.epoch, epochs=t.cfg.epoch, iter=t.iter,
                             max_iters=t.max_iters, eta=eta)
         width = len(str(t.iters_per_epoch))
         terms = " ".join(f"{k}: {v:.4f}" for k, v in losses.items())
+        if stats:
+            terms += " " + " ".join(f"{k}: {v:.3g}" for k, v in stats.items())
+        if "phase" in extra:
+            terms = f"[{extra['phase']}] {terms}"
         mem_txt = f" mem: {mem:.0f}MB" if mem is not None else ""
         t.logger.info(
             f"Epoch: [{t.epoch}] [{t.epoch_iter:>{width}}/{t.iters_per_epoch}] "
@@ -151,7 +164,8 @@ class EvalHook(HookBase):
 
 class CheckpointHook(HookBase):
     """``last.pt`` after every epoch and every ``checkpoint_interval`` steps; ``best.pt``
-    when the evaluated AP improves; ``epoch_NNNN.pt`` on snapshot epochs if asked."""
+    (the evaluated weights) when the AP improves; ``epoch_NNNN.pt`` on snapshot epochs if
+    asked."""
 
     def after_step(self) -> None:
         t = self.trainer
@@ -164,7 +178,7 @@ class CheckpointHook(HookBase):
         done = t.epoch + 1
         t.save("last")
         if t.improved:
-            t.link_checkpoint("best")
+            t.save_best()
         if t.cfg.save_epoch_checkpoints and (done % t.cfg.snapshot_epoch == 0
                                              or done == t.cfg.epoch):
             t.link_checkpoint("epoch")

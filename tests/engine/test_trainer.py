@@ -174,3 +174,30 @@ def test_trains_and_evaluates_on_real_coco128(tmp_path: Path, coco128: Path) -> 
     assert len(ev["per_class"]) >= 71  # categories present in coco128
     start = events(run, "start")[-1]
     assert start["train_images"] >= 120 and start["eval_images"] == 128
+
+
+def test_best_pt_holds_the_evaluated_weights_not_a_training_state(tmp_path: Path) -> None:
+    code, run = train(tmp_path, "use_ema=true", epoch_iter=2)
+    assert code == 0
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["which"] == "ema" and "iter" not in best and "optimizer" not in best
+    ema = load_checkpoint(run / "checkpoints" / "last.pt")["ema"]["model"]
+    assert best["model"].keys() == ema.keys()
+    assert all(torch.equal(best["model"][k], ema[k]) for k in ema)
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["best"]["model"] == "ema"
+
+
+def test_resume_refuses_a_checkpoint_of_another_trainer_even_with_force(tmp_path: Path) -> None:
+    code, run = train(tmp_path, epoch_iter=1, no_eval=True)
+    assert code == 0
+    last = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    state["trainer"] = "DenseTeacher"
+    torch.save(state, last)
+    argv = ["train", str(DEMO_CONFIG), "--run-dir", str(run), "--resume", "auto", "--force"]
+    for o in [*tiny_overrides(tmp_path / "data", epochs=1, epoch_iter=1), *SMALL]:
+        argv += ["-o", o]
+    assert engine_main(argv) == 2
+    msg = events(run, "error")[-1]["message"]
+    assert "written by the DenseTeacher trainer" in msg and "Trainer" in msg

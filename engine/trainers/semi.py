@@ -1,0 +1,174 @@
+"""``SemiTrainer``: what every semi-supervised method shares (notes §4-§6).
+
+- data: one labeled and one unlabeled batch per step, each with a weak and a strong view
+  sharing their geometry (``engine.data.semi``); an epoch is ``epoch_iter`` steps, or one
+  pass over the labeled batches;
+- a ``Teacher``: a frozen copy of the student, started (hard copy) and updated (EMA) when
+  the method says so, saved in the checkpoint;
+- phases: ``burn_in`` (supervised only) until ``semi_start_iters``, then ``semi``; a run
+  whose semi phase would never start is warned about before training;
+- weights: ``pretrain_weights`` go to the student and the teacher; ``pretrain_teacher_weights``
+  + ``pretrain_student_weights`` load separately, each with its own report;
+- evaluation: the teacher (once started) and the student, the teacher deciding ``best.pt``.
+
+A method subclasses it and writes the step: ``train_module`` (what one DDP forward
+computes) and ``forward_losses`` (sup + unsup terms, ``step_stats``), plus when its teacher
+follows the student (``after_optimizer_step`` by default, or before the forward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from engine.config.schema import Config
+from engine.data.loader import build_eval_dataset, build_eval_loader
+from engine.data.semi import SemiBatch, build_semi_loader
+from engine.env import DistEnv
+from engine.errors import WeightsError
+from engine.recorder import RunRecorder
+from engine.trainers.base import Trainer
+from engine.trainers.teacher import Teacher
+
+PHASES = ("burn_in", "semi")
+
+
+def resolve_iters(value: float, max_iters: int) -> int:
+    """A schedule point given as iterations (>= 1, or 0) or as a fraction (< 1)."""
+    if 0 < value < 1:
+        return round(value * max_iters)
+    return int(value)
+
+
+class SemiTrainer(Trainer):
+    """The shared base of DenseTeacher, ARSL and Semi-RT-DETR (not used on its own)."""
+
+    def __init__(self, cfg: Config, env: DistEnv, recorder: RunRecorder,
+                 config_dict: dict[str, Any], *, seed: int = 0):
+        super().__init__(cfg, env, recorder, config_dict, seed=seed)
+        self.teacher = Teacher(self.model_without_ddp, cfg.ema_decay)
+        self.semi_start = resolve_iters(cfg.semi_start_iters, self.max_iters)
+        self.ema_start = resolve_iters(cfg.ema_start_iters, self.max_iters)
+        self.teacher_loaded = False
+        self._warn_about_schedule()
+
+    # ---------------------------------------------------------------------------- data
+    def build_data(self) -> None:
+        cfg, env = self.cfg, self.env
+        self.semi_loader = build_semi_loader(cfg, rank=env.rank, world_size=env.world_size,
+                                             seed=self.seed)
+        self.train_ds = self.semi_loader.labeled.source     # the labeled CocoDetection
+        self.unsup_ds = self.semi_loader.unlabeled.source
+        self.eval_ds = build_eval_dataset(cfg)
+        self.eval_loader = build_eval_loader(cfg, self.eval_ds)
+        self.iters_per_epoch = cfg.epoch_iter or len(self.semi_loader)
+        reader = cfg.SemiTrainReader
+        self.images_per_step = (reader.sup_batch_size + reader.unsup_batch_size) * env.world_size
+
+    def epoch_batches(self) -> Iterator[SemiBatch]:
+        # Each stream's position is a function of the global step: resume is exact.
+        return self.semi_loader.iter_from(self.iter)
+
+    def data_state_dict(self) -> dict[str, Any]:
+        return self.semi_loader.state_dict()
+
+    def load_data_state_dict(self, state: dict[str, Any]) -> None:
+        self.semi_loader.load_state_dict(state)
+
+    # --------------------------------------------------------------------------- phases
+    def phase(self, iteration: int | None = None) -> str:
+        """``burn_in`` (supervised only) or ``semi`` at ``iteration`` (default: this step)."""
+        it = self.iter if iteration is None else iteration
+        return "semi" if it >= self.semi_start else "burn_in"
+
+    def train_event_fields(self) -> dict[str, Any]:
+        burn_in = self.phase(self.iter) == "burn_in"
+        return {"phase": self.phase(max(0, self.iter - 1)),
+                "next_phase": "semi" if burn_in else None,
+                "next_phase_iter": self.semi_start if burn_in else None,
+                "teacher": ("started" if self.teacher.started else "not started"),
+                "teacher_start_iter": (self.teacher.started_at if self.teacher.started
+                                       else self.ema_start)}
+
+    def _warn_about_schedule(self) -> None:
+        notes = []
+        if self.semi_start >= self.max_iters:
+            notes.append(f"the semi-supervised phase never starts: semi_start_iters is "
+                         f"{self.semi_start} but the run has {self.max_iters} iterations "
+                         f"({self.cfg.epoch} epochs x {self.iters_per_epoch}); only the "
+                         "supervised loss will be trained (lower semi_start_iters, or give it "
+                         "as a fraction of the schedule, e.g. 0.3)")
+        if self.ema_start >= self.max_iters and not self.teacher_loaded:
+            notes.append(f"the teacher never starts: ema_start_iters is {self.ema_start} "
+                         f"but the run has {self.max_iters} iterations")
+        for note in notes:
+            self.logger.warning(note)
+            self.recorder.emit("log", level="warning", message=note)
+
+    # -------------------------------------------------------------------------- teacher
+    def update_teacher(self) -> None:
+        """The default teacher schedule (DenseTeacher's, notes §4.3 step 6), called after
+        the optimizer step of step ``self.iter``: a hard copy at ``ema_start_iters``, an EMA
+        update every step after it."""
+        it = self.iter
+        if not self.teacher.started:
+            if it >= self.ema_start:
+                self.teacher.copy_from(self.model_without_ddp, it)
+                self._log_event(f"teacher started: a copy of the student at iteration {it + 1}")
+        else:
+            self.teacher.update(self.model_without_ddp)
+
+    def _log_event(self, message: str) -> None:
+        self.logger.info(message)
+        self.recorder.emit("log", level="info", message=message)
+
+    # ------------------------------------------------------------------------ evaluation
+    def eval_models(self) -> list[tuple[nn.Module, str]]:
+        """The teacher (once started) and the student; the first decides ``best.pt``."""
+        student = (self.model_without_ddp, "student")
+        if not self.teacher.started:
+            return [student]
+        return [(self.teacher.module, "teacher"), student]
+
+    # -------------------------------------------------------------------------- weights
+    def load_weights(self, path: str) -> None:
+        """``pretrain_weights`` initialise the student, and the teacher as its copy."""
+        self._load_into(self.model_without_ddp, path, "pretrained weights (student)")
+        self.teacher.module.load_state_dict(self.model_without_ddp.state_dict())
+
+    def load_semi_weights(self, teacher: str, student: str) -> None:
+        """The seed's ``load_semi_weights``: each file into its model, each reported. A
+        teacher given this way is trusted from the start (no hard copy at ema_start)."""
+        self._load_into(self.model_without_ddp, student, "student weights")
+        report = self._load_into(self.teacher.module, teacher, "teacher weights")
+        # The student may start from a backbone; a teacher labels data from its first step,
+        # so it must be a whole detector of this architecture, not a partial one.
+        lost = report.missing + [name for name, _, _ in report.skipped_shape]
+        if lost:
+            arch = self.cfg.architecture
+            raise WeightsError(
+                f"the teacher weights do not fit the {arch} teacher: {len(lost)} of "
+                f"{len(report.loaded) + len(lost)} tensors are missing or of another shape "
+                f"(e.g. {', '.join(lost[:3])}); a teacher must be a complete {arch} with "
+                f"{self.cfg.num_classes} classes (weights of another architecture, backbone "
+                "or class count cannot label data)", file=teacher,
+                key="pretrain_teacher_weights")
+        self.teacher.started_at = 0
+        self.teacher_loaded = True
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.state_dict(), "semi": {
+            "semi_start": self.semi_start, "ema_start": self.ema_start}}
+
+    def load_extra_state(self, state: dict[str, Any], path: str | Path) -> None:
+        if not isinstance(state.get("teacher"), dict):
+            raise WeightsError("the checkpoint has no teacher state (it was not written by a "
+                               "semi-supervised trainer)", file=str(path))
+        try:
+            self.teacher.load_state_dict(state["teacher"])
+        except RuntimeError as exc:
+            raise WeightsError(f"the checkpoint's teacher does not fit this model: "
+                               f"{str(exc)[:300]}", file=str(path)) from None
