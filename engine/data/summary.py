@@ -74,6 +74,8 @@ class DatasetSummary:
     def lines(self) -> list[str]:
         """The summary as plain-text lines (no markup, control characters escaped)."""
         out = [f"{printable(self.title)} ({self.kind}): {printable(self.source)}"]
+        if self.images == 0 and not self.class_names:  # nothing read (not generated yet)
+            return out + [f"  note: {printable(n)}" for n in self.notes]
         empty = sum(self.without_boxes.values())
         images = f"  images   {self.images}"
         if self.labeled and empty:

@@ -192,6 +192,10 @@ def test_yolo_folders_with_classes_txt_missing_and_empty_labels(tmp_path: Path) 
     assert summary.without_boxes == {"empty label file": 1, "no label file": 1}
     assert summary.dropped == {"repeated label line": 1}
     assert sorted(a["bbox"] for a in coco["annotations"]) == [[4, 2, 32, 10], [10, 5, 20, 10]]
+    (labels / "classes.txt").write_text("cat\ndog\x1b[2J\n")   # a name that clears a terminal
+    _, summary = import_yolo(root, "train")
+    assert "\x1b" not in "\n".join(summary.lines())
+    assert any("dog\\x1b[2J" in line for line in summary.lines())
     (labels / "classes.txt").unlink()
     with pytest.raises(DataError, match="no class names"):
         import_yolo(root, "train")
