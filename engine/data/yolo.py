@@ -102,7 +102,10 @@ def _images_of(entry: Path, key: str, yaml_path: Path) -> list[Path]:
         return _list_images(entry)
     if entry.is_file() and entry.suffix == ".txt":
         out = []
-        text = entry.read_text(encoding="utf-8")
+        try:
+            text = entry.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read the image list: {exc}", file=str(entry)) from None
         for line in text.splitlines():
             line = line.strip()
             if line:

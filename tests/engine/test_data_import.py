@@ -390,3 +390,18 @@ def test_trains_on_an_imported_voc_json_and_on_a_vocdataset_config(tmp_path: Pat
         assert 0.0 <= evals[0]["metrics"]["AP"] <= 1.0
         trains = [e for e in read_events(run / "events.jsonl") if e["type"] == "train"]
         assert trains[-1]["iter"] == 2
+
+
+def test_check_explains_a_coco_json_made_on_the_sideways_bitmap(tmp_path: Path) -> None:
+    from engine.data.check import check_labeled
+
+    path, _ = _rotated_photo(tmp_path, 6)               # stored 60 x 40, upright 40 x 60
+    coco = {"images": [{"id": 1, "file_name": str(path), "width": 60, "height": 40}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                             "bbox": [8, 4, 22, 12], "area": 264, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "sideways.json").write_text(json.dumps(coco))
+    cfg = DatasetConfig(dataset_dir=str(tmp_path), anno_path="sideways.json")
+    with pytest.raises(DataError, match="is 40x60 .* says 60x40") as err:
+        check_labeled(cfg, "TrainDataset", 1, train=True)
+    assert err.value.file == str(path) and "EXIF orientation 6" in err.value.hint
