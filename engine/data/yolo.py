@@ -144,13 +144,17 @@ def _yaml_split(yaml_path: Path, split: str) -> tuple[list[Path], list[str], str
 
 
 def _folder_split(src: Path, split: str) -> tuple[list[Path], list[str], str]:
-    images_dir = src / "images" / split
-    if not images_dir.is_dir():
-        images_dir = src / "images"
+    images_dir = src / "images"
     if not images_dir.is_dir():
         raise DataError("not a YOLO dataset: no data.yaml and no images/ folder",
                         file=str(src), hint="point at a data.yaml, or at a folder with "
                                             "images/ and labels/ (and classes.txt)")
+    splits = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
+    if (images_dir / split).is_dir():
+        images_dir = images_dir / split
+    elif splits:  # never mix the splits because one name was mistyped
+        raise DataError(f"no {split!r} split: {images_dir / split} does not exist",
+                        key="--split", hint="splits here: " + ", ".join(splits))
     candidates = [src / "classes.txt", src / "labels" / split / "classes.txt",
                   src / "labels" / "classes.txt"]
     found = next((c for c in candidates if c.is_file()), None)

@@ -175,6 +175,13 @@ def test_yolo_data_yaml_names_as_list_or_mapping(tmp_path: Path) -> None:
     assert sorted(boxes_of(a, "/images/train/im2.png")) == want
     val, _ = import_yolo(tmp_path / "a", "val")
     assert len(val["images"]) == 2 and sa.images == 8
+    (tmp_path / "a" / "data.yaml").unlink()               # images/ + labels/ folders
+    (tmp_path / "a" / "classes.txt").write_text("red\nblue\n")
+    c, _ = import_yolo(tmp_path / "a", "val")
+    assert [x["bbox"] for x in c["annotations"]] == [x["bbox"] for x in val["annotations"]]
+    with pytest.raises(DataError, match="no 'vla' split") as err:
+        import_yolo(tmp_path / "a", "vla")                # a typo never mixes the splits
+    assert err.value.hint == "splits here: train, val"
 
 
 def test_yolo_folders_with_classes_txt_missing_and_empty_labels(tmp_path: Path) -> None:
