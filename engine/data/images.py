@@ -40,8 +40,19 @@ class ImageInfo:
 
 
 def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation, read without decoding pixels. A PNG's ``getexif`` decodes the
+    whole image to look for an eXIf chunk after the pixel data; only the chunks before it
+    (already read by ``open``) are used, by the header probe and the decoder alike."""
     try:
-        value = img.getexif().get(EXIF_ORIENTATION, 1)
+        if img.format == "PNG":
+            raw = img.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+        else:
+            exif = img.getexif()
+        value = exif.get(EXIF_ORIENTATION, 1)
     except (OSError, ValueError, SyntaxError):  # a corrupt EXIF block: show it as stored
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1

@@ -247,6 +247,16 @@ def test_orient_box_matches_pil_exif_transpose(tmp_path: Path, orientation: int)
     assert orient_box(rect, orientation, 30, 20) == object_extent(upright, RED)
 
 
+def test_png_exif_orientation_is_read_from_the_header_as_the_decoder_applies_it(
+        tmp_path: Path) -> None:
+    path = write_image(tmp_path / "o.png", (30, 20), [((5, 3, 17, 9), RED)], orientation=8)
+    info = probe_image(path)
+    pixels = read_rgb(path).permute(1, 2, 0).numpy()
+    assert (info.orientation, info.width, info.height) == (8, 20, 30)
+    assert pixels.shape[:2] == (30, 20)
+    assert object_extent(pixels, RED) == orient_box((5, 3, 17, 9), 8, 30, 20)
+
+
 def _rotated_photo(tmp_path: Path, orientation: int) -> tuple[Path, tuple[int, int, int, int]]:
     """A 60 x 40 stored bitmap with a red object, tagged with ``orientation``; returns the
     path and the object's box on the upright image, found in PIL's own upright decode."""
