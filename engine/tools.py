@@ -12,15 +12,18 @@ import pickle
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from engine.config import load_and_validate
 from engine.config.schema import Config
 from engine.data.coco import CocoDetection, read_rgb
+from engine.data.cocobuild import read_name_list
 from engine.data.loader import build_eval_loader
 from engine.data.shapes import ensure_dataset
+from engine.data.sources import dataset_root
 from engine.data.transforms import build_transforms
+from engine.data.voc import PASCAL_VOC_CLASSES
 from engine.env import pick_device
 from engine.errors import DataError, WeightsError
 from engine.evaluation import evaluate_model
@@ -81,6 +84,13 @@ def _class_names(cfg: Config, weights: str) -> list[str]:
             state = None
         if isinstance(state, dict) and isinstance(state.get("class_names"), list):
             return list(state["class_names"])
+    if cfg.EvalDataset.name == "VOCDataSet":
+        try:
+            return (read_name_list(dataset_root(cfg.EvalDataset) / cfg.EvalDataset.label_list,
+                                   key="EvalDataset.label_list")
+                    if cfg.EvalDataset.label_list else list(PASCAL_VOC_CLASSES))
+        except DataError:
+            return [f"class {i}" for i in range(1, cfg.num_classes + 1)]
     anno = Path(cfg.EvalDataset.dataset_dir) / cfg.EvalDataset.anno_path
     try:
         cats = json.loads(anno.read_text())["categories"]
@@ -110,13 +120,12 @@ def infer_images(config: Path, weights: str, images: list[Path], out: Path,
     font = ImageFont.load_default()
     for path in images:
         # uint8 CHW -> float in [0, 1]; the model resizes and maps boxes back to this image
-        tensor = read_rgb(path).float().div_(255.0)
+        pixels = read_rgb(path)
+        tensor = pixels.float().div_(255.0)
         with torch.no_grad():
             det = model([tensor.to(device)])[0]
-        try:
-            canvas = Image.open(path).convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"cannot read image: {exc}", file=str(path)) from None
+        # the image the model saw (upright, RGB), so the boxes land where they were found
+        canvas = Image.fromarray(pixels.permute(1, 2, 0).numpy())
         draw = ImageDraw.Draw(canvas)
         kept = 0
         for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(),

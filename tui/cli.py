@@ -37,9 +37,14 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 data_app = typer.Typer(help="Datasets: generate the built-in synthetic shapes dataset, split "
-                            "a COCO file into labeled and unlabeled parts.",
+                            "a COCO file into labeled and unlabeled parts, import Pascal VOC "
+                            "or YOLO labels, check a config's datasets.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
+import_app = typer.Typer(help="Write one COCO json for a Pascal VOC or YOLO dataset (images "
+                              "stay where they are, named by absolute path) and report what "
+                              "it holds.", no_args_is_help=True)
+data_app.add_typer(import_app, name="import")
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV,
                                        help="Folder of run directories.")]
@@ -458,6 +463,97 @@ def data_split(
                f"annotations -> {labeled}")
     typer.echo(f"  unlabeled: {counts.unlabeled_images} images, no annotations "
                f"({counts.unlabeled_boxes_dropped} dropped) -> {unlabeled}")
+
+
+def _report_import(coco: dict, summary: Any, out: Path) -> None:
+    from engine.data.cocobuild import write_coco_json
+
+    for line in summary.lines():
+        typer.echo(line)
+    write_coco_json(out, coco)
+    folder = out.resolve().parent
+    typer.echo(f"wrote {out} ({len(coco['images'])} images, {len(coco['annotations'])} "
+               "annotations); use it in a config:")
+    typer.echo(f"  num_classes: {len(coco['categories'])}\n  TrainDataset:\n"
+               f"    name: COCODataSet\n    dataset_dir: {json.dumps(str(folder))}\n"
+               f"    anno_path: {json.dumps(out.name)}\n"
+               "    # image_dir is not used: the json names every image by absolute path")
+
+
+@import_app.command("voc")
+@user_errors
+def import_voc_cmd(
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="[SRC] OUT.json", help="SRC: a Pascal VOC folder (JPEGImages/, Annotations/, "
+                                       "ImageSets/Main/); leave it out with --images and "
+                                       "--annotations. OUT.json: the COCO file to write.")],
+    split: Annotated[str | None, typer.Option(
+        "--split", help="Import the images of ImageSets/Main/NAME.txt (e.g. train, val, "
+                        "trainval); default: every image in JPEGImages/.")] = None,
+    images: Annotated[Path | None, typer.Option(
+        "--images", help="Any folder of images (instead of SRC) ...")] = None,
+    annotations: Annotated[Path | None, typer.Option(
+        "--annotations", help="... with a folder of VOC XML files, matched by file name.")
+    ] = None,
+    classes: Annotated[Path | None, typer.Option(
+        "--classes", help="Class names, one per line, in this order (PaddleDetection's "
+                          "label_list); default: every name found, sorted.")] = None,
+) -> None:
+    """Pascal VOC XML -> one COCO json. difficult objects become iscrowd: 1 (training and
+    COCO eval ignore them); boxes outside the image are clipped or dropped and counted."""
+    from engine.data.voc import import_voc
+
+    folders = images is not None or annotations is not None
+    if len(paths) != (1 if folders else 2):
+        raise UserError("give SRC and OUT.json, or OUT.json with --images DIR --annotations "
+                        f"DIR (got {len(paths)} paths: {' '.join(map(str, paths))})")
+    out = paths[-1]
+    coco, summary = import_voc(None if folders else paths[0], split=split, images=images,
+                               annotations=annotations, classes=classes)
+    _report_import(coco, summary, out)
+
+
+@import_app.command("yolo")
+@user_errors
+def import_yolo_cmd(
+    src: Annotated[Path, typer.Argument(
+        help="An Ultralytics data.yaml (or its folder), or a folder with images/ + labels/ "
+             "(and classes.txt).")],
+    out: Annotated[Path, typer.Argument(metavar="OUT.json", help="The COCO file to write.")],
+    split: Annotated[str, typer.Option(
+        "--split", help="Which split: train, val or test (the data.yaml key, or "
+                        "images/SPLIT/).")] = "train",
+) -> None:
+    """YOLO txt labels -> one COCO json. A missing or empty label file is an image without
+    boxes; boxes outside the image are clipped or dropped and counted."""
+    from engine.data.yolo import import_yolo
+
+    coco, summary = import_yolo(src, split)
+    _report_import(coco, summary, out)
+
+
+@data_app.command("check")
+@user_errors
+def data_check(
+    config: Annotated[Path, typer.Argument(help="YAML config (with _BASE_ inheritance).")],
+    opt: Overrides = [],
+    decode: Annotated[bool, typer.Option(
+        "--decode", help="Also decode every image fully (slow; finds files cut short after "
+                         "their header).")] = False,
+) -> None:
+    """Statistics of the config's TrainDataset, EvalDataset (and UnsupTrainDataset): images,
+    boxes per class, boxes dropped and why, images without boxes. Opens every image file;
+    exits 2 naming the first broken one."""
+    from engine.config import load_and_validate
+    from engine.data.check import iter_check_config
+
+    _, cfg = load_and_validate(config, opt)
+    images = 0
+    for summary in iter_check_config(cfg, decode=decode):
+        for line in summary.lines():
+            typer.echo(line)
+        images += summary.images
+    typer.echo(f"ok: {images} images checked" + (" and decoded" if decode else ""))
 
 
 if __name__ == "__main__":

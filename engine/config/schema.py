@@ -49,12 +49,21 @@ class ShapesSpec:
 
 @dataclass
 class DatasetConfig:
-    """A COCO-format dataset: an images folder plus an instances json."""
+    """A labeled dataset: a COCO instances json plus its images folder, or PaddleDetection's
+    VOCDataSet (a list of image + Pascal VOC XML pairs, converted to COCO when loaded)."""
 
-    name: Literal["COCODataSet"] = doc("dataset format (only COCO json for now)", "COCODataSet")
+    name: Literal["COCODataSet", "VOCDataSet"] = doc(
+        "COCODataSet: a COCO instances json; VOCDataSet: PaddleDetection's Pascal VOC list "
+        "(anno_path lists 'image_path xml_path' lines, label_list names the classes)",
+        "COCODataSet")
     dataset_dir: str = doc("root folder; relative paths are relative to the working directory", "")
-    image_dir: str = doc("images folder, relative to dataset_dir", "images")
-    anno_path: str = doc("COCO instances json, relative to dataset_dir", "annotations.json")
+    image_dir: str = doc("images folder, relative to dataset_dir (COCODataSet; not used for "
+                         "absolute file_name entries, as `dettui data import` writes)", "images")
+    anno_path: str = doc("COCODataSet: the COCO instances json; VOCDataSet: the list file of "
+                         "'image_path xml_path' lines (paths relative to dataset_dir); "
+                         "relative to dataset_dir", "annotations.json")
+    label_list: str | None = doc("VOCDataSet: class names, one per line, relative to "
+                                 "dataset_dir (default: the 20 Pascal VOC classes)", None)
     allow_empty: bool = doc("keep images that have no (valid) boxes", False)
     allow_outside_image_dir: bool = doc(
         "let an image's relative file_name climb out of image_dir with '..' (refused by "
@@ -499,6 +508,14 @@ def _check_split(v: _Validator, keypath: KeyPath, spec: SemiSplitSpec | None) ->
 
 
 def _check_datasets(cfg: Config, v: _Validator) -> None:
+    for section in ("TrainDataset", "EvalDataset"):
+        ds: DatasetConfig = getattr(cfg, section)
+        if ds.name == "VOCDataSet" and ds.synthesize is not None:
+            v.fail((section, "synthesize"), "synthesize writes the shapes dataset as a COCO "
+                   "json; it does not go with name: VOCDataSet")
+        if ds.name == "COCODataSet" and ds.label_list is not None:
+            v.fail((section, "label_list"), "label_list is for name: VOCDataSet; a COCO json "
+                   "names its classes in 'categories'")
     if cfg.EvalDataset.semi_split is not None:
         v.fail(("EvalDataset", "semi_split"), "a semi-supervised split is for training data "
                "(TrainDataset keeps the labeled part, UnsupTrainDataset the unlabeled one); "

@@ -12,4 +12,10 @@ and ``engine.data.cocofile`` stay usable without torch):
 * ``imagefolder`` listing a folder of images (stdlib)
 * ``unlabeled``  ``UnlabeledImages``, the torch ``Dataset`` of ``UnsupTrainDataset``
 * ``semi``       weak/strong views and the labeled + unlabeled ``SemiLoader``
+* ``images``     image headers and upright RGB decoding (EXIF orientation applied; PIL)
+* ``summary``    ``DatasetSummary``: images, boxes per class, drops, for people (stdlib)
+* ``cocobuild``  ``CocoBuilder``: imported boxes -> a COCO dict (clip, drop, count)
+* ``voc``, ``yolo`` Pascal VOC / YOLO labels -> COCO (``dettui data import``, VOCDataSet)
+* ``sources``    a dataset section's annotations as a COCO dict, whatever the format
+* ``check``      ``dettui data check``: statistics + the first broken file (torch-free)
 """

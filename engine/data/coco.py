@@ -9,13 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from engine.config.schema import DatasetConfig
-from engine.data.cocofile import CocoIndex, index_coco, load_coco_json
+from engine.data.cocofile import CocoIndex, index_coco
+from engine.data.images import decode_rgb
+from engine.data.sources import annotation_source, dataset_coco, has_relative_file_names
 from engine.data.split import split_coco
 from engine.errors import DataError
 
@@ -26,16 +26,19 @@ SampleTransform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    """Decode an image file to a uint8 ``[3, H, W]`` RGB tensor (grayscale, palette and
-    alpha images are converted; EXIF orientation is ignored, as COCO boxes assume).
+    """Decode an image file to a uint8 ``[3, H, W]`` RGB tensor, upright: the EXIF
+    orientation is applied, as detectron2, Ultralytics and every image viewer do, so boxes
+    drawn on the image as people see it fit (``engine.data.images``). Grayscale, CMYK,
+    palette and alpha images are converted to RGB.
 
     The tensor is a channels-last view of the decoded ``H x W x 3`` array, which is the
     layout torchvision's fast uint8 resize path wants.
     """
     try:
-        with Image.open(path) as img:
-            array = np.array(img.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
+        array = decode_rgb(path)
+    except DataError as exc:
+        if exc.message != "image file not found":
+            raise
         raise DataError("image file not found", file=str(path),
                         hint="check image_dir and the 'file_name' of this image in the "
                              "annotation file") from None
@@ -80,14 +83,22 @@ class CocoDetection(Dataset):
             raise DataError("dataset folder not found", file=str(root),
                             key=f"{self.section}.dataset_dir",
                             hint="relative paths are relative to the working directory")
-        self.anno_path: Path = root / ds_cfg.anno_path
+        self.ds_cfg = ds_cfg
+        self.anno_path: Path = annotation_source(ds_cfg)
         self.image_root: Path = root / ds_cfg.image_dir
         self.semi_split = ds_cfg.semi_split
-        data = self._select(load_coco_json(self.anno_path, key=f"{self.section}.anno_path"))
+        data, converted = dataset_coco(ds_cfg, self.section)
+        if converted is not None:
+            for line in converted.lines():
+                log.info("%s", line)
+        data = self._select(data)
         index = index_coco(data, self.anno_path, keep_empty=ds_cfg.allow_empty or not train,
                            allow_outside=ds_cfg.allow_outside_image_dir)
-        del data  # see coco_json: workers must not inherit millions of Python objects
-        self._json_cache: dict | None = None
+        # See coco_json: workers must not inherit millions of Python objects, so a json is
+        # read again when the evaluator asks; a converted eval set is kept instead
+        # (converting again would re-read every annotation file and image header).
+        self._json_cache: dict | None = data if converted is not None and not train else None
+        del data
         num_cats = len(index.cat_ids)
         if num_classes < num_cats:
             raise DataError(
@@ -106,7 +117,7 @@ class CocoDetection(Dataset):
                             file=str(self.anno_path),
                             hint=f"set {self.section}.allow_empty: true to train on images "
                                  "without boxes")
-        if not self.image_root.is_dir():
+        if not self.image_root.is_dir() and has_relative_file_names(index.file_names):
             raise DataError("image folder not found", file=str(self.image_root),
                             key=f"{self.section}.image_dir")
         self._index: CocoIndex = index
@@ -166,8 +177,11 @@ class CocoDetection(Dataset):
         hold millions of objects that forked workers would otherwise copy page by page.
         """
         if self._json_cache is None:
-            with open(self.anno_path, encoding="utf-8") as fh:
-                self._json_cache = self._select(json.load(fh))
+            if self.ds_cfg.name == "COCODataSet":
+                with open(self.anno_path, encoding="utf-8") as fh:
+                    self._json_cache = self._select(json.load(fh))
+            else:
+                self._json_cache = self._select(dataset_coco(self.ds_cfg, self.section)[0])
         return self._json_cache
 
     def __getstate__(self) -> dict:

@@ -34,7 +34,9 @@ def test_tui_app_does_not_import_torch() -> None:
     if importlib.util.find_spec("tui.app") is None:
         raise AssertionError("tui.app is missing")
     assert _heavy_modules(["tui.app", "tui.screens.monitor", "tui.screens.compare",
-                           "tui.screens.launch", "tui.runmodel", "tui.eventscan"]) == ""
+                           "tui.screens.launch", "tui.runmodel", "tui.eventscan",
+                           "tui.screens.data_stats", "engine.data.check", "engine.data.voc",
+                           "engine.data.yolo"]) == ""
 
 
 def test_dettui_help_does_not_import_torch() -> None:

@@ -92,6 +92,7 @@ class HomeScreen(Screen[None]):
         Binding("n", "new_run", "New run"),
         Binding("v", "toggle_resolved", "Resolved"),
         Binding("slash", "filter", "Filter"),
+        Binding("D", "data_stats", "Data check of the config", show=False),
         Binding("tab", "app.focus_next", "Focus", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
@@ -228,6 +229,17 @@ class HomeScreen(Screen[None]):
                         severity="warning")
             return
         self.open_launch(LaunchSpec(config=path, runs_dir=self.runs_dir))
+
+    def action_data_stats(self) -> None:
+        """Open the data check of the config under the cursor (``dettui data check``)."""
+        path = self.query_one(ConfigTree).current_path
+        if path is None:
+            self.notify("Move the cursor to a config file in the tree first.",
+                        severity="warning")
+            return
+        from tui.screens.data_stats import DataStatsScreen  # on use: the check pulls in PIL
+
+        self.app.push_screen(DataStatsScreen(path))
 
     # ----------------------------------------------------------------- filter
 
