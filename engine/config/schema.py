@@ -25,6 +25,10 @@ from engine.errors import ConfigError
 ARCHITECTURES = ("FCOS", "RetinaNet", "FasterRCNN")
 BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3")
 SSOD_METHODS = ("DenseTeacher", "ARSL", "Semi_RTDETR")
+# Shape kinds the built-in shapes generator can draw (engine/data/shapes.py draws them); the
+# first four are its default classes, the others are drawn only when a config asks for them.
+SHAPE_KINDS = ("circle", "square", "triangle", "cross", "ellipse", "ring", "diamond",
+               "hexagon", "star")
 
 # Transform ops allowed in ``sample_transforms``, with the arguments each accepts.
 TRANSFORM_OPS: dict[str, dict[str, str]] = {
@@ -56,6 +60,12 @@ class ShapesSpec:
     num_images: int = doc("number of images to generate", 400)
     seed: int = doc("random seed; the same seed always gives the same images", 0)
     image_size: int = doc("side of the square images in pixels", 160)
+    classes: list[str] | None = doc("shape kinds to draw, in label order (category ids 1..N); "
+                                    "null: circle, square, triangle, cross. Kinds: "
+                                    + ", ".join(SHAPE_KINDS), None)
+    shots: int = doc("few-shot split: keep drawing images (skipping those that would exceed "
+                     "it) until every class has exactly this many boxes; num_images is then "
+                     "not used. 0: num_images images", 0)
 
 
 @dataclass
@@ -367,6 +377,29 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
                 if arg not in TRANSFORM_OPS[name]:
                     v.fail(keypath, f"{name} has no argument {arg!r}; allowed: "
                            + ", ".join(TRANSFORM_OPS[name]))
+    for section in ("TrainDataset", "EvalDataset"):
+        _check_synthesize(getattr(cfg, section), section, v)
+
+
+def _check_synthesize(ds: DatasetConfig, section: str, v: _Validator) -> None:
+    spec = ds.synthesize
+    if spec is None:
+        return
+    if spec.shots < 0:
+        v.fail((section, "synthesize", "shots"), f"must be >= 0, got {spec.shots}")
+    if spec.classes is None:
+        return
+    keypath = (section, "synthesize", "classes")
+    if not spec.classes:
+        v.fail(keypath, "must name at least one shape kind (or be null for the default four)")
+    for name in spec.classes:
+        if name not in SHAPE_KINDS:
+            close = difflib.get_close_matches(name, SHAPE_KINDS, n=1)
+            v.fail(keypath, f"unknown shape kind {name!r}; allowed: " + ", ".join(SHAPE_KINDS),
+                   hint=f"did you mean {close[0]!r}?" if close else None)
+    repeated = sorted({name for name in spec.classes if spec.classes.count(name) > 1})
+    if repeated:
+        v.fail(keypath, f"each shape kind may appear once; repeated: {', '.join(repeated)}")
 
 
 def validate(loaded: LoadedConfig | dict) -> Config:

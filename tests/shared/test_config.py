@@ -71,6 +71,11 @@ def test_demo_configs_validate() -> None:
     ("num_classes: 2\nOptimizerBuilder: {type: Adam}\n", [], r"one of 'SGD', 'AdamW'"),
     ("num_classes: 2\nTrainReader: {sample_transforms: [{Mosaic: {}}]}\n", [], r"unknown transform 'Mosaic'"),
     ("epoch: 2\n", [], r"num_classes must be set"),
+    ("num_classes: 2\nTrainDataset: {synthesize: {classes: [circle, rnig]}}\n", [],
+     r"c\.yml:2: key 'TrainDataset.synthesize.classes': unknown shape kind 'rnig'.*"
+     r"did you mean 'ring'"),
+    ("num_classes: 2\nEvalDataset: {synthesize: {classes: [star, star]}}\n", [],
+     r"EvalDataset.synthesize.classes.*repeated: star"),
 ])
 def test_schema_errors_name_file_line_key(tmp_path: Path, text: str, overrides: list[str],
                                           expect: str) -> None:
