@@ -145,6 +145,25 @@ class OptimizerConfig:
 
 
 @dataclass
+class CotLossConfig:
+    """The co-tuning loss (PaddleDetection's ``COTLoss``) on the foreground RoIs."""
+
+    name: Literal["COTLoss"] = doc("loss name (PaddleDetection's; only COTLoss)", "COTLoss")
+    cot_lambda: float = doc("weight of the co-tuning loss in the total loss", 1.0)
+    cot_scale: float = doc("temperature: the source-head logits are multiplied by this "
+                           "before the log-softmax", 1.0)
+
+
+@dataclass
+class BBoxHeadConfig:
+    """Faster R-CNN box head options; only co-tuning (``use_cot``) reads them."""
+
+    cot_classes: int = doc("co-tuning: classes of the pretrained detector's classifier "
+                           "(background excluded), kept as the source head", 0)
+    loss_cot: CotLossConfig = doc("co-tuning loss", factory=CotLossConfig)
+
+
+@dataclass
 class Config:
     """A complete dettui training config (after ``_BASE_`` and overrides)."""
 
@@ -197,6 +216,7 @@ class Config:
     LearningRate: LearningRateConfig = doc("learning-rate schedule",
                                            factory=LearningRateConfig)
     OptimizerBuilder: OptimizerConfig = doc("optimizer", factory=OptimizerConfig)
+    BBoxHead: BBoxHeadConfig = doc("Faster R-CNN box head (co-tuning)", factory=BBoxHeadConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -379,6 +399,38 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
                            + ", ".join(TRANSFORM_OPS[name]))
     for section in ("TrainDataset", "EvalDataset"):
         _check_synthesize(getattr(cfg, section), section, v)
+    _check_cotuning(cfg, v)
+
+
+def cotuning_enabled(cfg: Config) -> bool:
+    """Whether the co-tuning trainer (and model) runs: ``use_cot`` without ``ssod_method``,
+    which the seed's dispatch checks first."""
+    return cfg.use_cot and cfg.ssod_method is None
+
+
+def _check_cotuning(cfg: Config, v: _Validator) -> None:
+    head = cfg.BBoxHead
+    if head.loss_cot.cot_lambda < 0:
+        v.fail(("BBoxHead", "loss_cot", "cot_lambda"), f"must be >= 0, got "
+               f"{head.loss_cot.cot_lambda}")
+    if head.loss_cot.cot_scale <= 0:
+        v.fail(("BBoxHead", "loss_cot", "cot_scale"), f"must be > 0, got "
+               f"{head.loss_cot.cot_scale}")
+    if not cotuning_enabled(cfg):
+        return
+    if cfg.architecture != "FasterRCNN":
+        v.fail(("use_cot",), f"co-tuning needs architecture FasterRCNN (it keeps the source "
+               f"classifier as a second head of Faster R-CNN's box head); this config has "
+               f"architecture {cfg.architecture}")
+    if head.cot_classes < 1:
+        v.fail(("BBoxHead", "cot_classes"), "use_cot needs BBoxHead.cot_classes: the number of "
+               "classes of the pretrained detector's classifier, background excluded (80 for "
+               f"a COCO detector), got {head.cot_classes}")
+    if not cfg.pretrain_weights:
+        v.fail(("pretrain_weights",), "co-tuning (use_cot: true) needs pretrain_weights: the "
+               "detector trained on the source classes, whose classifier it keeps",
+               hint="set pretrain_weights: PATH in the config, or -o pretrain_weights=PATH "
+                    "(the launch form's weights field)")
 
 
 def _check_synthesize(ds: DatasetConfig, section: str, v: _Validator) -> None:
