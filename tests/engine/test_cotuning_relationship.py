@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 from engine.models import build_model
 from engine.models.relationship import (
@@ -98,13 +99,19 @@ def _rank_worker(rank: int, world: int, init_file: str, out: str) -> None:
     try:
         torch.manual_seed(0)  # the same model on every rank
         model = build_model(tiny_cfg(num_classes=4))
+        ddp = DistributedDataParallel(model)  # as the trainer wraps it (no unused parameters)
         # each rank sees its own images (rank 1's include no class-3 box at all)
         batches = [shapes_batch(range(0, 3))] if rank == 0 else \
                   [shapes_batch(range(3, 5), kinds=("ellipse", "ring"))]
-        learn_relationship(model, batches, 4, "cpu", distributed=True)
+        learn_relationship(ddp, batches, 4, "cpu", distributed=True)
+        # then a DDP training step: buffers broadcast, every parameter reached by a loss
+        ddp.train()
+        losses = ddp(*batches[0])
+        sum(losses.values()).backward()
         heads = model.roi_heads
-        torch.save({"relationship": heads.relationship,
-                    "counts": heads.relationship_counts}, f"{out}.{rank}")
+        torch.save({"relationship": heads.relationship, "counts": heads.relationship_counts,
+                    "loss_cot": losses["loss_cot"].detach(),
+                    "source_grad": heads.box_predictor.cls_score.weight.grad}, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -124,6 +131,10 @@ def test_distributed_sums_and_counts_over_all_ranks(tmp_path: Path) -> None:
         assert torch.equal(got["counts"], single.roi_heads.relationship_counts)
     assert per_rank[0]["counts"][3] == 0 and torch.equal(per_rank[0]["relationship"][3],
                                                          torch.full((4,), 0.25))
+    # the DDP step: each rank its own loss, the same all-reduced gradient
+    assert not torch.equal(per_rank[0]["loss_cot"], per_rank[1]["loss_cot"])
+    assert torch.allclose(per_rank[0]["source_grad"], per_rank[1]["source_grad"])
+    assert per_rank[0]["source_grad"].abs().sum() > 0
 
 
 def test_labels_outside_the_target_classes_are_refused() -> None:
