@@ -65,12 +65,8 @@ class CoTuningPredictor(nn.Module):
         self.target_cls_score = nn.Linear(in_channels, num_classes + 1)
         # torchvision's layout: one box per class, the background's included (never used).
         self.bbox_pred = nn.Linear(in_channels, 4 * (num_classes + 1))
-        # PaddleDetection's init for the new layers: small logits and deltas at the start, so
-        # fine-tuning begins close to "no detection" instead of from large random scores.
-        nn.init.normal_(self.target_cls_score.weight, std=0.01)
-        nn.init.constant_(self.target_cls_score.bias, 0)
-        nn.init.normal_(self.bbox_pred.weight, std=0.001)
-        nn.init.constant_(self.bbox_pred.bias, 0)
+        # The new layers keep torchvision's FastRCNNPredictor init (nn.Linear's default), as
+        # plain fine-tuning (use_cot: false) gets: the two then differ only by co-tuning.
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.flatten(start_dim=1)
