@@ -399,7 +399,7 @@ def data_shapes(
     classes: Annotated[str | None, typer.Option(
         "--classes", help="Shape kinds to draw, comma-separated, in label order (default "
                           "circle,square,triangle,cross; also ellipse, ring, diamond, "
-                          "hexagon, star).")] = None,
+                          "hexagon, star, frame, x).")] = None,
 ) -> None:
     """Write the synthetic shapes dataset (COCO json + PNGs) to OUT."""
     if train < 1 or val < 0 or image_size < 32:

@@ -28,7 +28,7 @@ SSOD_METHODS = ("DenseTeacher", "ARSL", "Semi_RTDETR")
 # Shape kinds the built-in shapes generator can draw (engine/data/shapes.py draws them); the
 # first four are its default classes, the others are drawn only when a config asks for them.
 SHAPE_KINDS = ("circle", "square", "triangle", "cross", "ellipse", "ring", "diamond",
-               "hexagon", "star")
+               "hexagon", "star", "frame", "x")
 
 # Transform ops allowed in ``sample_transforms``, with the arguments each accepts.
 TRANSFORM_OPS: dict[str, dict[str, str]] = {

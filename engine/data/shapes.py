@@ -3,14 +3,15 @@
 Every image is a pure function of ``(seed, image index, image size)``: the same seed always
 gives the same pixels and the same json, on any machine, so the demo needs no download and
 its numbers are reproducible. By default four shape kinds (``SHAPE_CLASSES``) are the four
-classes; ``classes`` picks others among ``SHAPE_KINDS`` (ellipse, ring, diamond, hexagon, star
-are drawn only when asked for), e.g. a source set and a few-shot target set of different but
-related kinds for co-tuning. The default output never changes (the demo and its benchmark
-depend on it): the extra kinds draw no random numbers unless they are drawn. Boxes are the exact
-pixel extent of each shape (``[x0, y0, x1 - x0, y1 - y0]`` in pixel-edge coordinates), and
-placement keeps every shape clearly visible: an object may be partly covered by a later
-one, but it keeps most of its pixels and all four of its extreme rows/columns, so its box
-is both the drawn and the visible extent. That is what lets a tiny detector reach a high AP.
+classes; ``classes`` picks others among ``SHAPE_KINDS`` (ellipse, ring, diamond, hexagon,
+star, frame and x are drawn only when asked for), e.g. a source set and a few-shot target set
+of different but related kinds for co-tuning. The default output never changes (the demo and
+its benchmark depend on it): the extra kinds draw no random numbers unless they are drawn.
+Boxes are the exact pixel extent of each shape (``[x0, y0, x1 - x0, y1 - y0]`` in pixel-edge
+coordinates), and placement keeps every shape clearly visible: an object may be partly
+covered by a later one, but it keeps most of its pixels and all four of its extreme
+rows/columns, so its box is both the drawn and the visible extent. That is what lets a
+tiny detector reach a high AP.
 
 numpy + PIL only (no torch): ``dettui data shapes`` imports this module directly.
 """
@@ -112,9 +113,10 @@ def _shape_mask(kind: str, x0: int, y0: int, side: int, rng: np.random.Generator
 
 
 # The kinds beyond the default four, each visually related to one of them (ellipse and ring to
-# circle, diamond to square, hexagon to circle and square, star to triangle and cross), so a
-# detector of the default kinds has something to transfer. Each gets the drawing context, the
-# square's corners (inclusive), its side and the image's random stream.
+# circle, diamond to square, hexagon to circle and square, star to triangle and cross, frame
+# to square, x to cross), so a detector of the default kinds has something to transfer. Each
+# gets the drawing context, the square's corners (inclusive), its side and the image's
+# random stream.
 
 def _draw_ellipse(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
                   rng: np.random.Generator) -> None:
@@ -169,8 +171,27 @@ def _draw_star(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, si
     draw.polygon(points, fill=255)
 
 
+def _draw_frame(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
+                rng: np.random.Generator) -> None:
+    # A square with a square hole (the ring of squares), band as the ring's.
+    band = max(3, round(side * rng.uniform(0.15, 0.25)))
+    draw.rectangle((x0, y0, x1, y1), fill=255)
+    draw.rectangle((x0 + band, y0 + band, x1 - band, y1 - band), fill=0)
+
+
+def _draw_x(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
+            rng: np.random.Generator) -> None:
+    # The cross turned by 45 degrees: two diagonal bars, cut to the square so the box is it.
+    d = max(2, round(side * rng.uniform(0.2, 0.28)))
+    draw.polygon([(x0, y0), (x0 + d, y0), (x1, y1 - d), (x1, y1), (x1 - d, y1), (x0, y0 + d)],
+                 fill=255)
+    draw.polygon([(x1, y0), (x1, y0 + d), (x0 + d, y1), (x0, y1), (x0, y1 - d), (x1 - d, y0)],
+                 fill=255)
+
+
 _EXTRA_DRAWINGS = {"ellipse": _draw_ellipse, "ring": _draw_ring, "diamond": _draw_diamond,
-                   "hexagon": _draw_hexagon, "star": _draw_star}
+                   "hexagon": _draw_hexagon, "star": _draw_star, "frame": _draw_frame,
+                   "x": _draw_x}
 
 
 def _distance_to_segment(colour: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:

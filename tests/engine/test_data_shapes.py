@@ -235,8 +235,8 @@ def test_classes_choose_the_kinds_and_their_label_order(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", SHAPE_KINDS)
 def test_every_kind_has_an_exact_box_and_area(kind: str) -> None:
-    # As test_boxes_are_the_exact_pixel_extent, for each kind alone (a ring's hole shows what
-    # is under it: its box is still its outer extent and its area its band).
+    # As test_boxes_are_the_exact_pixel_extent, for each kind alone (a ring's or a frame's hole
+    # shows what is under it: its box is still its outer extent and its area its band).
     checked = 0
     for index in range(12):
         pixels, objects = render_image(3, index, classes=(kind,))
@@ -256,18 +256,19 @@ def test_every_kind_has_an_exact_box_and_area(kind: str) -> None:
 
 
 def _inside(kind: str, w: int, h: int) -> tuple[int, int]:
-    """A pixel (row, col within the box) that the shape always covers: a ring's band, the
-    middle of the others (a star's and a diamond's middle included)."""
-    return (h // 2, 1) if kind == "ring" else (h // 2, w // 2)
+    """A pixel (row, col within the box) that the shape always covers: the band of a ring or
+    a frame, the middle of the others."""
+    return (h // 2, 1) if kind in ("ring", "frame") else (h // 2, w // 2)
 
 
 def test_extra_kinds_are_drawn_differently_from_their_relatives() -> None:
-    # Same seed, same placement stream: a ring is a circle with a hole, a diamond is not a
-    # square. (The kinds share the random stream up to the drawing.)
+    # Same seed, same placement stream: a ring is a circle with a hole, a frame a square with
+    # one, a diamond is not a square. (The kinds share the random stream up to the drawing.)
     def masks(kind: str) -> list[int]:
         return [area for _, _, area in render_image(9, 0, classes=(kind,))[1]]
     assert masks("ring")[0] < masks("circle")[0]
     assert masks("diamond")[0] < masks("square")[0]
+    assert masks("frame")[0] < masks("square")[0]
 
 
 def test_shots_gives_exactly_k_boxes_per_class(tmp_path: Path) -> None:
