@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--val", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--image-size", type=int, default=160)
+    s.add_argument("--classes", help="comma-separated shape kinds to draw, in label order "
+                   "(default: circle,square,triangle,cross)")
     return p
 
 
@@ -187,8 +189,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_shapes(args: argparse.Namespace) -> int:
     from engine.data.shapes import write_shapes_dataset
 
+    classes = None if args.classes is None else [c.strip() for c in args.classes.split(",")]
     write_shapes_dataset(args.out, train=args.train, val=args.val, seed=args.seed,
-                         image_size=args.image_size)
+                         image_size=args.image_size, classes=classes)
     print(f"wrote {args.train} train + {args.val} val images to {args.out} "
           f"(annotations in {args.out / 'annotations'})")
     return EXIT_OK

@@ -8,6 +8,7 @@ runs/<run-id>/
   train.log       human-readable log lines
   stderr.log      raw stdout/stderr of the engine process(es)
   checkpoints/    last.pt, best.pt, epoch_NNNN.pt
+  cot_relationship.json   co-tuning runs only: the learned target -> source class relationship
 ```
 
 stdlib only (psutil, imported on use, for liveness): the engine writes it, the front-ends
@@ -41,6 +42,7 @@ EVENTS = "events.jsonl"
 TRAIN_LOG = "train.log"
 STDERR_LOG = "stderr.log"
 CHECKPOINTS = "checkpoints"
+COT_RELATIONSHIP = "cot_relationship.json"
 STATUSES = ("starting", "running", "finished", "failed", "interrupted")
 ACTIVE = ("starting", "running")
 RUNS_DIR_ENV = "DETTUI_RUNS_DIR"
@@ -143,6 +145,7 @@ class RunDirectory:
     train_log = property(lambda self: self.path / TRAIN_LOG)
     stderr_log = property(lambda self: self.path / STDERR_LOG)
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
+    cot_relationship = property(lambda self: self.path / COT_RELATIONSHIP)
 
     @classmethod
     def create(cls, runs_dir: str | Path, name: str | None = None,

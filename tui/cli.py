@@ -429,13 +429,18 @@ def data_shapes(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (deterministic).")] = 0,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side, pixels.")
                           ] = 160,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="Shape kinds to draw, comma-separated, in label order (default "
+                          "circle,square,triangle,cross; also ellipse, ring, diamond, "
+                          "hexagon, star, frame, x).")] = None,
 ) -> None:
     """Write the synthetic shapes dataset (COCO json + PNGs) to OUT."""
     if train < 1 or val < 0 or image_size < 32:
         raise UserError(f"--train must be >= 1, --val >= 0 and --image-size >= 32 "
                         f"(got {train}, {val}, {image_size})")
+    kinds = ["--classes", classes] if classes is not None else []
     _engine(["shapes", str(out), "--train", str(train), "--val", str(val), "--seed", str(seed),
-             "--image-size", str(image_size)])
+             "--image-size", str(image_size), *kinds])
 
 
 @data_app.command("split")

@@ -27,6 +27,10 @@ from engine.errors import ConfigError
 ARCHITECTURES = ("FCOS", "RetinaNet", "FasterRCNN")
 BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3")
 SSOD_METHODS = ("DenseTeacher", "ARSL", "Semi_RTDETR")
+# Shape kinds the built-in shapes generator can draw (engine/data/shapes.py draws them); the
+# first four are its default classes, the others are drawn only when a config asks for them.
+SHAPE_KINDS = ("circle", "square", "triangle", "cross", "ellipse", "ring", "diamond",
+               "hexagon", "star", "frame", "x")
 
 _YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -45,6 +49,12 @@ class ShapesSpec:
     num_images: int = doc("number of images to generate", 400)
     seed: int = doc("random seed; the same seed always gives the same images", 0)
     image_size: int = doc("side of the square images in pixels", 160)
+    classes: list[str] | None = doc("shape kinds to draw, in label order (category ids 1..N); "
+                                    "null: circle, square, triangle, cross. Kinds: "
+                                    + ", ".join(SHAPE_KINDS), None)
+    shots: int = doc("few-shot split: keep drawing images (skipping those that would exceed "
+                     "it) until every class has exactly this many boxes; num_images is then "
+                     "not used. 0: num_images images", 0)
 
 
 @dataclass
@@ -231,6 +241,25 @@ class DenseTeacherConfig:
 
 
 @dataclass
+class CotLossConfig:
+    """The co-tuning loss (PaddleDetection's ``COTLoss``) on the foreground RoIs."""
+
+    name: Literal["COTLoss"] = doc("loss name (PaddleDetection's; only COTLoss)", "COTLoss")
+    cot_lambda: float = doc("weight of the co-tuning loss in the total loss", 1.0)
+    cot_scale: float = doc("temperature: the source-head logits are multiplied by this "
+                           "before the log-softmax", 1.0)
+
+
+@dataclass
+class BBoxHeadConfig:
+    """Faster R-CNN box head options; only co-tuning (``use_cot``) reads them."""
+
+    cot_classes: int = doc("co-tuning: classes of the pretrained detector's classifier "
+                           "(background excluded), kept as the source head", 0)
+    loss_cot: CotLossConfig = doc("co-tuning loss", factory=CotLossConfig)
+
+
+@dataclass
 class Config:
     """A complete dettui training config (after ``_BASE_`` and overrides)."""
 
@@ -296,6 +325,7 @@ class Config:
     LearningRate: LearningRateConfig = doc("learning-rate schedule",
                                            factory=LearningRateConfig)
     OptimizerBuilder: OptimizerConfig = doc("optimizer", factory=OptimizerConfig)
+    BBoxHead: BBoxHeadConfig = doc("Faster R-CNN box head (co-tuning)", factory=BBoxHeadConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -469,6 +499,9 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
                           getattr(cfg, section).sample_transforms)
     _check_datasets(cfg, v)
     _check_semi(cfg, v)
+    for section in ("TrainDataset", "EvalDataset"):
+        _check_synthesize(getattr(cfg, section), section, v)
+    _check_cotuning(cfg, v)
 
 
 def _check_transforms(v: _Validator, keypath: KeyPath, ops: list[dict],
@@ -571,6 +604,58 @@ def _check_semi(cfg: Config, v: _Validator) -> None:
     _check_transforms(v, ("SemiTrainReader", "sample_transforms"), reader.sample_transforms)
     for key in ("weak_aug", "strong_aug"):
         _check_transforms(v, ("SemiTrainReader", key), getattr(reader, key), PHOTOMETRIC_OPS)
+
+
+def cotuning_enabled(cfg: Config) -> bool:
+    """Whether the co-tuning trainer (and model) runs: ``use_cot`` without ``ssod_method``,
+    which the seed's dispatch checks first."""
+    return cfg.use_cot and cfg.ssod_method is None
+
+
+def _check_cotuning(cfg: Config, v: _Validator) -> None:
+    head = cfg.BBoxHead
+    if head.loss_cot.cot_lambda < 0:
+        v.fail(("BBoxHead", "loss_cot", "cot_lambda"), f"must be >= 0, got "
+               f"{head.loss_cot.cot_lambda}")
+    if head.loss_cot.cot_scale <= 0:
+        v.fail(("BBoxHead", "loss_cot", "cot_scale"), f"must be > 0, got "
+               f"{head.loss_cot.cot_scale}")
+    if not cotuning_enabled(cfg):
+        return
+    if cfg.architecture != "FasterRCNN":
+        v.fail(("use_cot",), f"co-tuning needs architecture FasterRCNN (it keeps the source "
+               f"classifier as a second head of Faster R-CNN's box head); this config has "
+               f"architecture {cfg.architecture}")
+    if head.cot_classes < 1:
+        v.fail(("BBoxHead", "cot_classes"), "use_cot needs BBoxHead.cot_classes: the number of "
+               "classes of the pretrained detector's classifier, background excluded (80 for "
+               f"a COCO detector), got {head.cot_classes}")
+    if not cfg.pretrain_weights:
+        v.fail(("pretrain_weights",), "co-tuning (use_cot: true) needs pretrain_weights: the "
+               "detector trained on the source classes, whose classifier it keeps",
+               hint="set pretrain_weights: PATH in the config, or -o pretrain_weights=PATH "
+                    "(the launch form's weights field)")
+
+
+def _check_synthesize(ds: DatasetConfig, section: str, v: _Validator) -> None:
+    spec = ds.synthesize
+    if spec is None:
+        return
+    if spec.shots < 0:
+        v.fail((section, "synthesize", "shots"), f"must be >= 0, got {spec.shots}")
+    if spec.classes is None:
+        return
+    keypath = (section, "synthesize", "classes")
+    if not spec.classes:
+        v.fail(keypath, "must name at least one shape kind (or be null for the default four)")
+    for name in spec.classes:
+        if name not in SHAPE_KINDS:
+            close = difflib.get_close_matches(name, SHAPE_KINDS, n=1)
+            v.fail(keypath, f"unknown shape kind {name!r}; allowed: " + ", ".join(SHAPE_KINDS),
+                   hint=f"did you mean {close[0]!r}?" if close else None)
+    repeated = sorted({name for name in spec.classes if spec.classes.count(name) > 1})
+    if repeated:
+        v.fail(keypath, f"each shape kind may appear once; repeated: {', '.join(repeated)}")
 
 
 def validate(loaded: LoadedConfig | dict) -> Config:

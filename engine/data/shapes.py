@@ -2,11 +2,16 @@
 
 Every image is a pure function of ``(seed, image index, image size)``: the same seed always
 gives the same pixels and the same json, on any machine, so the demo needs no download and
-its numbers are reproducible. Four shape kinds are the four classes. Boxes are the exact
-pixel extent of each shape (``[x0, y0, x1 - x0, y1 - y0]`` in pixel-edge coordinates), and
-placement keeps every shape clearly visible: an object may be partly covered by a later
-one, but it keeps most of its pixels and all four of its extreme rows/columns, so its box
-is both the drawn and the visible extent. That is what lets a tiny detector reach a high AP.
+its numbers are reproducible. By default four shape kinds (``SHAPE_CLASSES``) are the four
+classes; ``classes`` picks others among ``SHAPE_KINDS`` (ellipse, ring, diamond, hexagon,
+star, frame and x are drawn only when asked for), e.g. a source set and a few-shot target set
+of different but related kinds for co-tuning. The default output never changes (the demo and
+its benchmark depend on it): the extra kinds draw no random numbers unless they are drawn.
+Boxes are the exact pixel extent of each shape (``[x0, y0, x1 - x0, y1 - y0]`` in pixel-edge
+coordinates), and placement keeps every shape clearly visible: an object may be partly
+covered by a later one, but it keeps most of its pixels and all four of its extreme
+rows/columns, so its box is both the drawn and the visible extent. That is what lets a
+tiny detector reach a high AP.
 
 numpy + PIL only (no torch): ``dettui data shapes`` imports this module directly.
 """
@@ -14,6 +19,7 @@ numpy + PIL only (no torch): ``dettui data shapes`` imports this module directly
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import json
 import logging
@@ -22,19 +28,20 @@ import re
 import shutil
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.config.schema import DatasetConfig, UnsupDatasetConfig
+from engine.config.schema import SHAPE_KINDS, DatasetConfig, UnsupDatasetConfig
 from engine.errors import DataError
 
 log = logging.getLogger("dettui.data")
 
-SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+SHAPE_CLASSES: tuple[str, ...] = SHAPE_KINDS[:4]  # the default classes, in label order
 
 GENERATOR_NAME = "dettui synthetic shapes"
 GENERATOR_VERSION = 1  # bump when the drawing changes, so old folders are recognisably stale
@@ -47,13 +54,14 @@ _NOISE_STD = 8.0             # "light noise" background
 _PLACEMENT_TRIES = 30
 _MIN_IMAGE_SIZE = 64         # below this the smallest shapes are a few pixels wide
 _IMAGE_NAME = re.compile(r"\d{6}\.png")
+_SHOT_SCAN_FACTOR = 200      # a few-shot split gives up after shots x classes x this images
 
 
 @dataclass
 class _Shape:
     """One drawn object while an image is being composed."""
 
-    label: int               # index into SHAPE_CLASSES
+    label: int               # index into the split's classes
     mask: np.ndarray         # bool [S, S]: the pixels this shape was drawn on
     visible: np.ndarray      # bool [S, S]: ``mask`` minus what later shapes cover
     colour: np.ndarray       # float [3]
@@ -71,15 +79,16 @@ def _extent(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _shape_mask(label: int, x0: int, y0: int, side: int, rng: np.random.Generator,
+def _shape_mask(kind: str, x0: int, y0: int, side: int, rng: np.random.Generator,
                 size: int) -> np.ndarray:
     """Rasterise one shape inside the ``side``-pixel square at (x0, y0), without antialiasing
     (so a pixel either belongs to the shape or not, and the box is exact)."""
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
     x1, y1 = x0 + side - 1, y0 + side - 1  # PIL includes both end coordinates
-    kind = SHAPE_CLASSES[label]
-    if kind == "circle":
+    if kind in _EXTRA_DRAWINGS:
+        _EXTRA_DRAWINGS[kind](draw, x0, y0, x1, y1, side, rng)
+    elif kind == "circle":
         draw.ellipse((x0, y0, x1, y1), fill=255)
     elif kind == "square":
         draw.rectangle((x0, y0, x1, y1), fill=255)
@@ -98,9 +107,91 @@ def _shape_mask(label: int, x0: int, y0: int, side: int, rng: np.random.Generato
         off = (side - thick) // 2
         draw.rectangle((x0, y0 + off, x1, y0 + off + thick - 1), fill=255)
         draw.rectangle((x0 + off, y0, x0 + off + thick - 1, y1), fill=255)
-    else:  # SHAPE_CLASSES and this function are edited together
+    else:  # SHAPE_KINDS and the drawings are edited together
         raise AssertionError(f"no drawing for shape {kind!r}")
     return np.asarray(canvas) > 0
+
+
+# The kinds beyond the default four, each visually related to one of them (ellipse and ring to
+# circle, diamond to square, hexagon to circle and square, star to triangle and cross, frame
+# to square, x to cross), so a detector of the default kinds has something to transfer. Each
+# gets the drawing context, the square's corners (inclusive), its side and the image's
+# random stream.
+
+def _draw_ellipse(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
+                  rng: np.random.Generator) -> None:
+    # Clearly not a circle: the short axis is 45-70% of the long one, lying either way.
+    short = max(6, round(side * rng.uniform(0.45, 0.7)))
+    off = (side - short) // 2
+    if rng.integers(2):
+        draw.ellipse((x0, y0 + off, x1, y0 + off + short - 1), fill=255)
+    else:
+        draw.ellipse((x0 + off, y0, x0 + off + short - 1, y1), fill=255)
+
+
+def _draw_ring(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
+               rng: np.random.Generator) -> None:
+    # A circle with a hole; the band is at least 3 px so it stays a ring at 16 px.
+    band = max(3, round(side * rng.uniform(0.15, 0.25)))
+    draw.ellipse((x0, y0, x1, y1), fill=255)
+    draw.ellipse((x0 + band, y0 + band, x1 - band, y1 - band), fill=0)
+
+
+def _draw_diamond(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
+                  rng: np.random.Generator) -> None:
+    mx, my = x0 + (side - 1) // 2, y0 + (side - 1) // 2
+    draw.polygon([(mx, y0), (x1, my), (mx, y1), (x0, my)], fill=255)
+
+
+def _draw_hexagon(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
+                  rng: np.random.Generator) -> None:
+    # Flat top or pointy top, filling the square.
+    q = max(1, round(side / 4))
+    mx, my = x0 + (side - 1) // 2, y0 + (side - 1) // 2
+    if rng.integers(2):
+        points = [(x0 + q, y0), (x1 - q, y0), (x1, my), (x1 - q, y1), (x0 + q, y1), (x0, my)]
+    else:
+        points = [(mx, y0), (x1, y0 + q), (x1, y1 - q), (mx, y1), (x0, y1 - q), (x0, y0 + q)]
+    draw.polygon(points, fill=255)
+
+
+def _draw_star(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
+               rng: np.random.Generator) -> None:
+    # Five points, pointing up or down; the inner radius is a little fatter than a regular
+    # star's (0.38) so small stars keep their arms.
+    outer = (side - 1) / 2
+    inner = outer * 0.45
+    cx, cy = x0 + outer, y0 + outer
+    start = -np.pi / 2 if rng.integers(2) else np.pi / 2
+    points = []
+    for k in range(10):
+        radius = outer if k % 2 == 0 else inner
+        angle = start + k * np.pi / 5
+        points.append((cx + radius * np.cos(angle), cy + radius * np.sin(angle)))
+    draw.polygon(points, fill=255)
+
+
+def _draw_frame(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
+                rng: np.random.Generator) -> None:
+    # A square with a square hole (the ring of squares), band as the ring's.
+    band = max(3, round(side * rng.uniform(0.15, 0.25)))
+    draw.rectangle((x0, y0, x1, y1), fill=255)
+    draw.rectangle((x0 + band, y0 + band, x1 - band, y1 - band), fill=0)
+
+
+def _draw_x(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
+            rng: np.random.Generator) -> None:
+    # The cross turned by 45 degrees: two diagonal bars, cut to the square so the box is it.
+    d = max(2, round(side * rng.uniform(0.2, 0.28)))
+    draw.polygon([(x0, y0), (x0 + d, y0), (x1, y1 - d), (x1, y1), (x1 - d, y1), (x0, y0 + d)],
+                 fill=255)
+    draw.polygon([(x1, y0), (x1, y0 + d), (x0 + d, y1), (x0, y1), (x0, y1 - d), (x1 - d, y0)],
+                 fill=255)
+
+
+_EXTRA_DRAWINGS = {"ellipse": _draw_ellipse, "ring": _draw_ring, "diamond": _draw_diamond,
+                   "hexagon": _draw_hexagon, "star": _draw_star, "frame": _draw_frame,
+                   "x": _draw_x}
 
 
 def _distance_to_segment(colour: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -155,13 +246,14 @@ def _fits(candidate: np.ndarray, placed: list[_Shape]) -> bool:
     return True
 
 
-def render_image(seed: int, index: int, size: int = 160
+def render_image(seed: int, index: int, size: int = 160,
+                 classes: Sequence[str] = SHAPE_CLASSES,
                  ) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int], int]]]:
-    """Draw image ``index`` of the ``seed`` dataset.
+    """Draw image ``index`` of the ``seed`` dataset whose classes are ``classes``.
 
     Returns the ``[size, size, 3]`` uint8 pixels and one ``(label, (x0, y0, x1, y1), area)``
-    per object (label indexes ``SHAPE_CLASSES``; the box is end-exclusive; ``area`` counts
-    the visible pixels).
+    per object (label indexes ``classes``; the box is end-exclusive; ``area`` counts the
+    visible pixels).
     """
     rng = np.random.default_rng([seed % 2**64, index])
     pixels, bg_range = _background(rng, size)
@@ -169,10 +261,10 @@ def render_image(seed: int, index: int, size: int = 160
     placed: list[_Shape] = []
     for _ in range(int(rng.integers(1, _MAX_OBJECTS + 1))):
         for _ in range(_PLACEMENT_TRIES):
-            label = int(rng.integers(len(SHAPE_CLASSES)))
+            label = int(rng.integers(len(classes)))
             side = int(rng.integers(lo, hi + 1))
             x0, y0 = (int(v) for v in rng.integers(0, size - side + 1, size=2))
-            mask = _shape_mask(label, x0, y0, side, rng, size)
+            mask = _shape_mask(classes[label], x0, y0, side, rng, size)
             if _fits(mask, placed):
                 break
         else:
@@ -224,7 +316,8 @@ def _check_replaceable(image_dir: Path) -> None:
 
 
 def _write_split(image_dir: Path, anno_path: Path, num_images: int, seed: int,
-                 image_size: int, *, create_only: bool, key: str | None = None) -> Path:
+                 image_size: int, *, create_only: bool, key: str | None = None,
+                 classes: tuple[str, ...] = SHAPE_CLASSES, shots: int = 0) -> Path:
     """Write ``num_images`` shapes images and their COCO json, atomically and under a lock.
 
     Images go to a temporary sibling folder that is renamed into place; the json, written
@@ -253,7 +346,7 @@ def _write_split(image_dir: Path, anno_path: Path, num_images: int, seed: int,
         staging = image_dir.parent / f".{image_dir.name}.tmp-{tag}"
         staging.mkdir()
         try:
-            coco = _render_split(staging, num_images, seed, image_size)
+            coco = _render_split(staging, num_images, seed, image_size, classes, shots)
             if image_dir.exists():
                 old = image_dir.parent / f".{image_dir.name}.old-{tag}"
                 image_dir.rename(old)
@@ -270,11 +363,35 @@ def _write_split(image_dir: Path, anno_path: Path, num_images: int, seed: int,
     return anno_path
 
 
-def _render_split(folder: Path, num_images: int, seed: int, image_size: int) -> dict:
+def _split_images(num_images: int, seed: int, image_size: int, classes: tuple[str, ...],
+                  shots: int) -> Iterator[tuple[int, np.ndarray, list]]:
+    """``(index, pixels, objects)`` of every image of a split: images ``0..num_images-1``, or
+    with ``shots`` the images, in index order, that keep every class at most ``shots`` boxes,
+    until each class has exactly ``shots`` (an image is kept or skipped whole)."""
+    if not shots:
+        for index in range(num_images):
+            yield index, *render_image(seed, index, image_size, classes)
+        return
+    counts = [0] * len(classes)
+    for index in range(shots * len(classes) * _SHOT_SCAN_FACTOR):
+        pixels, objects = render_image(seed, index, image_size, classes)
+        per_class = Counter(label for label, _, _ in objects)
+        if any(counts[label] + n > shots for label, n in per_class.items()):
+            continue
+        for label, n in per_class.items():
+            counts[label] += n
+        yield index, pixels, objects
+        if min(counts) == shots:
+            return
+    # Practically unreachable: one-object images of every class keep coming.
+    raise DataError(f"could not draw exactly {shots} boxes of each of {', '.join(classes)}")
+
+
+def _render_split(folder: Path, num_images: int, seed: int, image_size: int,
+                  classes: tuple[str, ...] = SHAPE_CLASSES, shots: int = 0) -> dict:
     """Draw and save every image into ``folder``; return the COCO dict describing them."""
     images, annotations = [], []
-    for index in range(num_images):
-        pixels, objects = render_image(seed, index, image_size)
+    for index, pixels, objects in _split_images(num_images, seed, image_size, classes, shots):
         name = f"{index:06d}.png"
         # compress_level=1: several times faster than the default, same pixels.
         Image.fromarray(pixels).save(folder / name, format="PNG", compress_level=1)
@@ -285,14 +402,39 @@ def _render_split(folder: Path, num_images: int, seed: int, image_size: int) -> 
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                 "category_id": label + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
                                 "area": area, "iscrowd": 0})
+    info = {"description": GENERATOR_NAME, "version": GENERATOR_VERSION, "seed": seed,
+            "num_images": len(images), "image_size": image_size}
+    if classes != SHAPE_CLASSES or shots:  # the default json stays byte-identical
+        info.update(classes=list(classes), shots=shots)
     return {
-        "info": {"description": GENERATOR_NAME, "version": GENERATOR_VERSION, "seed": seed,
-                 "num_images": num_images, "image_size": image_size},
+        "info": info,
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": name, "supercategory": "shape"}
-                       for i, name in enumerate(SHAPE_CLASSES)],
+                       for i, name in enumerate(classes)],
     }
+
+
+def check_classes(classes: Sequence[str] | None, key: str | None = None) -> tuple[str, ...]:
+    """The classes to draw: ``SHAPE_CLASSES`` for None, else ``classes`` once checked (known
+    kinds, each once, at least one). ``key`` names the config key in errors."""
+    if classes is None:
+        return SHAPE_CLASSES
+    classes = tuple(classes)
+    if not classes:
+        raise DataError("name at least one shape kind; allowed: " + ", ".join(SHAPE_KINDS),
+                        key=key)
+    unknown = [name for name in classes if name not in SHAPE_KINDS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], SHAPE_KINDS, n=1)
+        raise DataError(f"unknown shape kind {unknown[0]!r}; allowed: "
+                        + ", ".join(SHAPE_KINDS), key=key,
+                        hint=f"did you mean {close[0]!r}?" if close else None)
+    repeated = sorted({name for name in classes if classes.count(name) > 1})
+    if repeated:
+        raise DataError(f"each shape kind may appear once; repeated: {', '.join(repeated)}",
+                        key=key)
+    return classes
 
 
 def _check_spec(num_images: int, image_size: int, key: str | None = None) -> None:
@@ -305,16 +447,22 @@ def _check_spec(num_images: int, image_size: int, key: str | None = None) -> Non
 
 
 def generate_shapes(out_dir: str | Path, split: str, num_images: int, seed: int,
-                    image_size: int = 160) -> Path:
+                    image_size: int = 160, classes: Sequence[str] | None = None,
+                    shots: int = 0) -> Path:
     """Write ``out_dir/<split>/*.png`` and ``out_dir/annotations/<split>.json``.
 
-    Replaces an earlier shapes split in the same place (never a folder holding other
-    files). Safe to call from several processes at once. Returns the json path.
+    ``classes``: the shape kinds to draw, in label order (default ``SHAPE_CLASSES``);
+    ``shots``: a few-shot split with exactly that many boxes per class (``num_images`` is
+    then not used). Replaces an earlier shapes split in the same place (never a folder
+    holding other files). Safe to call from several processes at once. Returns the json path.
     """
     _check_spec(num_images, image_size)
+    kinds = check_classes(classes)
+    if shots < 0:
+        raise DataError(f"shots must be >= 0, got {shots}")
     out = Path(out_dir)
     return _write_split(out / split, out / "annotations" / f"{split}.json", num_images,
-                        seed, image_size, create_only=False)
+                        seed, image_size, create_only=False, classes=kinds, shots=shots)
 
 
 def derive_seed(seed: int, split: str) -> int:
@@ -324,13 +472,17 @@ def derive_seed(seed: int, split: str) -> int:
 
 
 def write_shapes_dataset(out: str | Path, train: int, val: int, seed: int,
-                         image_size: int = 160) -> dict[str, Path]:
-    """``dettui data shapes OUT``: a train and a val split with different derived seeds.
+                         image_size: int = 160, classes: Sequence[str] | None = None
+                         ) -> dict[str, Path]:
+    """``dettui data shapes OUT``: a train and a val split with different derived seeds,
+    drawing ``classes`` (default ``SHAPE_CLASSES``).
 
     Layout: ``OUT/train``, ``OUT/val``, ``OUT/annotations/{train,val}.json``. Returns the
     json path of each split.
     """
-    return {split: generate_shapes(out, split, count, derive_seed(seed, split), image_size)
+    kinds = check_classes(classes, key="--classes")
+    return {split: generate_shapes(out, split, count, derive_seed(seed, split), image_size,
+                                   kinds)
             for split, count in (("train", train), ("val", val))}
 
 
@@ -352,9 +504,13 @@ def ensure_dataset(ds: DatasetConfig | UnsupDatasetConfig, *, section: str | Non
                              "generate the built-in shapes dataset there")
     spec = ds.synthesize
     _check_spec(spec.num_images, spec.image_size, key=f"{prefix}synthesize")
+    classes = check_classes(spec.classes, key=f"{prefix}synthesize.classes")
+    if spec.shots < 0:
+        raise DataError(f"must be >= 0, got {spec.shots}", key=f"{prefix}synthesize.shots")
     image_dir = root / ds.image_dir
-    log.info("generating the shapes dataset: %d images of %d px (seed %d) in %s, "
-             "annotations %s", spec.num_images, spec.image_size, spec.seed, image_dir,
-             anno_path)
+    amount = (f"{spec.shots} boxes per class" if spec.shots else f"{spec.num_images} images")
+    log.info("generating the shapes dataset: %s of %d px (seed %d; %s) in %s, "
+             "annotations %s", amount, spec.image_size, spec.seed, ", ".join(classes),
+             image_dir, anno_path)
     _write_split(image_dir, anno_path, spec.num_images, spec.seed, spec.image_size,
-                 create_only=True, key=f"{prefix}image_dir")
+                 create_only=True, key=f"{prefix}image_dir", classes=classes, shots=spec.shots)

@@ -9,6 +9,9 @@ torchvision's dict of loss terms; ``model(images)`` in eval mode returns one
 ``{"boxes" (xyxy, in the model's input-image coordinates), "scores", "labels"}`` dict per image.
 The model's own transform resizes with ``model.min_size``/``max_size`` (a near no-op: the
 data pipeline already resized) and normalises with the ImageNet mean/std.
+
+With ``use_cot`` the Faster R-CNN gets co-tuning's box predictor and RoI heads
+(``engine.models.cotuning``); it keeps the same contract and adds the ``loss_cot`` term.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import Conv2dNormActivation, MultiScaleRoIAlign
 
-from engine.config.schema import Config
+from engine.config.schema import Config, cotuning_enabled
 from engine.errors import ConfigError
 from engine.models.backbones import FeaturePyramidBackbone, build_backbone
 
@@ -41,6 +44,11 @@ def build_model(cfg: Config) -> nn.Module:
     if cfg.model.fpn_channels < 8:
         raise ConfigError(f"must be >= 8, got {cfg.model.fpn_channels}", key="model.fpn_channels")
     backbone = build_backbone(cfg)
+    if cotuning_enabled(cfg):
+        # Imported here: the co-tuning builder extends this module's Faster R-CNN builder.
+        from engine.models.cotuning import build_cotuning_faster_rcnn
+
+        return build_cotuning_faster_rcnn(cfg, backbone)
     return ARCHITECTURE_BUILDERS[cfg.architecture](cfg, backbone)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config.schema import DatasetConfig, ShapesSpec
+from engine.config.schema import SHAPE_KINDS, DatasetConfig, ShapesSpec
 from engine.data.shapes import (
     SHAPE_CLASSES,
     derive_seed,
@@ -196,3 +198,126 @@ def test_torch_free_modules_do_not_import_torch() -> None:
     code = ("import sys, engine.data.shapes, engine.data.cocofile; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# --------------------------------------------------------------------------- classes and shots
+
+# sha256 of version 1's output, recorded before shape kinds and ``classes`` were added: the
+# demo, its benchmark and the determinism of every shapes run depend on the default output.
+DEFAULT_JSON_SHA256 = "f96b72e880893c4f255ac88b7a517c7c3918f93af4c5ea21e27de7ebd3570c95"
+DEFAULT_PIXELS_SHA256 = "e462244afaa2663f849904e1be3842ff2574ab73e8cd4c6cf1333541aac4b08a"
+
+
+def _digests(anno: Path, folder: Path) -> tuple[str, str]:
+    pixels = hashlib.sha256()
+    for name, array in _pixels(folder).items():
+        pixels.update(name.encode())
+        pixels.update(array.tobytes())
+    return hashlib.sha256(anno.read_bytes()).hexdigest(), pixels.hexdigest()
+
+
+@pytest.mark.parametrize("classes", [None, list(SHAPE_CLASSES)])
+def test_default_output_is_byte_identical_to_version_1(tmp_path: Path, classes) -> None:
+    anno = generate_shapes(tmp_path, "train", 12, seed=5, image_size=96, classes=classes)
+    assert _digests(anno, tmp_path / "train") == (DEFAULT_JSON_SHA256, DEFAULT_PIXELS_SHA256)
+
+
+def test_classes_choose_the_kinds_and_their_label_order(tmp_path: Path) -> None:
+    anno = generate_shapes(tmp_path, "train", 10, seed=5, image_size=96, classes=["ring", "star"])
+    data = json.loads(anno.read_text())
+    assert [(c["id"], c["name"]) for c in data["categories"]] == [(1, "ring"), (2, "star")]
+    assert {a["category_id"] for a in data["annotations"]} == {1, 2}
+    assert data["info"]["classes"] == ["ring", "star"]
+    # same seed and indices, other kinds: other images
+    default = generate_shapes(tmp_path / "d", "train", 10, seed=5, image_size=96)
+    assert _digests(anno, tmp_path / "train") != _digests(default, tmp_path / "d" / "train")
+
+
+@pytest.mark.parametrize("kind", SHAPE_KINDS)
+def test_every_kind_has_an_exact_box_and_area(kind: str) -> None:
+    # As test_boxes_are_the_exact_pixel_extent, for each kind alone (a ring's or a frame's hole
+    # shows what is under it: its box is still its outer extent and its area its band).
+    checked = 0
+    for index in range(12):
+        pixels, objects = render_image(3, index, classes=(kind,))
+        boxes = [box for _, box, _ in objects]
+        for label, (x0, y0, x1, y1), area in objects:
+            assert label == 0
+            others = [b for b in boxes if b != (x0, y0, x1, y1)]
+            if any(b[0] < x1 and x0 < b[2] and b[1] < y1 and y0 < b[3] for b in others):
+                continue
+            colour = pixels[y0:y1, x0:x1][_inside(kind, x1 - x0, y1 - y0)]
+            mask = (pixels == colour).all(axis=-1)
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            assert (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1) == (x0, y0, x1, y1), kind
+            assert mask.sum() == area
+            checked += 1
+    assert checked >= 6
+
+
+def _inside(kind: str, w: int, h: int) -> tuple[int, int]:
+    """A pixel (row, col within the box) that the shape always covers: the band of a ring or
+    a frame, the middle of the others."""
+    return (h // 2, 1) if kind in ("ring", "frame") else (h // 2, w // 2)
+
+
+def test_extra_kinds_are_drawn_differently_from_their_relatives() -> None:
+    # Same seed, same placement stream: a ring is a circle with a hole, a frame a square with
+    # one, a diamond is not a square. (The kinds share the random stream up to the drawing.)
+    def masks(kind: str) -> list[int]:
+        return [area for _, _, area in render_image(9, 0, classes=(kind,))[1]]
+    assert masks("ring")[0] < masks("circle")[0]
+    assert masks("diamond")[0] < masks("square")[0]
+    assert masks("frame")[0] < masks("square")[0]
+
+
+def test_shots_gives_exactly_k_boxes_per_class(tmp_path: Path) -> None:
+    classes = ["ellipse", "ring", "diamond"]
+    anno = generate_shapes(tmp_path, "few", 1, seed=2, classes=classes, shots=5)
+    data = json.loads(anno.read_text())
+    counts = np.bincount([a["category_id"] for a in data["annotations"]], minlength=4)[1:]
+    assert counts.tolist() == [5, 5, 5]
+    ids = [im["id"] for im in data["images"]]
+    assert ids == sorted(ids) and len(ids) == data["info"]["num_images"] < 15
+    # the kept images are the generator's own images at those indices
+    first = data["images"][0]
+    pixels, _ = render_image(2, first["id"] - 1, classes=classes)
+    assert np.array_equal(_pixels(tmp_path / "few")[first["file_name"]], pixels)
+
+
+@pytest.mark.parametrize(("classes", "message"), [
+    (["circle", "rnig"], r"unknown shape kind 'rnig'.*\n  hint: did you mean 'ring'\?"),
+    (["star", "star"], "repeated: star"),
+    ([], "at least one shape kind"),
+])
+def test_bad_classes_are_clear_errors(tmp_path: Path, classes: list[str], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        generate_shapes(tmp_path, "train", 2, seed=0, classes=classes)
+    spec = ShapesSpec(num_images=2, classes=classes)
+    with pytest.raises(DataError, match="TrainDataset.synthesize.classes"):
+        ensure_dataset(_dataset_cfg(tmp_path / "cfg", spec), section="TrainDataset")
+
+
+def test_ensure_dataset_draws_the_spec_classes_and_shots(tmp_path: Path) -> None:
+    spec = ShapesSpec(seed=4, image_size=96, classes=["hexagon", "star"], shots=3)
+    ensure_dataset(_dataset_cfg(tmp_path, spec))
+    data = json.loads((tmp_path / "annotations" / "train.json").read_text())
+    assert [c["name"] for c in data["categories"]] == ["hexagon", "star"]
+    assert sorted(a["category_id"] for a in data["annotations"]) == [1, 1, 1, 2, 2, 2]
+
+
+def test_cli_classes_option(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "tui.cli", "data", "shapes"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*cli, str(tmp_path / "a"), "--train", "3", "--val", "2",
+                           "--classes", "ring, diamond"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for split in ("train", "val"):
+        data = json.loads((tmp_path / "a" / "annotations" / f"{split}.json").read_text())
+        assert [c["name"] for c in data["categories"]] == ["ring", "diamond"]
+    bad = subprocess.run([*cli, str(tmp_path / "b"), "--classes", "ring,hexgon"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "unknown shape kind 'hexgon'" in bad.stderr and "did you mean 'hexagon'" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "b").exists()

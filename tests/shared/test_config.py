@@ -71,6 +71,22 @@ def test_demo_configs_validate() -> None:
     ("num_classes: 2\nOptimizerBuilder: {type: Adam}\n", [], r"one of 'SGD', 'AdamW'"),
     ("num_classes: 2\nTrainReader: {sample_transforms: [{Mosaic: {}}]}\n", [], r"unknown transform 'Mosaic'"),
     ("epoch: 2\n", [], r"num_classes must be set"),
+    # co-tuning: checked here, without torch, so the TUI refuses such a launch up front
+    ("num_classes: 2\nuse_cot: true\npretrain_weights: a.pt\nBBoxHead: {cot_classes: 80}\n",
+     [], r"c\.yml:2: key 'use_cot': co-tuning needs architecture FasterRCNN.*architecture FCOS"),
+    ("num_classes: 2\narchitecture: FasterRCNN\nuse_cot: true\npretrain_weights: a.pt\n", [],
+     r"c\.yml.*key 'BBoxHead.cot_classes': use_cot needs BBoxHead.cot_classes.*got 0"),
+    ("num_classes: 2\narchitecture: FasterRCNN\nBBoxHead: {cot_classes: 80}\n",
+     ["use_cot=true"], r"c\.yml: key 'pretrain_weights': co-tuning \(use_cot: true\) needs "
+     r"pretrain_weights.*hint: set pretrain_weights"),
+    ("num_classes: 2\nBBoxHead: {loss_cot: {cot_scale: 0}}\n", [],
+     r"c\.yml:2: key 'BBoxHead.loss_cot.cot_scale': must be > 0"),
+    ("num_classes: 2\nBBoxHead: {loss_cot: {name: CELoss}}\n", [], r"one of 'COTLoss'"),
+    ("num_classes: 2\nTrainDataset: {synthesize: {classes: [circle, rnig]}}\n", [],
+     r"c\.yml:2: key 'TrainDataset.synthesize.classes': unknown shape kind 'rnig'.*"
+     r"did you mean 'ring'"),
+    ("num_classes: 2\nEvalDataset: {synthesize: {classes: [star, star]}}\n", [],
+     r"EvalDataset.synthesize.classes.*repeated: star"),
 ])
 def test_schema_errors_name_file_line_key(tmp_path: Path, text: str, overrides: list[str],
                                           expect: str) -> None:
@@ -98,6 +114,18 @@ def test_missing_file_and_base_cycle(tmp_path: Path) -> None:
     write(tmp_path / "c.yml", "_BASE_: [missing.yml]\n")
     with pytest.raises(ConfigError, match="_BASE_ file not found"):
         load_config(tmp_path / "c.yml")
+
+
+def test_cotuning_config_keys_use_paddledetection_names(tmp_path: Path) -> None:
+    path = write(tmp_path / "cot.yml", "num_classes: 4\narchitecture: FasterRCNN\nuse_cot: true\n"
+                 "pretrain_weights: coco.pth\nBBoxHead:\n  cot_classes: 80\n"
+                 "  loss_cot: {name: COTLoss, cot_lambda: 1, cot_scale: 2}\n")
+    _, cfg = load_and_validate(path)
+    assert cfg.BBoxHead.cot_classes == 80
+    assert (cfg.BBoxHead.loss_cot.cot_lambda, cfg.BBoxHead.loss_cot.cot_scale) == (1.0, 2.0)
+    _, plain = load_and_validate(write(tmp_path / "plain.yml", "num_classes: 4\n"))
+    assert (plain.BBoxHead.cot_classes, plain.BBoxHead.loss_cot.cot_lambda,
+            plain.BBoxHead.loss_cot.cot_scale) == (0, 1.0, 1.0)  # PaddleDetection's defaults
 
 
 def test_every_schema_field_is_documented() -> None:
