@@ -181,7 +181,7 @@ class Trainer:
         if state.get("sampler"):
             self.sampler.load_state_dict(state["sampler"])
         self.rng_to_restore = state.get("rng")
-        self.logger.info(f"resumed from {path}: epoch {self.epoch}, step {self.epoch_iter} "
+        self.logger.info(f"resumed from {path}: epoch {self.epoch + 1}, step {self.epoch_iter} "
                          f"of {self.iters_per_epoch}, {self.iter} steps done")
 
     # ----------------------------------------------------------------------- checkpoints
@@ -254,21 +254,22 @@ class Trainer:
             seconds = time.perf_counter() - t0
             self.last_eval = result
             ap = result.metrics["AP"]
-            self.logger.info(f"Eval epoch {self.epoch} ({which}, {seconds:.1f}s):\n"
+            self.logger.info(f"Eval epoch {self.epoch + 1} ({which}, {seconds:.1f}s):\n"
                              + "\n".join(result.summary_lines()))
-            per_class = "\n".join(f"  {name:<24} {v:.4f}" for name, v in result.per_class.items())
+            per_class = "\n".join(f"  {name:<24} {v:.3f}" for name, v in result.per_class.items())
             self.logger.info("Per-class AP:\n" + per_class)
             if self.best is None or ap > self.best["value"]:
                 self.improved = True
                 ckpt = str(self.checkpoint_dir / "best.pt") if self.checkpoint_dir else None
-                self.best = {"metric": "AP", "value": ap, "epoch": self.epoch,
+                # run.json's best.epoch counts from 1, like every epoch shown to people
+                self.best = {"metric": "AP", "value": ap, "epoch": self.epoch + 1,
                              "checkpoint": ckpt}
                 self.recorder.update_meta(best=self.best)
             self.recorder.emit("eval", epoch=self.epoch, iter=self.iter, model=which,
                                metrics=result.metrics, per_class=result.per_class,
                                stats=result.stats, summary=result.summary_lines(),
                                eval_time=seconds)
-            self.logger.info(f"best AP so far: {self.best['value']:.4f} "
+            self.logger.info(f"best AP so far: {self.best['value']:.3f} "
                              f"(epoch {self.best['epoch']})")
         self.env.barrier()
 
