@@ -56,6 +56,16 @@ CONFIG_FILES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def steady_text_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text cursors do not blink in tests: a snapshot must not depend on the half second
+    in which it is taken (a blinking cursor made ``test_launch`` flaky). The cursor stays
+    as focus left it: shown in the focused field, hidden elsewhere."""
+    from textual.widgets import Input
+
+    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
+
+
 @pytest.fixture
 def configs_dir(tmp_path: Path) -> Path:
     """``configs/`` with a base file, a valid config, a typo and a YAML syntax error."""

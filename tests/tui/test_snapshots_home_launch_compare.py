@@ -73,6 +73,30 @@ def test_launch(in_tmp: Path, snap_compare) -> None:
     assert snap_compare(app, terminal_size=(120, 36), run_before=ready)
 
 
+def test_launch_form_looks_the_same_whenever_it_is_captured(in_tmp: Path) -> None:
+    """What made ``test_launch`` flaky: the focused field's text cursor blinked, so two
+    captures half a second apart differed. A snapshot must not depend on its timing."""
+    import asyncio
+
+    spec = LaunchSpec(config=Path("configs/demo/good.yml"), runs_dir=Path("runs"),
+                      overrides=["epoch=2"], name="lr sweep")
+    app = make_app(Path("runs"), Path("configs"), launch=spec)
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await wait_for(pilot, lambda: isinstance(pilot.app.screen, LaunchScreen))
+            status = pilot.app.screen.query_one("#launch-status")
+            await wait_for(pilot, lambda: "✓" in str(status.content))
+            await pilot.pause(0.2)
+            captures = []
+            for _ in range(3):  # across more than one blink period (0.5 s)
+                captures.append(pilot.app.export_screenshot())
+                await pilot.pause(0.35)
+            assert captures[0] == captures[1] == captures[2]
+
+    asyncio.run(main())
+
+
 def test_compare(in_tmp: Path, snap_compare) -> None:
     async def ready(pilot) -> None:
         await _home_ready(pilot)
