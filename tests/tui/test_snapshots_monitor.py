@@ -24,7 +24,7 @@ def write_fixed_run(runs_dir: Path) -> RunDirectory:
         "schema": 1, "id": run.id, "name": "fixed", "config_path": "configs/semi.yml",
         "trainer": "DenseTeacher", "status": "finished", "host": "gpu-box", "pid": 1,
         "created": "2025-01-01T10:00:00+00:00", "ended": "2025-01-01T12:46:40+00:00",
-        "best": {"metric": "AP", "value": 0.27, "epoch": 9, "checkpoint": "best.pt"}})
+        "best": {"metric": "AP", "value": 0.27, "epoch": 10, "checkpoint": "best.pt"}})
     lines = []
 
     def put(kind: str, t: float, **fields: Any) -> None:

@@ -189,7 +189,7 @@ class CompareScreen(Screen[None]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape,q", "app.pop_screen", "Back", key_display="q"),  # as in the monitor
         Binding("t", "cycle_loss", "Loss term"),
         Binding("m", "cycle_metric", "Metric"),
         Binding("l", "toggle_log", "Log loss"),

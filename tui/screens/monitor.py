@@ -39,6 +39,7 @@ from tui import launcher
 from tui.eventscan import TERM_PREFIX
 from tui.filetail import LogTail
 from tui.runmodel import RunModel, RunSnapshot
+from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, ErrorScreen
 from tui.widgets.curves import Curve, CurvePlot
 from tui.widgets.eval_table import MODEL_ORDER, EvalTable
@@ -467,6 +468,15 @@ class MonitorScreen(Screen[None]):
             self.notify("No error or traceback in train.log or stderr.log.", timeout=3)
 
     def action_stop(self) -> None:
+        """Ask first (as the runs table does): one stray key must not end a training."""
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._stop_now()
+
+        self.app.push_screen(ConfirmScreen(stop_question(self.run_dir.name), "Stop"),
+                             confirmed)
+
+    def _stop_now(self) -> None:
         run = RunDirectory(self.run_dir)
         try:
             stopped = launcher.stop(run)
