@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import yaml
+
 from engine.config import load_and_validate
 from engine.config.schema import Config, DatasetConfig
 from engine.errors import ConfigError, DataError, RunError, WeightsError
@@ -432,12 +434,25 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
                        hint="start it again with `dettui run`")
     spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
                       else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))))
+    check_device(_resolved_device(run), spec.nproc)  # resumed on a machine without its GPU
     argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec, resume="auto"),
                       int(meta.get("max_restarts", 0)))
     attempt = int(meta.get("attempt", 1)) + 1
     return _start(run, argv, {**meta, "status": "starting", "command": argv,
                               "attempt": attempt, "ended": None, "exit_code": None,
                               "weights": {"mode": "resume", "resume": "auto"}})
+
+
+def _resolved_device(run: RunDirectory) -> str:
+    """The ``device`` of a run's resolved config (``auto`` when it can't be read: the
+    engine then reports the config itself)."""
+    try:
+        with open(run.config_yaml, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return "auto"
+    device = config.get("device") if isinstance(config, dict) else None
+    return device if isinstance(device, str) else "auto"
 
 
 def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:

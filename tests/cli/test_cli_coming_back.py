@@ -96,6 +96,17 @@ def test_a_cuda_device_this_machine_lacks_is_refused_before_launch(tmp_path: Pat
     assert not runs.exists()  # no run folder, failed or otherwise
 
 
+def test_resuming_a_cuda_run_on_a_machine_without_gpu_is_refused(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    run = make_run(runs, "20250101-100000-gpu", status="interrupted",
+                   extra_config={"device": "cuda"})
+    env = {**engine_env(), "CUDA_VISIBLE_DEVICES": ""}
+    proc = dettui("resume", run.id, "--runs-dir", str(runs), env=env, timeout=60)
+    assert_user_error(proc, "key 'device'", "no usable NVIDIA GPU")
+    assert run.read_meta()["attempt"] == 1 and run.read_meta()["status"] == "interrupted"
+
+
 def test_device_check_counts_the_gpus_it_is_told_about() -> None:
     # NVML's count is injected here: this machine's real count is tested above.
     from engine.errors import ConfigError

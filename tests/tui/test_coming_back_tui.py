@@ -121,6 +121,23 @@ def test_the_latest_eval_row_is_visible_in_the_default_layout(tmp_path: Path,
     run_pilot(MonitorHost(run.path), scenario, size=size)
 
 
+def test_the_ap_chart_labels_ap_with_3_decimals() -> None:
+    import re
+
+    from tui.widgets.curves import Curve, CurvePlot
+
+    plot = CurvePlot(x_label="iter", y_format="{:.3f}")
+
+    async def scenario(pilot: Any) -> None:
+        plot.set_curves([Curve("model AP", [100, 150, 200], [0.0314, 0.0208, 0.1873])])
+        await pilot.pause()
+        text = plain(plot.render())
+        labels = re.findall(r"(\d+\.\d+)\s*┤", text)
+        assert labels and all(re.fullmatch(r"0\.\d{3}", v) for v in labels), text
+
+    run_pilot(One(plot), scenario, size=(60, 16))
+
+
 # ------------------------------------------------------------- 7.13: the monitor header
 def test_header_shows_the_best_ap_and_throughput_at_120_columns(tmp_path: Path) -> None:
     run = write_semi_run(tmp_path / "runs", status="finished", alive=False)

@@ -127,7 +127,7 @@ def test_monitor_shows_status_progress_losses_evals_and_no_gpu(tmp_path: Path) -
         ap = screen.query_one("#ap-plot", CurvePlot)
         assert [c.name for c in ap.curves] == ["teacher AP", "student AP"]
         summary = screen.query_one("#eval-summary")
-        assert [summary.get_row_at(i)[0] for i in range(summary.row_count)] == [
+        assert [str(summary.get_row_at(i)[0]).strip() for i in range(summary.row_count)] == [
             "teacher", "student"]
         row = [str(cell).strip() for cell in summary.get_row_at(0)]
         assert row[1] == "0.220"  # teacher AP of the last eval, on the 0-1 scale

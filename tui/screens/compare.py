@@ -216,7 +216,7 @@ class CompareScreen(Screen[None]):
                      id="compare-title")
         with Horizontal(id="compare-plots"):
             yield CurvePlot(id="compare-loss")
-            yield CurvePlot(id="compare-metric")
+            yield CurvePlot(id="compare-metric", y_format="{:.3f}")  # AP: 0-1, 3 decimals
 
         table: DataTable[object] = DataTable(id="compare-table", zebra_stripes=True,
                                              cursor_type="row")

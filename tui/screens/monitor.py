@@ -182,7 +182,7 @@ class MonitorScreen(Screen[None]):
             yield loss
             with Vertical(id="pane-eval", classes="pane") as eval_pane:
                 eval_pane.border_title = "2 Eval"
-                yield CurvePlot(x_label="iter", id="ap-plot")
+                yield CurvePlot(x_label="iter", y_format="{:.3f}", id="ap-plot")
                 yield EvalTable(id="eval-table")
             log_panel = LogPanel(id="pane-logs", classes="pane")
             yield log_panel
