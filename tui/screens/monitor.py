@@ -104,7 +104,8 @@ class MonitorScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "back", "Back", key_display="q"),
-        Binding("1", "pane('loss')", "Panes", key_display="1-4"),
+        # short labels: at 80 columns the footer must still reach "? Help"
+        Binding("1", "pane('loss')", "Pane", key_display="1-4"),
         Binding("2", "pane('eval')", "Eval pane", show=False),
         Binding("3", "pane('system')", "System pane", show=False),
         Binding("4", "pane('logs')", "Logs pane", show=False),
@@ -112,7 +113,7 @@ class MonitorScreen(Screen[None]):
         Binding("m", "toggle_smooth", "Smooth"),
         Binding("y", "toggle_log_y", "Log y"),
         Binding("x", "toggle_x", "X axis"),
-        Binding("slash", "search", "Search", key_display="/"),
+        Binding("slash", "search", "Find", key_display="/"),
         Binding("e", "first_error", "Error"),
         Binding("s", "stop", "Stop"),
         Binding("r", "resume", "Resume"),

@@ -66,7 +66,9 @@ class LogView(ScrollView, can_focus=True):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left", "scroll_left", "Scroll left", show=False),
-        Binding("right", "scroll_right", "Scroll sideways", key_display="←→"),
+        # in the help; the panel's subtitle says "→ more" when lines are cut (the 80-column
+        # footer has no room left for it)
+        Binding("right", "scroll_right", "Scroll sideways", key_display="←→", show=False),
         Binding("home", "scroll_home", "First line (pauses follow)", show=False),
         Binding("end", "scroll_end", "Last line (follows)", show=False),
     ]
