@@ -215,6 +215,19 @@ async def wait_for(pilot: Any, predicate: Callable[[], bool], timeout: float = 5
         await pilot.pause(0.05)
 
 
+def tables_settled(screen: Any) -> bool:
+    """Whether every DataTable on ``screen`` has measured the rows added to it.
+
+    A DataTable sizes its columns for new rows only when its own message queue is idle
+    (``DataTable._on_idle``); on a loaded machine a screenshot could land in between and
+    show columns cut to their header's width (a flaky snapshot). Textual exposes no public
+    flag for it, so this reads the two it keeps."""
+    from textual.widgets import DataTable
+
+    return all(not table._require_update_dimensions and not table._updated_cells
+               for table in screen.query(DataTable))
+
+
 def plain(renderable: Any, width: int = 200) -> str:
     """A Rich renderable (or a Static's content) as plain text."""
     from rich.console import Console
