@@ -94,20 +94,26 @@ class EvalTable(Vertical):
         caption.update(Text(f"latest evaluation · epoch "
                             f"{_int(epoch + 1 if isinstance(epoch, int) else None)} · "
                             f"iter {_int(newest.get('iter'))}"))
+        # Every cell is known here, so the columns get their widths now (fixed), rather
+        # than when the table next goes idle: a picture taken in between would show them
+        # cut to their headers' width.
         summary.clear(columns=True)
         summary.styles.height = len(models) + 1  # a header and a row per model, no scroll
-        summary.add_column(Text(" model"), key="model")
-        for metric in METRIC_KEYS:
-            summary.add_column(Text(f" {metric}", justify="right"), key=metric)
         best_ap = max((_metric(latest[m], "AP") for m in models), default=float("nan"))
+        rows = []
         for model in models:
             event = latest[model]
-            cells: list[str | Text] = [Text(f" {model}")]
+            cells = [Text(f" {model}")]
             for metric in METRIC_KEYS:
                 text = format_ap(_metric(event, metric))
                 bold = metric == "AP" and len(models) > 1 and _metric(event, "AP") == best_ap
                 cells.append(Text(f" {text}", style="bold green" if bold else "",
                                   justify="right"))
+            rows.append((model, cells))
+        labels = [Text(" model"), *(Text(f" {m}", justify="right") for m in METRIC_KEYS)]
+        for i, (key, label) in enumerate(zip(("model", *METRIC_KEYS), labels)):
+            summary.add_column(label, key=key, width=_widest([label, *(r[i] for _, r in rows)]))
+        for model, cells in rows:
             summary.add_row(*cells, key=model)
         classes: list[str] = []
         for model in models:
@@ -118,15 +124,20 @@ class EvalTable(Vertical):
         per_class.clear(columns=True)
         if not classes:
             return
-        per_class.add_column("class")
-        for model in models:
-            per_class.add_column(f"{model} AP" if len(models) > 1 else "AP", key=model)
-        for name in classes:
-            row: list[str | Text] = [name]
-            for model in models:
-                value = (latest[model].get("per_class") or {}).get(name)
-                row.append(Text(format_ap(value), justify="right"))
+        table_rows = [[Text(name)] + [
+            Text(format_ap((latest[m].get("per_class") or {}).get(name)), justify="right")
+            for m in models] for name in classes]
+        headers = [Text("class")] + [Text(f"{m} AP" if len(models) > 1 else "AP")
+                                     for m in models]
+        for i, (key, label) in enumerate(zip(("class", *models), headers)):
+            per_class.add_column(label, key=key,
+                                 width=_widest([label, *(r[i] for r in table_rows)]))
+        for name, row in zip(classes, table_rows):
             per_class.add_row(*row, key=name)
+
+
+def _widest(cells: list[Text]) -> int:
+    return max(cell.cell_len for cell in cells)
 
 
 def _metric(event: dict[str, Any], key: str) -> float:
