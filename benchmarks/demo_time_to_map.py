@@ -61,13 +61,13 @@ def main() -> int:
 
     best = meta["best"]["value"] if meta.get("best") else float("nan")
     rows = [
-        ("best AP (shapes val)", f"{best:.4f}", f">= {TARGET_AP:.2f}",
+        ("best AP (shapes val)", f"{best:.3f}", f">= {TARGET_AP:.2f}",
          "yes" if best >= TARGET_AP else "NO"),
         ("wall time of the command (s)", f"{wall:.1f}", f"<= {TARGET_SECONDS:.0f}",
          "yes" if wall <= TARGET_SECONDS else "NO"),
         ("  setup: dataset generation + model build (s)", f"{setup_seconds:.1f}", "", ""),
         ("  training + evaluation (s)", f"{train_seconds:.1f}", "", ""),
-        ("AP50", f"{evals[-1]['metrics']['AP50']:.4f}" if evals else "-", "", ""),
+        ("AP50", f"{evals[-1]['metrics']['AP50']:.3f}" if evals else "-", "", ""),
         ("evaluations", str(len(evals)), "", ""),
         ("iterations", str(trains[-1]["iter"]) if trains else "-", "", ""),
         ("mean images/s (train events)",

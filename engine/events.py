@@ -6,20 +6,34 @@ flushed per line. Every event has ``v`` (schema version), ``t`` (unix time) and 
 Event types and their fields (schema version 1):
 
 ``start``       run_id, config, trainer, world_size, device, resume_from, argv, epochs,
-                iters_per_epoch, max_iters, num_params, start_epoch, start_iter
+                iters_per_epoch, max_iters, num_params, start_epoch (0-based), start_iter
 ``train``       epoch (0-based), iter (global, 1-based count of steps done), epoch_iter,
                 iters_per_epoch, max_iters, loss, losses {term: value}, lr, batch_time,
                 data_time, ips (images/s), eta (s), memory (MB of CUDA memory, or null)
-``eval``        epoch, iter, model (student|teacher|ema|model), metrics {AP, AP50, AP75,
-                APs, APm, APl} on the 0-1 scale, per_class {name: AP}, stats (the 12 COCO
-                numbers), eval_time
+``eval``        epoch (0-based), iter, model (student|teacher|ema|model), metrics {AP, AP50,
+                AP75, APs, APm, APl} on the 0-1 scale, per_class {name: AP} (0-1), stats
+                (the 12 COCO numbers), eval_time
 ``system``      cpu_percent, ram_used_mb, ram_total_mb, proc_rss_mb, gpus [{index, name,
                 util, mem_used_mb, mem_total_mb, temperature, power_w}] (empty without GPU)
-``checkpoint``  path, kind (last|best|epoch|interval), epoch, iter (written after the file
-                is safely in place)
+``checkpoint``  path, kind (last|best|epoch|interval), epoch (0-based), iter (written after
+                the file is safely in place)
 ``status``      status (starting|running|finished|failed|interrupted), message
 ``error``       error_type, message, traceback, user_error (bool)
 ``log``         level, message (notable log lines, e.g. skipped weights)
+
+Conventions (every reader follows them):
+
+* ``epoch`` in every event is the 0-based index of the epoch the step or evaluation
+  belongs to (the training loop's counter, as in PaddleDetection). Everything shown to
+  people counts from 1 and adds 1 to it: ``train.log`` (``Epoch: [1/12]``), the console,
+  the TUI, and ``run.json`` (``best.epoch`` and ``progress.epoch`` are 1-based; see
+  ``engine.rundir``). ``epoch 12/12`` is the last epoch of a 12-epoch run.
+* AP values are fractions on the 0-1 scale here and everywhere they are shown (3
+  decimals, labelled "AP": ``best AP 0.814``), never percentages.
+* A resumed or restarted run appends to the same file: each attempt begins with a
+  ``status`` event ``running`` (then ``start``) and ends with a final ``status``. A reader
+  that follows a run judges it by its current attempt only: a final status followed by a
+  ``running`` one belongs to an earlier attempt.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       runs_dir=args.runs_dir)
         trainer = run(flags, cfg, recorder, config_dict)
         best = trainer.best
-        summary = f"best AP {best['value']:.4f} at epoch {best['epoch']}" if best else "no eval"
+        summary = f"best AP {best['value']:.3f} at epoch {best['epoch']}" if best else "no eval"
         recorder.logger.info(f"training finished: {summary}")
         recorder.set_status("finished", summary, exit_code=EXIT_OK, best=best)
         return EXIT_OK

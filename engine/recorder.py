@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.errors import RunError
 from engine.events import EventWriter
 from engine.rundir import RunDirectory, now_iso, open_run_file
 
@@ -60,6 +61,10 @@ class RunRecorder:
         self.logger = setup_logging(run.train_log if self.run is not None else None, rank)
         self._last_progress = 0.0
         self.iter: int | None = None  # the step in progress, for error events
+        # This attempt's start (monotonic) and the seconds of the attempts before it, for
+        # run.json's ``duration_s`` (training time over every attempt of the run).
+        self._attempt_start: float | None = None
+        self._seconds_before = 0.0
 
     @property
     def active(self) -> bool:
@@ -85,13 +90,31 @@ class RunRecorder:
             self.update_meta(progress=fields)
 
     def set_status(self, status: str, message: str = "", **meta: Any) -> None:
+        """Emit a ``status`` event and update run.json: ``started`` when an attempt starts
+        running; ``ended`` and ``duration_s`` (seconds of every attempt so far, this one
+        included) when it ends."""
         self.emit("status", status=status, message=message)
         extra: dict[str, Any] = {}
         if status == "running":
             extra["started"] = now_iso()
+            self._attempt_start = time.monotonic()
+            self._seconds_before = self._recorded_seconds()
         elif status in ("finished", "failed", "interrupted"):
             extra["ended"] = now_iso()
+            if self._attempt_start is not None:
+                this_attempt = time.monotonic() - self._attempt_start
+                extra["duration_s"] = round(self._seconds_before + this_attempt, 1)
         self.update_meta(status=status, **extra, **meta)
+
+    def _recorded_seconds(self) -> float:
+        """``duration_s`` of run.json: the time of the attempts before this one."""
+        if self.run is None or not self.run.exists():
+            return 0.0
+        try:
+            value = self.run.read_meta().get("duration_s")
+        except RunError:
+            return 0.0
+        return float(value) if isinstance(value, (int, float)) and value >= 0 else 0.0
 
     def close(self) -> None:
         if self._writer is not None:

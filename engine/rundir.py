@@ -16,6 +16,14 @@ read it. Everything in a run folder is input like any other (it may be copied, h
 or planted): ``run.json`` is checked as it is read (:mod:`engine.runmeta`), the engine
 never writes through a symbolic link in it (:meth:`RunDirectory.check_writable`,
 :func:`open_run_file`), and a pid from it is never trusted alone (:mod:`engine.ownership`).
+
+``run.json`` fields shown to people follow the product's conventions (see
+``engine.events``): ``best`` is ``{"metric": "AP", "value": 0-1 fraction, "epoch": 1-based,
+"checkpoint": path}``; ``progress`` is ``{"epoch": 1-based epoch of the last step done,
+"epochs", "iter": steps done, "max_iters", "eta"}`` (rewritten at most every 2 s, and always
+at the end of each epoch and of each attempt); ``started``/``ended`` are the current
+attempt's; ``duration_s`` is the training time of every attempt that ended, summed
+(:func:`run_duration` adds the attempt under way).
 """
 
 from __future__ import annotations
@@ -152,7 +160,10 @@ class RunDirectory:
                run_id: str | None = None) -> RunDirectory:
         """Make a new, empty run folder with a unique id (``YYYYmmdd-HHMMSS-name``)."""
         root = Path(runs_dir)
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fs_error(exc, root, "cannot use the runs folder") from None
         if run_id is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             base = f"{stamp}-{slugify(name or 'run')}"
@@ -166,7 +177,12 @@ class RunDirectory:
             path.mkdir()
         except FileExistsError:
             raise RunError(f"run {run_id!r} already exists in {root}") from None
-        (path / CHECKPOINTS).mkdir()
+        except OSError as exc:
+            raise fs_error(exc, path, "cannot create the run folder") from None
+        try:
+            (path / CHECKPOINTS).mkdir()
+        except OSError as exc:
+            raise fs_error(exc, path / CHECKPOINTS, "cannot create the run folder") from None
         return cls(path)
 
     def exists(self) -> bool:
@@ -229,6 +245,48 @@ class RunDirectory:
         return "folder"
 
 
+def fs_error(exc: OSError, path: str | Path, doing: str) -> RunError:
+    """An OS error at the runs folder or a run folder (a file in the way, no permission,
+    a name too long, a full disk) as one clear message that names the path."""
+    why = exc.strerror or type(exc).__name__
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        why += " (a file is in the way of a folder)"
+    where = exc.filename if isinstance(exc.filename, str) and exc.filename else str(path)
+    return RunError(f"{doing}: {why}: {where}",
+                    hint="choose another folder with --runs-dir (or DETTUI_RUNS_DIR), or fix "
+                         "that path's type and permissions")
+
+
+def run_duration(meta: dict[str, Any], now: float | None = None,
+                 status: str | None = None) -> float | None:
+    """Seconds of training over every attempt of a run: ``duration_s`` (the attempts that
+    ended) plus, while an attempt runs, the time since it started. Runs written before
+    ``duration_s`` existed fall back to ``ended - started``. ``status`` overrides
+    ``meta["status"]`` (pass the effective one); None when unknown."""
+    status = status if status is not None else meta.get("status")
+    recorded = meta.get("duration_s")
+    recorded = (float(recorded) if isinstance(recorded, (int, float))
+                and not isinstance(recorded, bool) and recorded >= 0 else None)
+    started, ended = _parse_iso(meta.get("started")), _parse_iso(meta.get("ended"))
+    if status == "running" and started is not None and ended is None:
+        now = _dt.datetime.now().timestamp() if now is None else now
+        return (recorded or 0.0) + max(0.0, now - started.timestamp())
+    if recorded is not None:
+        return recorded
+    if started is not None and ended is not None:
+        return max(0.0, (ended - started).total_seconds())
+    return None
+
+
+def _parse_iso(value: Any) -> _dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return _dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
 def resolve_run(runs_dir: str | Path, ref: str) -> RunDirectory:
     """A run by id (in ``runs_dir``), by a unique id prefix, or by the path of its folder."""
     root = Path(runs_dir)
@@ -259,7 +317,11 @@ def scan_runs(runs_dir: str | Path
     if not root.is_dir():
         return [], []
     out, unreadable = [], []
-    for path in sorted(root.iterdir()):
+    try:
+        paths = sorted(root.iterdir())
+    except OSError as exc:
+        raise fs_error(exc, root, "cannot read the runs folder") from None
+    for path in paths:
         run = RunDirectory(path)
         if path.name.startswith(".") or not run.run_json.exists():
             continue

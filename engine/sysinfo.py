@@ -8,6 +8,7 @@ says why.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -63,6 +64,29 @@ def _get_nvml() -> _Nvml:
 def nvml_status() -> str:
     """Empty when NVML works, else a one-line reason ("no NVIDIA GPU (...)")."""
     return _get_nvml().reason
+
+
+def cuda_device_count() -> int | None:
+    """How many CUDA devices a process started now would see (NVML's count, narrowed by
+    ``CUDA_VISIBLE_DEVICES``), without importing torch; None when it can't be told (no
+    nvidia-ml-py, but an ``nvidia-smi`` on the PATH)."""
+    nv = _get_nvml()
+    if not nv.ok:
+        if pynvml is None and shutil.which("nvidia-smi"):
+            return None
+        return 0
+    count = pynvml.nvmlDeviceGetCount()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        # CUDA stops at the first entry that names no device ("-1" hides them all)
+        entries = [e.strip() for e in visible.split(",")]
+        usable = 0
+        for entry in entries:
+            if not entry or entry.startswith("-"):
+                break
+            usable += 1
+        count = min(count, usable)
+    return count
 
 
 def _opt(fn, *args):

@@ -6,13 +6,12 @@ checkpoint (its EMA weights when it has them) or a plain state dict / safetensor
 
 from __future__ import annotations
 
-import colorsys
 import json
 import pickle
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import nn
 
 from engine.config import load_and_validate
@@ -24,6 +23,7 @@ from engine.data.shapes import ensure_dataset
 from engine.data.sources import dataset_root
 from engine.data.transforms import build_transforms
 from engine.data.voc import PASCAL_VOC_CLASSES
+from engine.drawing import draw_detections
 from engine.env import pick_device
 from engine.errors import DataError, WeightsError
 from engine.evaluation import evaluate_model
@@ -67,7 +67,7 @@ def evaluate_weights(config: Path, weights: str, overrides: list[str],
     print("\n".join(result.summary_lines()))
     print("\nper-class AP:")
     for name, ap in result.per_class.items():  # names come from the dataset: no raw controls
-        print(f"  {printable(name):<24} {ap:.4f}")
+        print(f"  {printable(name):<24} {ap:.3f}")
     if json_out is not None:
         payload = {"metrics": result.metrics, "per_class": result.per_class,
                    "stats": result.stats}
@@ -99,11 +99,6 @@ def _class_names(cfg: Config, weights: str) -> list[str]:
         return [f"class {i}" for i in range(1, cfg.num_classes + 1)]
 
 
-def _colour(label: int) -> tuple[int, int, int]:
-    r, g, b = colorsys.hsv_to_rgb((label * 0.618034) % 1.0, 0.85, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
 def infer_images(config: Path, weights: str, images: list[Path], out: Path,
                  score_thresh: float, overrides: list[str]) -> int:
     _, cfg = load_and_validate(config, overrides)
@@ -117,7 +112,6 @@ def infer_images(config: Path, weights: str, images: list[Path], out: Path,
     model = load_model(cfg, weights, device)
     names = _class_names(cfg, weights)
     out.mkdir(parents=True, exist_ok=True)
-    font = ImageFont.load_default()
     for path in images:
         # uint8 CHW -> float in [0, 1]; the model resizes and maps boxes back to this image
         pixels = read_rgb(path)
@@ -126,21 +120,10 @@ def infer_images(config: Path, weights: str, images: list[Path], out: Path,
             det = model([tensor.to(device)])[0]
         # the image the model saw (upright, RGB), so the boxes land where they were found
         canvas = Image.fromarray(pixels.permute(1, 2, 0).numpy())
-        draw = ImageDraw.Draw(canvas)
-        kept = 0
-        for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(),
-                                     det["labels"].tolist()):
-            if score < score_thresh:
-                continue
-            kept += 1
-            colour = _colour(label)
-            name = names[label - 1] if 0 < label <= len(names) else f"class {label}"
-            draw.rectangle(box, outline=colour, width=2)
-            text = f"{name} {score:.2f}"
-            x0, y0 = box[0], max(0, box[1] - 11)
-            tb = draw.textbbox((x0, y0), text, font=font)
-            draw.rectangle(tb, fill=colour)
-            draw.text((x0, y0), text, fill=(0, 0, 0), font=font)
+        kept = draw_detections(canvas, [
+            (box, score, label) for box, score, label in zip(
+                det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist())
+            if score >= score_thresh], names)
         target = out / path.name
         canvas.save(target)
         print(printable(f"{path} -> {target}: {kept} detections >= {score_thresh}"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
@@ -44,6 +45,8 @@ class DettuiApp(App[int]):
         self.launch_spec = launch
         self.open_run_ref = open_run
         self.home = HomeScreen(self.runs_dir, self.configs_dirs)
+        self.exit_message: Text | None = None
+        """What the terminal is told on quitting (runs that keep training)."""
 
     def on_mount(self) -> None:
         self.push_screen(self.home)
@@ -68,9 +71,27 @@ class DettuiApp(App[int]):
             title = f"Background task {event.worker.name or event.worker.group!r} failed"
             self.show_error(ErrorReport.from_exception(event.worker.error, title))
 
+    def action_quit(self) -> None:  # type: ignore[override]
+        """Quit; runs still training keep training, and the terminal says so."""
+        self.exit_message = keep_running_message([r.id for r in self.home.rows if r.active],
+                                                 self.runs_dir)
+        self.exit(message=self.exit_message)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+
+def keep_running_message(active: list[str], runs_dir: Path = Path("runs")) -> Text | None:
+    """What the terminal shows after quitting while runs train (None when none does)."""
+    if not active:
+        return None
+    where = "" if runs_dir == Path("runs") else f" --runs-dir {runs_dir}"
+    shown = ", ".join(active[:3]) + (f" and {len(active) - 3} more" if len(active) > 3 else "")
+    runs = "run keeps" if len(active) == 1 else "runs keep"
+    return Text(f"{len(active)} {runs} training in the background: {shown}\n"
+                f"follow with `dettui attach {active[0]}{where}`, or open `dettui{where}` again",
+                style="yellow")
 
 
 def run_app(runs_dir: Path, configs_dirs: list[Path], launch: LaunchSpec | None = None,

@@ -273,7 +273,6 @@ def runs(
 ) -> None:
     """List runs, newest first."""
     from engine.rundir import scan_runs
-    from tui.safetext import safe_text
 
     metas, unreadable = scan_runs(runs_dir)
     for name, reason in unreadable:  # one bad run.json hides nothing: say which, and why
@@ -282,45 +281,79 @@ def runs(
         typer.echo(json.dumps(metas, indent=2))
         return
     from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # piped: every column, one line per run, no colour codes
+        console = Console(width=100_000, color_system=None)
+    if not metas:
+        console.print(f"no runs in {runs_dir}", markup=False, highlight=False)
+        return
+    table, hidden = runs_table(metas, console.width)
+    console.print(table)
+    if hidden:
+        console.print(f"[dim]({', '.join(hidden)} hidden at this width; "
+                      "--json shows everything)[/]", highlight=False)
+
+
+# The columns of `dettui runs`, most useful first. The id is never cut (logs, resume and
+# attach need it): on a narrow terminal the last columns are left out instead.
+RUN_COLUMNS = ("id", "status", "epoch", "best AP", "duration", "trainer", "config",
+               "created")
+
+
+def runs_table(metas: list[dict], width: int) -> tuple[Any, list[str]]:
+    """The runs as a Rich table that fits ``width`` columns, and the columns left out."""
+    from rich.cells import cell_len
     from rich.table import Table
 
-    table = Table(header_style="bold", show_edge=False)
-    for col in ("id", "status", "trainer", "config", "progress", "best AP", "created",
-                "duration"):
-        table.add_column(col, justify="right" if col in ("best AP", "progress") else "left")
-    for m in metas:
-        prog = m.get("progress") or {}
-        progress = (f"{(prog.get('epoch') or 0) + 1}/{prog.get('epochs')} ep"
-                    if prog.get("epochs") else "-")
-        best = m.get("best") or {}
-        # Every cell from run.json is text (never markup, no raw control characters).
-        table.add_row(safe_text(m.get("id") or "?"), _status_markup(m.get("status") or "?"),
-                      safe_text(m.get("trainer") or "-"), safe_text(m.get("config_path") or "-"),
-                      progress,
-                      f"{best['value']:.4f}" if best.get("value") is not None else "-",
-                      safe_text(str(m.get("created") or "-")[:19].replace("T", " ")),
-                      _duration(m))
-    Console().print(table if metas else safe_text(f"no runs in {runs_dir}"))
+    rows = [_run_cells(m) for m in metas]
+    # Each column's width: its widest cell or header, plus its padding and a separator
+    # (the outer padding and edges are left out: 3 columns fewer in all).
+    widths = [max(cell_len(name), *(cell_len(r[i].plain) for r in rows)) + 3
+              for i, name in enumerate(RUN_COLUMNS)]
+    keep = len(RUN_COLUMNS)
+    while keep > 2 and sum(widths[:keep]) - 3 > width:
+        keep -= 1
+    table = Table(header_style="bold", show_edge=False, pad_edge=False)
+    for name in RUN_COLUMNS[:keep]:
+        table.add_column(name, no_wrap=True, overflow="fold" if name == "id" else "ellipsis",
+                         justify="right" if name in ("epoch", "best AP", "duration")
+                         else "left")
+    for cells in rows:
+        table.add_row(*cells[:keep])
+    return table, list(RUN_COLUMNS[keep:])
 
 
-def _status_markup(status: str) -> Any:
+def _run_cells(meta: dict) -> list[Any]:
+    from rich.text import Text
+
+    from engine.rundir import run_duration
     from tui.safetext import safe_text
 
+    prog = meta.get("progress") or {}
+    epoch, epochs = prog.get("epoch"), prog.get("epochs")
+    # run.json counts epochs from 1; a run that has finished has done them all
+    if meta.get("status") == "finished" and isinstance(epochs, int):
+        epoch = epochs
+    progress = f"{epoch}/{epochs}" if isinstance(epoch, int) and epochs else "-"
+    best = meta.get("best") or {}
+    value = best.get("value")
+    status = str(meta.get("status", "?"))
     color = {"running": "cyan", "starting": "cyan", "finished": "green",
              "interrupted": "yellow", "failed": "red"}.get(status, "white")
-    return safe_text(status, color)
+    config = Path(str(meta.get("config_path") or "-")).name
+    # Every cell from run.json is text (never markup, no raw control characters).
+    return [safe_text(str(meta.get("id", "?"))), safe_text(status, color), Text(progress),
+            Text(f"{value:.3f}" if isinstance(value, (int, float)) else "-"),
+            Text(_fmt_duration(run_duration(meta, time.time()))),
+            safe_text(str(meta.get("trainer", "-"))), safe_text(config),
+            safe_text(str(meta.get("created", "-"))[:16].replace("T", " "))]
 
 
-def _duration(meta: dict) -> str:
-    from datetime import datetime
-
-    try:
-        start = datetime.fromisoformat(meta["started"])
-        end = meta.get("ended")
-        stop_t = datetime.fromisoformat(end) if end else datetime.now(start.tzinfo)
-        secs = int((stop_t - start).total_seconds())
-    except (KeyError, TypeError, ValueError):  # missing, or naive vs aware times
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
         return "-"
+    secs = int(seconds)
     return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
 
 
@@ -340,6 +373,13 @@ def logs(
 
     run_dir = resolve_run(runs_dir, run_ref)
     path = run_dir.stderr_log if stderr else run_dir.train_log
+    if not follow and (not path.exists() or path.stat().st_size == 0):
+        # say so (on stderr: a pipe gets nothing), rather than print nothing at all
+        state = "is empty" if path.exists() else "does not exist yet"
+        typer.echo(printable(f"{path} {state}") + (" (no traceback: the engine wrote "
+                                                   "nothing there)" if stderr else ""),
+                   err=True)
+        return
     pos, partial = 0, ""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     try:

@@ -3,7 +3,13 @@
 Used by ``dettui run --headless``, ``dettui resume --headless`` and ``dettui attach``. It
 only reads the run directory (the engine is a separate process), so it can attach to any
 run, live or finished. On a terminal it shows a live progress bar with the loss terms, lr,
-images/s and ETA; piped into a file it prints one plain line per train event instead.
+images/s and ETA; redirected into a file (nohup) it prints one plain line per record
+instead: no colour codes, never wrapped, so each line can be grepped.
+
+A resumed run appends its new attempt to the same ``events.jsonl``: the watcher replays the
+earlier attempts as history, but judges the run by its current attempt only. It follows
+the run for as long as its engine lives (``run.json`` and the process say so), and an old
+attempt's final ``status`` event never ends the watch.
 """
 
 from __future__ import annotations
@@ -24,11 +30,20 @@ from rich.text import Text
 from engine.errors import RunError
 from engine.events import EventTail
 from engine.ownership import engine_pid
-from engine.rundir import ACTIVE, RunDirectory
+from engine.rundir import ACTIVE, RunDirectory, pid_alive, run_duration
 from tui.safetext import printable, safe_markup, safe_text
 
 EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
 POLL_SECONDS = 0.25
+
+
+def plain_console() -> Console:
+    """The console for the watcher: Rich on a terminal; redirected to a file, one line per
+    record, never wrapped (Rich would wrap at 80 columns) and no colour codes."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(soft_wrap=True, color_system=None)
+    return console
 
 
 def _fmt_seconds(seconds: float | None) -> str:
@@ -56,13 +71,13 @@ def eval_table(event: dict[str, Any]) -> Table:
     """Per-class AP of one eval event, sorted best first (class names are shown as text,
     never as markup: they come from the dataset)."""
     table = Table(title=safe_text(f"per-class AP ({event.get('model') or 'model'}, "
-                                  f"epoch {_epoch(event)})"),
+                                  f"epoch {_epoch(event)})"),  # events count epochs from 0
                   show_edge=False, header_style="bold")
     table.add_column("class")
     table.add_column("AP", justify="right")
     for name, ap in sorted((event.get("per_class") or {}).items(),
                            key=lambda kv: -1 if kv[1] is None else -kv[1]):
-        table.add_row(safe_text(name), _num(ap, "{:.4f}"))
+        table.add_row(safe_text(name), _num(ap, "{:.3f}"))
     return table
 
 
@@ -81,7 +96,7 @@ class HeadlessWatcher:
                  console: Console | None = None, stop_on_ctrl_c: bool = True):
         self.run = run
         self.proc = proc
-        self.console = console or Console()
+        self.console = console or plain_console()
         self.stop_on_ctrl_c = stop_on_ctrl_c
         self.tail = EventTail(run.events)
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
@@ -134,8 +149,11 @@ class HeadlessWatcher:
                       soft_wrap=True)
             if not ev.get("user_error"):
                 out.print(safe_text(f"traceback: {self.run.stderr_log}", "dim"))
-        elif kind == "status" and ev.get("status") in EXIT_BY_STATUS:
-            self.final_status = ev["status"]
+        elif kind == "status":
+            # A new attempt (a resume, a supervisor restart) starts "running": whatever
+            # an earlier attempt ended with is history, not how this run ends.
+            status = ev.get("status")
+            self.final_status = status if status in EXIT_BY_STATUS else None
 
     def _renderable(self) -> Group:
         line = Text(loss_line(self.last_train), style="cyan") if self.last_train else Text("")
@@ -149,7 +167,11 @@ class HeadlessWatcher:
             meta = self.run.read_meta()
         except RunError:  # unreadable this tick (e.g. deleted): the engine is not ours to wait for
             return False
-        return self.run.effective_status(meta) in ACTIVE
+        status = meta.get("status")
+        # "failed" while the supervisor (the recorded pid) lives: a restart is on its way
+        restarting = status == "failed" and bool(meta.get("max_restarts"))
+        return ((status in ACTIVE or restarting)
+                and pid_alive(meta.get("pid"), meta.get("pid_started")))
 
     def _request_stop(self) -> None:
         self.stop_sent += 1
@@ -168,20 +190,20 @@ class HeadlessWatcher:
             os.kill(pid, signal.SIGINT)
 
     def _poll(self, live: Live | None) -> bool:
-        """Handle new events; False once the run has ended and everything was read."""
+        """Handle new events; False once the engine is gone and everything was read.
+
+        Only the engine's life decides when to stop, never a ``status`` event: replayed
+        from the top, the file holds the final status of every earlier attempt, and a
+        supervisor writes ``failed`` before it restarts a crashed engine."""
         for ev in self.tail.read():
             self._show(ev, live)
         if live is not None:
             live.update(self._renderable())
-        if self.final_status == "failed" and self._engine_alive():
-            self.final_status = None  # a supervisor is about to restart it: keep watching
-        if self.final_status is not None:
-            return False
-        if not self._engine_alive():
-            for ev in self.tail.read():  # the last events written before exit
-                self._show(ev, live)
-            return False
-        return True
+        if self._engine_alive():
+            return True
+        for ev in self.tail.read():  # the last events written before exit
+            self._show(ev, live)
+        return False
 
     def _show(self, ev: dict[str, Any], live: Live | None) -> None:
         """``handle`` one event. An event this console cannot show is reported and passed
@@ -219,18 +241,25 @@ class HeadlessWatcher:
 
     def summary(self) -> int:
         meta = self.run.read_meta()
-        status = self.final_status or self.run.effective_status(meta)
+        # run.json is the current attempt's verdict (the engine writes it with the event)
+        status = self.run.effective_status(meta)
+        if status in ACTIVE:  # the engine is gone but run.json was not updated in time
+            status = self.final_status or "failed"
         best = meta.get("best")
         color = {"finished": "green", "interrupted": "yellow"}.get(status, "red")
         rows = [("run", safe_markup(f"{self.run.id}  ({self.run.path})")),
                 ("status", f"[{color}]{safe_markup(status)}[/]")]
-        if isinstance(best, dict):
-            rows += [("best AP", f"{_num(best.get('value'), '{:.4f}')} (epoch {_epoch(best)})"),
+        if isinstance(best, dict):  # run.json's best.epoch counts from 1
+            rows += [("best AP", f"{_num(best.get('value'), '{:.3f}')} "
+                                 f"(epoch {_num(best.get('epoch'), '{}')})"),
                      ("best checkpoint", safe_markup(best.get("checkpoint")))]
         last = self.run.last_checkpoint()
         if last:
             rows.append(("last checkpoint", safe_markup(last)))
-        rows.append(("wall time", _fmt_seconds(time.time() - self.started)))
+        attempts = meta.get("attempt")
+        over = (f" ({attempts} attempts)" if isinstance(attempts, int) and attempts > 1
+                else "")
+        rows.append(("wall time", _fmt_seconds(run_duration(meta, status=status)) + over))
         if status == "failed":
             rows += [("log", safe_markup(self.run.train_log)),
                      ("traceback", safe_markup(self.run.stderr_log))]

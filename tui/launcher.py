@@ -14,6 +14,7 @@ run and hands the resume checkpoint to the other ranks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,21 +22,25 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.config import load_and_validate
+from engine.config.loader import read_yaml_mapping
 from engine.config.schema import Config, DatasetConfig, UnsupDatasetConfig, trainer_name
 from engine.data.imagefolder import list_image_files
-from engine.errors import ConfigError, DataError, RunError, WeightsError
+from engine.errors import ConfigError, DataError, RunError, UserError, WeightsError
 from engine.ownership import engine_pid, plausible_pid, process_start_time
 from engine.rundir import (
     ACTIVE,
     RUN_SCHEMA_VERSION,
     RunDirectory,
+    fs_error,
     now_iso,
     open_run_file,
 )
+from engine.sysinfo import cuda_device_count
 
 TRAINER_CHOICES = ("config", "Trainer", "DenseTeacher", "ARSL", "Semi_RTDETR", "co-tuning")
 DEFAULT_MASTER_PORT = 29500
@@ -158,8 +163,37 @@ def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
         raise ConfigError(f"--nproc must be >= 1, got {spec.nproc}", key="nproc")
     if rendezvous:
         resolve_rendezvous(spec, cfg)
+        check_device(cfg.device, spec.nproc)
     restart_backoff()
     return cfg
+
+
+def check_device(device: str, nproc: int = 1,
+                 count: Callable[[], int | None] = cuda_device_count) -> None:
+    """Refuse a CUDA device this machine does not have, before anything starts (the engine
+    would find out only after seconds of imports, leaving a failed run behind). Asks NVML,
+    never torch; skipped on a machine that prepares a job for others (SLURM)."""
+    if not device.startswith("cuda"):
+        return
+    found = count()
+    if found is None:  # can't tell without torch: the engine checks it
+        return
+    if found == 0:
+        raise ConfigError(f"device {device!r} asked for, but this machine has no usable "
+                          "NVIDIA GPU (NVML finds none, or CUDA_VISIBLE_DEVICES hides them)",
+                          key="device", hint="use --device cpu (or auto), or -o device=cpu")
+    if ":" in device:
+        index = int(device.split(":", 1)[1])
+        if index >= found:
+            raise ConfigError(f"device {device!r}: this machine has {found} CUDA device(s), "
+                              f"numbered 0..{found - 1}", key="device")
+        if nproc > 1:
+            raise ConfigError(f"device {device!r} names one GPU, but --nproc {nproc} starts "
+                              f"{nproc} processes (one GPU each)", key="device",
+                              hint="use --device cuda with --nproc")
+    elif nproc > found:
+        raise ConfigError(f"--nproc {nproc} processes need {nproc} GPUs with device "
+                          f"{device!r}; this machine has {found}", key="nproc")
 
 
 def resolve_rendezvous(spec: LaunchSpec, cfg: Config,
@@ -298,7 +332,7 @@ def launch(spec: LaunchSpec) -> tuple[RunDirectory, subprocess.Popen]:
     run = RunDirectory.create(spec.runs_dir, name)
     argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec),
                       spec.max_restarts)
-    run.write_meta({
+    meta = {
         "schema": RUN_SCHEMA_VERSION,
         "id": run.id,
         "name": name,
@@ -316,10 +350,34 @@ def launch(spec: LaunchSpec) -> tuple[RunDirectory, subprocess.Popen]:
         "world_size": spec.nproc * spec.nnodes,
         "max_restarts": spec.max_restarts,
         "best": None,
-    })
-    proc = _spawn(run, argv)
-    _record_pid(run, proc)
-    return run, proc
+    }
+    try:
+        return run, _start(run, argv, meta)
+    except RunError:
+        _remove_unstarted(run)
+        raise
+
+
+def _start(run: RunDirectory, argv: list[str], meta: dict) -> subprocess.Popen:
+    """Write run.json, start the engine and record its pid; an OS error on the way (no
+    permission, a full disk) becomes a RunError that names the run folder."""
+    try:
+        run.write_meta(meta)
+        proc = _spawn(run, argv)
+    except OSError as exc:
+        raise fs_error(exc, run.path, "cannot write the run folder") from None
+    try:
+        _record_pid(run, proc)
+    except OSError as exc:  # the engine runs already: stop it, it can't be followed
+        os.kill(proc.pid, signal.SIGTERM)
+        raise fs_error(exc, run.path, "cannot write the run folder") from None
+    return proc
+
+
+def _remove_unstarted(run: RunDirectory) -> None:
+    """A launch refused before its engine started leaves no run folder behind."""
+    with contextlib.suppress(OSError):
+        shutil.rmtree(run.path)
 
 
 def _record_pid(run: RunDirectory, proc: subprocess.Popen) -> None:
@@ -386,15 +444,25 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
         raise RunError(f"run {run.id} has no checkpoint to resume from",
                        hint="start it again with `dettui run`")
     spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
-                      else eval, force=force, nproc=max(1, meta.get("world_size") or 1))
+                      else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))))
+    check_device(_resolved_device(run), spec.nproc)  # resumed on a machine without its GPU
     argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec, resume="auto"),
-                      meta.get("max_restarts") or 0)
-    attempt = (meta.get("attempt") or 1) + 1
-    run.update_meta(status="starting", command=argv, attempt=attempt, ended=None,
-                    exit_code=None, weights={"mode": "resume", "resume": "auto"})
-    proc = _spawn(run, argv)
-    _record_pid(run, proc)
-    return proc
+                      int(meta.get("max_restarts", 0)))
+    attempt = int(meta.get("attempt", 1)) + 1
+    return _start(run, argv, {**meta, "status": "starting", "command": argv,
+                              "attempt": attempt, "ended": None, "exit_code": None,
+                              "weights": {"mode": "resume", "resume": "auto"}})
+
+
+def _resolved_device(run: RunDirectory) -> str:
+    """The ``device`` of a run's resolved config (``auto`` when it can't be read: the
+    engine then reports the config itself)."""
+    try:  # with a config's checks: a run folder may hold a FIFO or a bomb (issue 12)
+        config = read_yaml_mapping(run.config_yaml)
+    except (OSError, UserError):
+        return "auto"
+    device = config.get("device") if isinstance(config, dict) else None
+    return device if isinstance(device, str) else "auto"
 
 
 def _is_engine(run: RunDirectory, meta: dict) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.errors import RunError
 from engine.events import decode
-from engine.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory
+from engine.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory, run_duration
 from engine.safefiles import open_regular
 
 #: Sortable columns, in the order the sort key cycles through them.
@@ -64,6 +64,8 @@ class RunRow:
     best_ap: float | None = None
     best_epoch: int | None = None
     attempt: int = 1
+    duration_s: float | None = None
+    """Training time of the attempts that ended (run.json ``duration_s``)."""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -78,7 +80,9 @@ class RunRow:
     @property
     def shown_epoch(self) -> int | None:
         """Epochs done (a finished run: ``epochs``), or the epoch under way (1-based) while
-        active; from the iteration count when known, as the engine's ``epoch`` is 0-based."""
+        active; from the iteration count when known, else run.json's (1-based) epoch."""
+        if self.status == "finished" and self.epochs:
+            return self.epochs  # all of them, even if the last progress write was missed
         if self.iter is not None and self.max_iters and self.epochs:
             per_epoch = max(1, self.max_iters // self.epochs)
             done = min(self.epochs, self.iter // per_epoch)
@@ -93,16 +97,9 @@ class RunRow:
         return None
 
     def duration(self, now: float) -> float | None:
-        """Seconds from start to end (or to ``now`` while active)."""
-        if self.started is None:
-            return None
-        if self.ended is not None:
-            end = self.ended.timestamp()
-        elif self.active:
-            end = now
-        else:
-            return None
-        return max(0.0, end - self.started.timestamp())
+        """Seconds of training over every attempt (a resumed run counts them all), up to
+        ``now`` while one runs."""
+        return run_duration(self.meta, now, status=self.status)
 
     def search_text(self) -> str:
         return " ".join((self.id, self.name, self.status, self.trainer, self.config)).lower()
@@ -130,6 +127,7 @@ class RunRow:
             best_ap=_float(best.get("value")),
             best_epoch=_int(best.get("epoch")),
             attempt=_int(meta.get("attempt")) or 1,
+            duration_s=_float(meta.get("duration_s")),
             meta=meta,
         )
 

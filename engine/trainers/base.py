@@ -297,15 +297,16 @@ class Trainer:
         of the first model (it is what ``best.pt`` holds)."""
         for i, (model, which, result, seconds) in enumerate(results):
             ap = result.metrics["AP"]
-            self.logger.info(f"Eval epoch {self.epoch} ({which}, {seconds:.1f}s):\n"
+            self.logger.info(f"Eval epoch {self.epoch + 1} ({which}, {seconds:.1f}s):\n"
                              + "\n".join(result.summary_lines()))
-            per_class = "\n".join(f"  {name:<24} {v:.4f}" for name, v in result.per_class.items())
+            per_class = "\n".join(f"  {name:<24} {v:.3f}" for name, v in result.per_class.items())
             self.logger.info(f"Per-class AP ({which}):\n" + per_class)
             if i == 0 and (self.best is None or ap > self.best["value"]):
                 self.improved = True
                 self.best_model = model
                 ckpt = str(self.checkpoint_dir / "best.pt") if self.checkpoint_dir else None
-                self.best = {"metric": "AP", "value": ap, "epoch": self.epoch,
+                # run.json's best.epoch counts from 1, like every epoch shown to people
+                self.best = {"metric": "AP", "value": ap, "epoch": self.epoch + 1,
                              "checkpoint": ckpt, "model": which}
                 self.recorder.update_meta(best=self.best)
             self.recorder.emit("eval", epoch=self.epoch, iter=self.iter, model=which,
@@ -313,8 +314,11 @@ class Trainer:
                                stats=result.stats, summary=result.summary_lines(),
                                eval_time=seconds)
         if self.best is not None:
-            self.logger.info(f"best AP so far: {self.best['value']:.4f} "
-                             f"({self.best.get('model', 'model')}, epoch {self.best['epoch']})")
+            which = self.best.get("model", "model")
+            where = f"epoch {self.best['epoch']}"
+            if which != "model":
+                where = f"{which}, {where}"
+            self.logger.info(f"best AP so far: {self.best['value']:.3f} ({where})")
 
     # -------------------------------------------------------------------------- weights
     def load_weights(self, path: str) -> None:
@@ -375,7 +379,7 @@ class Trainer:
             self.load_data_state_dict(state["sampler"])
         self.load_extra_state(state, path)
         self.rng_to_restore = state.get("rng")
-        self.logger.info(f"resumed from {path}: epoch {self.epoch}, step {self.epoch_iter} "
+        self.logger.info(f"resumed from {path}: epoch {self.epoch + 1}, step {self.epoch_iter} "
                          f"of {self.iters_per_epoch}, {self.iter} steps done")
 
     def extra_state(self) -> dict[str, Any]:

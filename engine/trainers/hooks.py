@@ -75,6 +75,16 @@ class MetricsLogger(HookBase):
     def before_step(self) -> None:
         self._step_start = time.perf_counter()
 
+    def after_train(self) -> None:
+        # Stopped between two log lines (a signal, a crash): run.json still gets where
+        # training really stands, i.e. what the last checkpoint holds.
+        t = self.trainer
+        if t.iter:
+            done_epochs = -(-t.iter // t.iters_per_epoch)
+            t.recorder.progress(force=True, epoch=min(t.cfg.epoch, done_epochs),
+                                epochs=t.cfg.epoch, iter=t.iter, max_iters=t.max_iters,
+                                eta=0.0 if t.iter >= t.max_iters else None)
+
     def after_step(self) -> None:
         t = self.trainer
         step = t.last_step
@@ -109,8 +119,10 @@ class MetricsLogger(HookBase):
                         losses=losses, lr=lr, batch_time=batch_time, data_time=data_time,
                         ips=ips, eta=eta, memory=mem, **({"stats": stats} if stats else {}),
                         **extra)
-        t.recorder.progress(epoch=t.epoch, epochs=t.cfg.epoch, iter=t.iter,
-                            max_iters=t.max_iters, eta=eta)
+        # run.json and the log count epochs from 1, as people do (events keep 0-based).
+        # The end of an epoch is always written: a finished run must not look unfinished.
+        t.recorder.progress(force=t.epoch_iter == t.iters_per_epoch, epoch=t.epoch + 1,
+                            epochs=t.cfg.epoch, iter=t.iter, max_iters=t.max_iters, eta=eta)
         width = len(str(t.iters_per_epoch))
         terms = " ".join(f"{k}: {v:.4f}" for k, v in losses.items())
         if stats:
@@ -119,7 +131,7 @@ class MetricsLogger(HookBase):
             terms = f"[{extra['phase']}] {terms}"
         mem_txt = f" mem: {mem:.0f}MB" if mem is not None else ""
         t.logger.info(
-            f"Epoch: [{t.epoch}] [{t.epoch_iter:>{width}}/{t.iters_per_epoch}] "
+            f"Epoch: [{t.epoch + 1}/{t.cfg.epoch}] [{t.epoch_iter:>{width}}/{t.iters_per_epoch}] "
             f"eta: {format_seconds(eta)} lr: {lr:.6f} loss: {total:.4f} {terms} "
             f"batch_cost: {batch_time:.4f} data_cost: {data_time:.4f} "
             f"ips: {ips:.1f} images/s{mem_txt}")

@@ -51,7 +51,7 @@ def test_runs_lists_good_runs_and_says_which_are_unreadable(runs: Path) -> None:
     proc = dettui("runs", "--runs-dir", str(runs), timeout=60)  # a FIFO must not hang it
     assert proc.returncode == 0, out(proc)
     stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
-    assert "good-1" in stdout and "good-2" in stdout and "0.2500" in stdout
+    assert "good-1" in stdout and "good-2" in stdout and "0.250" in stdout
     for name, reason in REASONS.items():
         line = next(ln for ln in stderr.splitlines() if f"unreadable run {name}:" in ln)
         assert reason in line, (name, line)

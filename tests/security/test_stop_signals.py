@@ -144,7 +144,7 @@ def test_tui_stop_key_refuses_an_unrelated_process(tmp_path: Path, victim) -> No
     async def scenario(pilot) -> None:
         table = app.home.query_one(RunsTable)
         await wait_for(pilot, lambda: table.row_count == 1, what="the run in the table")
-        await pilot.press("s")
+        await pilot.press("s", "y")  # the key asks first (issue 7), then refuses
         await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the refusal")
         assert "is not run live's engine" in app.screen.report.message
 

@@ -41,7 +41,9 @@ def _no_terminal_control(data: bytes) -> None:
 
 def test_runs_prints_run_json_text_as_text(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    write_run(runs, "r1", trainer=f"{TITLE}Trainer", config_path=f"cfg/{MARKUP_LINK}.yml",
+    # (`dettui runs` shows the config's file name only: the markup goes in a field it shows
+    # whole, the trainer)
+    write_run(runs, "r1", trainer=f"{TITLE}Trainer{MARKUP_LINK}", config_path=f"cfg/{LINK}.yml",
               name=LINK)
     proc = dettui("runs", "--runs-dir", str(runs), env=_color_env())
     assert proc.returncode == 0, out(proc)

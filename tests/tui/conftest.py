@@ -56,6 +56,16 @@ CONFIG_FILES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def steady_text_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text cursors do not blink in tests: a snapshot must not depend on the half second
+    in which it is taken (a blinking cursor made ``test_launch`` flaky). The cursor stays
+    as focus left it: shown in the focused field, hidden elsewhere."""
+    from textual.widgets import Input
+
+    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
+
+
 @pytest.fixture
 def configs_dir(tmp_path: Path) -> Path:
     """``configs/`` with a base file, a valid config, a typo and a YAML syntax error."""
@@ -203,6 +213,19 @@ async def wait_for(pilot: Any, predicate: Callable[[], bool], timeout: float = 5
         if _time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await pilot.pause(0.05)
+
+
+def tables_settled(screen: Any) -> bool:
+    """Whether every DataTable on ``screen`` has measured the rows added to it.
+
+    A DataTable sizes its columns for new rows only when its own message queue is idle
+    (``DataTable._on_idle``); on a loaded machine a screenshot could land in between and
+    show columns cut to their header's width (a flaky snapshot). Textual exposes no public
+    flag for it, so this reads the two it keeps."""
+    from textual.widgets import DataTable
+
+    return all(not table._require_update_dimensions and not table._updated_cells
+               for table in screen.query(DataTable))
 
 
 def plain(renderable: Any, width: int = 200) -> str:

@@ -148,7 +148,7 @@ def test_delete_is_refused_on_a_running_run(runs_dir: Path) -> None:
     run_pilot(app, scenario)
 
 
-def test_stop_signals_the_engine_process(runs_dir: Path) -> None:
+def test_stop_asks_first_then_signals_the_engine_process(runs_dir: Path) -> None:
     run = make_run(runs_dir, "20250101-100000-live", status="running")
     # A stand-in engine: what stop() checks is that its command line names the run folder.
     engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
@@ -159,7 +159,14 @@ def test_stop_signals_the_engine_process(runs_dir: Path) -> None:
 
         async def scenario(pilot) -> None:
             await _ready(pilot, app, 1)
-            await pilot.press("s")
+            await pilot.press("s")  # one stray key stops nothing: it asks
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            assert "Stop run 20250101-100000-live?" in plain(
+                app.screen.query_one("#confirm-question").content)
+            await pilot.press("n")
+            await pilot.pause(0.3)
+            assert engine.poll() is None and not isinstance(app.screen, ConfirmScreen)
+            await pilot.press("s", "y")
             await pilot.pause()
             assert engine.wait(timeout=5) != 0  # SIGINT: KeyboardInterrupt in the sleeper
             assert any("Stopping" in str(n.message) for n in app._notifications)

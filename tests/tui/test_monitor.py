@@ -15,6 +15,7 @@ from engine.events import encode, make_event
 from engine.rundir import RunDirectory
 from tests.tui.conftest import run_pilot, wait_for
 from tui import launcher
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.monitor import MonitorScreen
 from tui.widgets.curves import CurvePlot
@@ -58,7 +59,8 @@ def write_semi_run(runs_dir: Path, *, status: str = "running", iters: int = 40,
         "trainer": "DenseTeacher", "status": status, "host": host or socket.gethostname(),
         "pid": os.getpid() if alive else 999_999_999, "created": "2025-01-01T10:00:00+00:00",
         "ended": None if status in ("starting", "running") else "2025-01-01T11:00:00+00:00",
-        "best": {"metric": "AP", "value": 0.2, "epoch": 3, "checkpoint": "best.pt"}})
+        # run.json counts epochs from 1: the 4th evaluation (event epoch 3) was the best
+        "best": {"metric": "AP", "value": 0.2, "epoch": 4, "checkpoint": "best.pt"}})
     text = _event("start", T0, run_id=run.id, epochs=10, iters_per_epoch=10, max_iters=100,
                   start_epoch=0, start_iter=0)
     for block in range(iters // 10):
@@ -116,7 +118,8 @@ def test_monitor_shows_status_progress_losses_evals_and_no_gpu(tmp_path: Path) -
         header = header_text(screen)
         assert "RUNNING" in header and run.id in header and "DenseTeacher" in header
         assert "epoch 4/10" in header and "iter 40/100" in header
-        assert "ETA 0:10:00" in header and "best AP 20.0" in header
+        assert "ETA 0:10:00" in header
+        assert "best AP 0.200 @ epoch 4" in header  # a 0-1 fraction, 1-based epoch
         assert "━ 40%" in header  # the progress bar
         loss = screen.query_one("#loss-plot", CurvePlot)
         assert [c.name for c in loss.curves] == ["loss", "loss_cls", "loss_box"]
@@ -124,10 +127,12 @@ def test_monitor_shows_status_progress_losses_evals_and_no_gpu(tmp_path: Path) -
         ap = screen.query_one("#ap-plot", CurvePlot)
         assert [c.name for c in ap.curves] == ["teacher AP", "student AP"]
         summary = screen.query_one("#eval-summary")
-        assert [str(summary.get_row_at(i)[0]) for i in range(summary.row_count)] == [
+        assert [str(summary.get_row_at(i)[0]).strip() for i in range(summary.row_count)] == [
             "teacher", "student"]
-        assert str(summary.get_row_at(0)[3]) == "22.0"  # teacher AP of the last eval
-        assert summary.get_row_at(0)[1] == "4"  # epoch 3 in the event: shown 1-based
+        row = [str(cell).strip() for cell in summary.get_row_at(0)]
+        assert row[1] == "0.220"  # teacher AP of the last eval, on the 0-1 scale
+        caption = str(screen.query_one("#eval-caption").render())
+        assert "epoch 4 · iter 40" in caption  # epoch 3 in the event: shown 1-based
         classes = screen.query_one("#eval-classes")
         assert classes.row_count == 2 and len(classes.columns) == 3
         system = screen.query_one(SystemPanel)
@@ -256,6 +261,11 @@ def test_stop_and_resume_keys_call_the_launcher(tmp_path: Path,
         screen = await loaded(pilot)
         assert screen.check_action("resume", ()) is False
         await pilot.press("r", "s")
+        assert calls == []  # `s` asks before it stops a training
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert calls == [] and pilot.app.screen is screen
+        await pilot.press("s", "y")
         assert calls == [("stop", live.id)]
 
     async def on_ended(pilot: Any) -> None:

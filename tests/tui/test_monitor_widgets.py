@@ -120,9 +120,11 @@ def test_eval_table_formats_and_orders_models() -> None:
         table.update_evals({"student": event, "ema": event, "teacher": event})
         await pilot.pause()
         summary = table.query_one("#eval-summary")
-        assert [str(summary.get_row_at(i)[0]) for i in range(3)] == ["teacher", "student", "ema"]
-        assert str(summary.get_row_at(0)[5]) == "-"  # AP75 missing
+        rows = [[str(c).strip() for c in summary.get_row_at(i)] for i in range(3)]
+        assert [r[0] for r in rows] == ["teacher", "student", "ema"]
+        assert rows[0][1:4] == ["0.400", "0.600", "-"]  # AP, AP50; AP75 missing
 
     run_pilot(One(table), scenario, size=(100, 20))
-    assert format_ap(0.3721) == "37.2" and format_ap(None) == "-"
+    # one convention in the whole product: a 0-1 fraction with 3 decimals, never a percentage
+    assert format_ap(0.3721) == "0.372" and format_ap(None) == "-"
     assert format_ap(float("nan")) == "-"

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.events import encode, make_event
 from engine.rundir import RunDirectory
-from tests.tui.conftest import wait_for
+from tests.tui.conftest import tables_settled, wait_for
 from tests.tui.test_monitor import T0, TRACEBACK, MonitorHost, train_lines
 from tui.screens.monitor import MonitorScreen
 
@@ -24,7 +24,7 @@ def write_fixed_run(runs_dir: Path) -> RunDirectory:
         "schema": 1, "id": run.id, "name": "fixed", "config_path": "configs/semi.yml",
         "trainer": "DenseTeacher", "status": "finished", "host": "gpu-box", "pid": 1,
         "created": "2025-01-01T10:00:00+00:00", "ended": "2025-01-01T12:46:40+00:00",
-        "best": {"metric": "AP", "value": 0.27, "epoch": 9, "checkpoint": "best.pt"}})
+        "best": {"metric": "AP", "value": 0.27, "epoch": 10, "checkpoint": "best.pt"}})
     lines = []
 
     def put(kind: str, t: float, **fields: Any) -> None:
@@ -67,8 +67,11 @@ async def _settle(pilot: Any) -> None:
                    and screen.snapshot.events_read > 0, what="the history")
     await wait_for(pilot, lambda: screen.query_one("#pane-logs").view.lines,
                    what="the logs")
+    summary = screen.query_one("#eval-summary")
+    await wait_for(pilot, lambda: summary.row_count == 2, what="the eval table")
     screen._refresh_plots(force=True)
     await pilot.pause(0.2)
+    await wait_for(pilot, lambda: tables_settled(screen), what="the tables measured")
 
 
 def test_monitor_wide(snap_compare: Any, tmp_path: Path) -> None:
@@ -83,5 +86,6 @@ def test_monitor_80x24_eval_pane(snap_compare: Any, tmp_path: Path) -> None:
         await _settle(pilot)
         await pilot.press("2")
         await pilot.pause(0.2)
+        await wait_for(pilot, lambda: tables_settled(pilot.app.screen), what="the tables")
 
     assert snap_compare(MonitorHost(run.path), terminal_size=(80, 24), run_before=eval_pane)

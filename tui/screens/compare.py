@@ -184,7 +184,7 @@ class CompareScreen(Screen[None]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape,q", "app.pop_screen", "Back", key_display="q"),  # as in the monitor
         Binding("t", "cycle_loss", "Loss term"),
         Binding("m", "cycle_metric", "Metric"),
         Binding("l", "toggle_log", "Log loss"),
@@ -211,7 +211,7 @@ class CompareScreen(Screen[None]):
                      id="compare-title")
         with Horizontal(id="compare-plots"):
             yield CurvePlot(id="compare-loss")
-            yield CurvePlot(id="compare-metric")
+            yield CurvePlot(id="compare-metric", y_format="{:.3f}")  # AP: 0-1, 3 decimals
 
         table: DataTable[object] = DataTable(id="compare-table", zebra_stripes=True,
                                              cursor_type="row")

@@ -149,6 +149,7 @@ class ErrorScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss_error", "Close"),
         Binding("enter", "dismiss_error", "Close", show=False),
+        Binding("q", "dismiss_error", "Close", show=False),  # q goes back, never quits here
         Binding("t", "toggle_traceback", "Traceback"),
     ]
 

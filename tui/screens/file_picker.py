@@ -56,6 +56,7 @@ class FilePickerScreen(ModalScreen[Path | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
+        Binding("q", "cancel", "Cancel", show=False),  # q goes back, never quits here
         Binding("backspace", "up", "Parent folder"),
     ]
 

@@ -35,6 +35,7 @@ def default_groups() -> list[KeyGroup]:
     from tui.screens.launch import LaunchScreen
     from tui.screens.monitor import MonitorScreen
     from tui.widgets.config_tree import ConfigTree
+    from tui.widgets.log_panel import LogPanel, LogView
     from tui.widgets.runs_table import RunsTable
 
     return [
@@ -44,6 +45,7 @@ def default_groups() -> list[KeyGroup]:
         ("Runs table", bindings_of(RunsTable)),
         ("Launch form", bindings_of(LaunchScreen)),
         ("Run monitor", bindings_of(MonitorScreen)),
+        ("Monitor log", bindings_of(LogPanel) + bindings_of(LogView)),
         ("Compare", bindings_of(CompareScreen)),
         ("Error dialog", bindings_of(ErrorScreen)),
     ]

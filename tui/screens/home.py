@@ -16,9 +16,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Input, Static
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
 
 from engine.errors import UserError
 from engine.rundir import RunDirectory
@@ -26,6 +27,7 @@ from tui import launcher
 from tui.launcher import LaunchSpec
 from tui.runs_index import UNREADABLE, RunRow, RunsIndex, ScanResult
 from tui.safetext import printable, safe_text
+from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, show_error
 from tui.screens.launch import LaunchScreen
 from tui.widgets.config_tree import ConfigTree
@@ -33,56 +35,6 @@ from tui.widgets.runs_table import RunsTable
 from tui.widgets.yaml_view import YamlView
 
 POLL_SECONDS = 1.0
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question; ``y`` confirms, ``n``/escape cancels."""
-
-    DEFAULT_CSS = """
-    ConfirmScreen {
-        align: center middle;
-    }
-    ConfirmScreen > Vertical {
-        width: auto;
-        min-width: 40;
-        max-width: 90%;
-        height: auto;
-        border: thick $warning;
-        background: $surface;
-        padding: 1 2;
-    }
-    ConfirmScreen Horizontal {
-        height: auto;
-        margin-top: 1;
-        align-horizontal: right;
-    }
-    ConfirmScreen Button {
-        margin-left: 2;
-    }
-    """
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
-    ]
-
-    def __init__(self, question: str, confirm_label: str = "Yes") -> None:
-        super().__init__()
-        self.question = question
-        self.confirm_label = confirm_label
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(safe_text(self.question, newlines=True), id="confirm-question")
-            with Horizontal():
-                yield Button("Cancel (n)", id="confirm-no")
-                yield Button(f"{self.confirm_label} (y)", variant="error", id="confirm-yes")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
 
 
 class HomeScreen(Screen[None]):
@@ -117,6 +69,8 @@ class HomeScreen(Screen[None]):
         self._scans = 0
         self._cursor_to: str | None = None
         """A run (folder name) to put the cursor on once a scan has found it."""
+        self._config_to: Path | None = None
+        """A config for the tree to select once it is built."""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="title-bar"):
@@ -136,6 +90,8 @@ class HomeScreen(Screen[None]):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
+        if self._config_to is not None:
+            self.query_one(ConfigTree).select_path(self._config_to)
         self._update_titles()
         self.poll_runs()
         self.set_interval(POLL_SECONDS, self.poll_runs)
@@ -191,6 +147,8 @@ class HomeScreen(Screen[None]):
             title += f" · {len(table.selected)} selected"
         panel = self.query_one("#runs-panel")
         panel.border_title = safe_text(title)  # the filter is typed text, not markup
+        hidden = table.hidden_columns
+        panel.border_subtitle = (f"{', '.join(hidden)}: wider terminal" if hidden else "")
         empty = self.query_one("#runs-empty", Static)
         if not rows:
             empty.update(Text.assemble(
@@ -269,8 +227,18 @@ class HomeScreen(Screen[None]):
     # ----------------------------------------------------------------- launch + open
 
     def open_launch(self, spec: LaunchSpec) -> None:
-        """Show the launch form for ``spec``; a successful launch opens the monitor."""
+        """Show the launch form for ``spec``; a successful launch opens the monitor. The
+        tree selects the same config, so `n` later starts from it again."""
+        self._select_config(Path(spec.config))
         self.app.push_screen(LaunchScreen(spec), self._launched)
+
+    def _select_config(self, path: Path) -> None:
+        try:
+            tree = self.query_one(ConfigTree)
+        except NoMatches:  # a launch form opened at start-up: the tree is not built yet
+            self._config_to = path
+            return
+        tree.select_path(path)
 
     def _launched(self, result: tuple[RunDirectory, subprocess.Popen] | None) -> None:
         if result is None:
@@ -330,16 +298,23 @@ class HomeScreen(Screen[None]):
         if not row.active:
             self._notify(f"{row.id} is not running ({row.status}).", severity="warning")
             return
-        try:
-            stopped = launcher.stop(RunDirectory(row.path))
-        except UserError as exc:  # run.json names no process provably this run's engine
-            show_error(self.app, ErrorReport.from_exception(exc, f"Cannot stop {row.id}"))
-            return
-        if stopped:
-            self._notify(f"Stopping {row.id}: it saves a checkpoint, then exits.")
-        else:
-            self._notify(f"{row.id}: its process is already gone.", severity="warning")
-        self.poll_runs()
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                stopped = launcher.stop(RunDirectory(row.path))
+            except UserError as exc:  # run.json names no process provably this run's engine
+                show_error(self.app, ErrorReport.from_exception(exc, f"Cannot stop {row.id}"))
+                return
+            if stopped:
+                self._notify(f"Stopping {row.id}: it saves a checkpoint, then exits.")
+            else:
+                self._notify(f"{row.id}: its process is already gone.", severity="warning")
+            self.poll_runs()
+
+        # One stray key over a laggy link must not interrupt a long training.
+        self.app.push_screen(ConfirmScreen(stop_question(row.id), "Stop"), confirmed)
 
     def _delete(self, row: RunRow) -> None:
         if row.active:

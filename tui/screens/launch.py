@@ -318,6 +318,9 @@ class LaunchScreen(Screen["LaunchResult | None"]):
     def _form_changed(self, event: Message) -> None:
         if isinstance(event, Select.Changed) and event.select.id == "weights-mode":
             self._show_mode(str(event.value))
+        if isinstance(event, Input.Changed) and event.input.id == "config":
+            # the run is named after its config unless a name is typed
+            self.query_one("#name", Input).placeholder = Path(event.value.strip()).stem
         self.validate_soon()
 
     def validate_soon(self) -> None:

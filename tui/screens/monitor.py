@@ -40,6 +40,7 @@ from tui.eventscan import TERM_PREFIX
 from tui.filetail import LogTail
 from tui.runmodel import RunModel, RunSnapshot
 from tui.safetext import printable, safe_text
+from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, ErrorScreen
 from tui.widgets.curves import Curve, CurvePlot
 from tui.widgets.eval_table import MODEL_ORDER, EvalTable
@@ -104,7 +105,8 @@ class MonitorScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "back", "Back", key_display="q"),
-        Binding("1", "pane('loss')", "Panes", key_display="1-4"),
+        # short labels: at 80 columns the footer must still reach "? Help"
+        Binding("1", "pane('loss')", "Pane", key_display="1-4"),
         Binding("2", "pane('eval')", "Eval pane", show=False),
         Binding("3", "pane('system')", "System pane", show=False),
         Binding("4", "pane('logs')", "Logs pane", show=False),
@@ -112,7 +114,7 @@ class MonitorScreen(Screen[None]):
         Binding("m", "toggle_smooth", "Smooth"),
         Binding("y", "toggle_log_y", "Log y"),
         Binding("x", "toggle_x", "X axis"),
-        Binding("slash", "search", "Search", key_display="/"),
+        Binding("slash", "search", "Find", key_display="/"),
         Binding("e", "first_error", "Error"),
         Binding("s", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
@@ -182,7 +184,7 @@ class MonitorScreen(Screen[None]):
             yield loss
             with Vertical(id="pane-eval", classes="pane") as eval_pane:
                 eval_pane.border_title = "2 Eval"
-                yield CurvePlot(x_label="iter", id="ap-plot")
+                yield CurvePlot(x_label="iter", y_format="{:.3f}", id="ap-plot")
                 yield EvalTable(id="eval-table")
             log_panel = LogPanel(id="pane-logs", classes="pane")
             yield log_panel
@@ -468,6 +470,15 @@ class MonitorScreen(Screen[None]):
             self.notify("No error or traceback in train.log or stderr.log.", timeout=3)
 
     def action_stop(self) -> None:
+        """Ask first (as the runs table does): one stray key must not end a training."""
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._stop_now()
+
+        self.app.push_screen(ConfirmScreen(stop_question(self.run_dir.name), "Stop"),
+                             confirmed)
+
+    def _stop_now(self) -> None:
         run = RunDirectory(self.run_dir)
         try:
             stopped = launcher.stop(run)

@@ -153,6 +153,8 @@ class ConfigTree(Tree[Path]):
         self.checks: dict[Path, ConfigCheck] = {}
         self._stamps: dict[Path, int] = {}
         self._path_nodes: dict[Path, TreeNode[Path]] = {}
+        self._wanted: Path | None = None
+        """A config asked for before the tree had it (see ``select_path``)."""
 
     def on_mount(self) -> None:
         self._populate(sorted(discover(self.roots)))
@@ -173,16 +175,30 @@ class ConfigTree(Tree[Path]):
         return self.checks.get(path)
 
     def select_path(self, path: Path) -> bool:
-        """Move the cursor to ``path`` (expanding its folders); False if not in the tree."""
-        node = self._path_nodes.get(Path(path))
+        """Move the cursor to ``path`` (expanding its folders). A path the tree does not
+        show (yet) is remembered and selected once it appears; False then."""
+        node = self._node_of(Path(path))
         if node is None:
+            self._wanted = Path(path)
             return False
+        self._wanted = None
         parent = node.parent
         while parent is not None:
             parent.expand()
             parent = parent.parent
         self.call_after_refresh(self.move_cursor, node)
         return True
+
+    def _node_of(self, path: Path) -> TreeNode[Path] | None:
+        node = self._path_nodes.get(path)
+        if node is None:  # the same file named another way (relative, absolute)
+            try:
+                wanted = path.resolve()
+                node = next((n for p, n in self._path_nodes.items()
+                             if p.resolve() == wanted), None)
+            except OSError:
+                return None
+        return node
 
     # ----------------------------------------------------------------- building
 
@@ -201,6 +217,8 @@ class ConfigTree(Tree[Path]):
                     self._add_file(root, node, path)
         for path, check in self.checks.items():
             self._relabel(path, check)
+        if self._wanted is not None and self._node_of(self._wanted) is not None:
+            keep = self._wanted
         if keep is not None:
             self.select_path(keep)
 
@@ -256,13 +274,18 @@ class ConfigTree(Tree[Path]):
         self._stamps = message.stamps
         before = self.checks
         self.checks = message.checks
+        # What the user (or a launch from the command line) selected: read it before a
+        # rebuild, which only moves the cursor back to it after the next refresh.
+        current, wanted = self.current_path, self._wanted
         if changed_files:
             self._populate(sorted(message.stamps))
         else:
             for path, check in message.checks.items():
                 if before.get(path) != check:
                     self._relabel(path, check)
-        current = self.current_path
+        wanted_node = self._node_of(wanted) if wanted is not None else None
+        if wanted_node is not None:
+            current = wanted_node.data
         if current is not None:
             self.post_message(self.ConfigHighlighted(current, self.checks.get(current)))
         elif before == {}:

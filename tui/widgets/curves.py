@@ -7,6 +7,7 @@ API (the compare screen overlays several runs with it)::
     plot.smooth = True      # EMA over ~2% of the x range
     plot.log_y = True       # log-scale y (non-positive points are left out)
     plot.x_time = True      # xs are seconds: the axis shows the time since the smallest x
+    plot.y_format = "{:.3f}"  # y tick labels (AP plots: the product's 3-decimal fractions)
 
 With ``x_time`` the xs may be unix times (one run: time since its start) or already
 relative (to overlay runs that started at different times, pass each run's ``t - t[0]``).
@@ -87,11 +88,13 @@ class CurvePlot(PlotextPlot):
     empty_text: reactive[str] = reactive("no data yet")
     """What to show when there is no point to draw."""
 
-    def __init__(self, *, x_label: str = "iter", name: str | None = None,
-                 id: str | None = None, classes: str | None = None,
+    def __init__(self, *, x_label: str = "iter", y_format: str | None = None,
+                 name: str | None = None, id: str | None = None, classes: str | None = None,
                  disabled: bool = False) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.set_reactive(CurvePlot.x_label, x_label)
+        self.y_format = y_format
+        """Format of the y tick labels (None: plotext's own), e.g. ``"{:.3f}"`` for AP."""
         self._curves: list[Curve] = []
         self._version = 0
         self._cache_key: tuple | None = None
@@ -122,7 +125,7 @@ class CurvePlot(PlotextPlot):
     def render(self) -> RenderableType:
         width, height = self.size.width, self.size.height
         key = (self._version, width, height, self.smooth, self.log_y, self.x_time,
-               self.x_label, self.empty_text, self.app.theme, self.theme)
+               self.x_label, self.empty_text, self.y_format, self.app.theme, self.theme)
         if key != self._cache_key:
             started = time.perf_counter()
             self._cache = self._build(width, height)
@@ -160,6 +163,23 @@ class CurvePlot(PlotextPlot):
             return cols.x, ema(cols.mean, smoothing_alpha(columns))
         return envelope(x, y, columns, x_range)
 
+    def _format_y_ticks(self, ys: list[np.ndarray], height: int) -> None:
+        """Ticks from the lowest to the highest value (as plotext places them), as many as
+        the rows allow, labelled with ``y_format``."""
+        values = np.concatenate(ys)
+        values = values[np.isfinite(values)]
+        if not values.size:
+            return
+        lo, hi = float(values.min()), float(values.max())
+        count = max(2, min(5, (height - 4) // 2 + 1))
+        ticks, labels = [], []
+        for tick in np.linspace(lo, hi, count).tolist() if hi > lo else [lo]:
+            label = self.y_format.format(tick)
+            if label not in labels:  # a tiny range: fewer ticks rather than repeated ones
+                ticks.append(tick)
+                labels.append(label)
+        self.plt.yticks(ticks, labels)
+
     def _build(self, width: int, height: int) -> RenderableType:
         if width < 12 or height < 4:
             return Text("")
@@ -187,6 +207,8 @@ class CurvePlot(PlotextPlot):
         if hi > lo:
             plt.xlim(lo, hi)
         plt.xlabel(f"elapsed ({unit})" if self.x_time else self.x_label)
+        if self.y_format and not self.log_y:
+            self._format_y_ticks([py for _, _, py in prepared], height)
         plt.yscale("log" if self.log_y else "linear")
         plt.plotsize(width, height)
         plt._set_size(width, height)

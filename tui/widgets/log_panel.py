@@ -5,6 +5,9 @@ to the first error or traceback.
 a cache), so a log of 50,000 lines scrolls as fast as one of ten. :class:`LogPanel` holds
 one view per file, the search box and the panel title, and is driven by its screen (the
 screen's key bindings call its methods; lines arrive through :meth:`LogPanel.append`).
+
+Long lines are scrolled sideways with the arrow keys (no horizontal scrollbar: it would
+take the bottom row, hide the last line of a followed log and show as a stray block).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ _ERROR_STYLE = Style(color="red")
 _WARN_STYLE = Style(color="yellow")
 _MATCH_STYLE = Style(color="black", bgcolor="yellow", bold=True)
 _CURSOR_STYLE = Style(bgcolor="grey23")
+"""The highlighted line (a search hit, the first error); matches are drawn over it."""
 
 
 def is_error_line(line: str) -> bool:
@@ -61,11 +65,20 @@ class LogView(ScrollView, can_focus=True):
             super().__init__()
             self.view = view
 
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("left", "scroll_left", "Scroll left", show=False),
+        # in the help; the panel's subtitle says "→ more" when lines are cut (the 80-column
+        # footer has no room left for it)
+        Binding("right", "scroll_right", "Scroll sideways", key_display="←→", show=False),
+        Binding("home", "scroll_home", "First line (pauses follow)", show=False),
+        Binding("end", "scroll_end", "Last line (follows)", show=False),
+    ]
+
     DEFAULT_CSS = """
     LogView {
         background: $surface;
         overflow-y: scroll;
-        overflow-x: auto;
+        overflow-x: hidden;
         scrollbar-size-vertical: 1;
         &:focus {
             background-tint: $foreground 5%;
@@ -136,14 +149,29 @@ class LogView(ScrollView, can_focus=True):
             text.stylize(_ERROR_STYLE)
         elif _WARN_RE.search(line):
             text.stylize(_WARN_STYLE)
+        if is_cursor:  # before the matches: a later style wins, and a hit must stand out
+            text.stylize(_CURSOR_STYLE)
         if self.search:
             text.highlight_regex(re.compile(re.escape(self.search), re.IGNORECASE),
                                  _MATCH_STYLE)
-        if is_cursor:
-            text.stylize(_CURSOR_STYLE)
         segments = [Segment(s.text, (base + s.style) if s.style else base)
                     for s in text.render(self.app.console)]
         return Strip(segments, cell_len(line))
+
+    @property
+    def allow_horizontal_scroll(self) -> bool:
+        # No horizontal scrollbar (overflow-x: hidden), but the keys still scroll sideways.
+        return self.max_scroll_x > 0
+
+    def on_resize(self) -> None:
+        # A first layout (or a pane shown at last) gives the real height: keep the end in
+        # view, else a finished run's last lines sit below the fold while "following".
+        if self.follow:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def watch_scroll_x(self, old: float, new: float) -> None:
+        super().watch_scroll_x(old, new)
+        self.post_message(self.FollowChanged(self))  # the panel's title shows the column
 
     def watch_search(self) -> None:
         self.refresh()
@@ -352,6 +380,8 @@ class LogPanel(Vertical):
         view = self.view
         state = "[green]following[/]" if view.follow else "[yellow]paused[/]"
         extra = f"  /{safe_markup(view.search)}" if view.search else ""
+        if view.virtual_size.width > view.size.width > 0:
+            extra += f" · col {int(view.scroll_x) + 1}" if view.scroll_x else " · → more"
         titles = (f"4 Logs {names}", f"{len(view.lines):,} lines · {state}{extra}")
         if titles != self._titles:  # each assignment repaints the whole panel
             self._titles = titles

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+
 from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import Static
@@ -10,7 +12,7 @@ from engine.rundir import ACTIVE
 from tui.runmodel import RunSnapshot
 from tui.safetext import safe_markup as escape  # text from run.json: no markup, no controls
 
-__all__ = ["RunHeader", "format_duration", "set_subtitle"]
+__all__ = ["RunHeader", "format_duration", "set_subtitle", "short_time"]
 
 STATUS_STYLES = {"starting": "bold cyan", "running": "bold green", "finished": "bold blue",
                  "failed": "bold white on red", "interrupted": "bold yellow"}
@@ -24,6 +26,15 @@ def format_duration(seconds: object) -> str:
     days, rest = divmod(total, 86400)
     text = f"{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
     return f"{days}d {text}" if days else text
+
+
+def short_time(value: object) -> str:
+    """An ISO time from run.json as ``11-27 19:32`` (in the timezone it was recorded in,
+    like the runs table); anything else as it is."""
+    try:
+        return _dt.datetime.fromisoformat(str(value)).strftime("%m-%d %H:%M")
+    except ValueError:
+        return str(value)
 
 
 def set_subtitle(widget: Widget, text: str) -> None:
@@ -44,8 +55,10 @@ class RunHeader(Widget):
     latest loss, learning rate and throughput. Both lines have a fixed size, so updating
     them four times a second repaints two lines and never re-lays out the screen.
 
-    Epochs are 0-based in events and run.json; like the runs table, the TUI shows them
-    1-based ("epoch 10/10" is the last one)."""
+    Epochs are 0-based in events (1-based in run.json); the TUI shows them 1-based
+    ("epoch 10/10" is the last one). AP is a 0-1 fraction with 3 decimals. What matters
+    most comes first on each line (the best AP before the long config path, the end time
+    kept short), so a 120-column terminal cuts only the least useful part."""
 
     DEFAULT_CSS = """
     RunHeader {
@@ -78,13 +91,14 @@ class RunHeader(Widget):
         meta, status = snap.meta, snap.status
         parts = [f"[{STATUS_STYLES.get(status, 'bold')}] {status.upper()} [/]",
                  f"[b]{escape(snap.run_id)}[/]"]
-        parts += [escape(str(meta[key])) for key in ("trainer", "config_path", "host")
-                  if meta.get(key)]
         best = meta.get("best")
-        if isinstance(best, dict) and _number(best.get("value"), "{:.3f}"):
-            epoch = best.get("epoch")
-            parts.append(f"best {best.get('metric', 'AP')} {100 * best['value']:.1f}"
-                         + (f" @ epoch {epoch + 1}" if isinstance(epoch, int) else ""))
+        value = _number(best.get("value"), "{:.3f}") if isinstance(best, dict) else None
+        if value is not None:
+            epoch = best.get("epoch")  # run.json counts epochs from 1
+            parts.append(f"best {escape(str(best.get('metric', 'AP')))} [b]{value}[/]"
+                         + (f" @ epoch {epoch}" if isinstance(epoch, int) else ""))
+        parts += [escape(str(meta[key])) for key in ("trainer", "host", "config_path")
+                  if meta.get(key)]
         return "  ·  ".join(parts)
 
     def _progress(self, snap: RunSnapshot) -> str:
@@ -111,7 +125,7 @@ class RunHeader(Widget):
         if snap.status in ACTIVE:
             parts.append(f"ETA {format_duration(train.get('eta'))}")
         elif snap.meta.get("ended"):
-            parts.append(f"ended {escape(str(snap.meta['ended']))}")
+            parts.append(f"ended {escape(short_time(snap.meta['ended']))}")
         for label, key, fmt in (("loss", "loss", "{:.4f}"), ("lr", "lr", "{:.2e}"),
                                 ("img/s", "ips", "{:.1f}")):
             text = _number(train.get(key), fmt)

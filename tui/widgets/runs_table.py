@@ -5,6 +5,11 @@ owns only how it is shown (sort column, filter, selection). Keys on a run post a
 :class:`RunsTable.RunAction` (or :class:`RunsTable.CompareRequested`) up to the screen,
 which does the work. A refresh that changes no row order only rewrites the cells that
 changed (the duration of active runs, typically), so polling hundreds of runs is cheap.
+
+The columns fit the width, without a horizontal scrollbar: the run id is never cut (logs,
+resume and attach need it). When the terminal is narrow the status shrinks to its icon,
+the config name is shortened with an ellipsis, and the last columns (by :data:`COLUMNS`
+order) are left out; the panel title says which (``hidden_columns``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -34,15 +40,46 @@ STATUS_STYLE = {
     "interrupted": ("■", "dark_orange"),
 }
 
-# Most useful first: at 80 columns the table shows up to "duration" without scrolling.
+# Most useful first: a narrow terminal leaves out the last ones.
 COLUMNS = (("sel", " "), ("status", "status"), ("id", "run"), ("progress", "epoch"),
            ("best_ap", "best AP"), ("duration", "duration"), ("trainer", "trainer"),
            ("config", "config"), ("created", "started"))
+ALWAYS_SHOWN = ("sel", "status", "id")
+SHRINKABLE = {"config": 8}
+"""Columns that may be shortened (with an ellipsis) down to this many cells to fit."""
+CELL_PADDING = 1
 
 
-def fmt_status(status: str) -> Text:
+def fmt_status(status: str, compact: bool = False) -> Text:
     icon, style = STATUS_STYLE.get(status, ("?", "magenta"))
-    return safe_text(f"{icon} {status}", style)
+    return safe_text(icon if compact else f"{icon} {status}", style)
+
+
+def fit_columns(natural: dict[str, int], width: int, compact_status_width: int = 1
+                ) -> tuple[dict[str, int | None], bool]:
+    """Which columns fit ``width`` cells: ``{key: None (natural width) or a shortened
+    width}`` in display order, and whether the status shows its icon only.
+
+    ``natural`` is each column's widest cell or label. Columns are taken in
+    :data:`COLUMNS` order; the first ones always (the id whole), then every one that
+    fits, shortening a :data:`SHRINKABLE` one rather than leaving it out."""
+    cost = {key: w + 2 * CELL_PADDING for key, w in natural.items()}
+    core = ("sel", "status", "id", "progress", "best_ap", "duration")
+    compact = sum(cost[k] for k in core if k in cost) > width
+    if compact:
+        cost["status"] = compact_status_width + 2 * CELL_PADDING
+    shown: dict[str, int | None] = {}
+    used = 0
+    for key, _ in COLUMNS:
+        if key not in cost:
+            continue
+        if key in ALWAYS_SHOWN or used + cost[key] <= width:
+            shown[key] = None
+            used += cost[key]
+        elif key in SHRINKABLE and width - used - 2 * CELL_PADDING >= SHRINKABLE[key]:
+            shown[key] = width - used - 2 * CELL_PADDING
+            used = width
+    return shown, compact
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -79,11 +116,13 @@ def fmt_ap(row: RunRow) -> Text:
     return Text(f"{row.best_ap:.3f}", style="bold")
 
 
-def row_cells(row: RunRow, selected: bool, now: float) -> tuple[object, ...]:
-    # Strings from run.json are Text: a str cell is parsed as markup ("[/]" crashes).
+def row_cells(row: RunRow, selected: bool, now: float,
+              compact_status: bool = False) -> tuple[object, ...]:
+    """The cells of every column of :data:`COLUMNS`, in order. Strings from run.json are
+    Text: a str cell is parsed as markup ("[/]" crashes)."""
     return (
         Text("●", style="bold magenta") if selected else " ",
-        fmt_status(row.status),
+        fmt_status(row.status, compact_status),
         safe_text(row.id),
         fmt_progress(row),
         fmt_ap(row),
@@ -104,6 +143,7 @@ class RunsTable(DataTable[object]):
     DEFAULT_CSS = """
     RunsTable {
         height: 1fr;
+        overflow-x: hidden;
     }
     """
 
@@ -153,9 +193,53 @@ class RunsTable(DataTable[object]):
         self._all: list[RunRow] = []
         self._view: list[RunRow] = []
         self._cells: dict[str, tuple[object, ...]] = {}
+        self._shown: dict[str, int | None] = {key: None for key, _ in COLUMNS}
+        self._compact = False
 
     def on_mount(self) -> None:
         self._add_columns()
+
+    def on_resize(self) -> None:
+        self._refit()
+
+    @property
+    def hidden_columns(self) -> list[str]:
+        """Labels of the columns left out at this width."""
+        return [label for key, label in COLUMNS if key not in self._shown]
+
+    def _refit(self) -> bool:
+        """Choose the columns for the current width; rebuild if they changed."""
+        if not self.is_mounted or self.size.width == 0:
+            return False
+        now = self.clock()
+        natural = {key: cell_len(label) + (2 if key == self.sort_key else 0)
+                   for key, label in COLUMNS}
+        for row in self._view:
+            for (key, _), cell in zip(COLUMNS, row_cells(row, True, now)):
+                natural[key] = max(natural[key], cell_len(_plain(cell)))
+        width = self.size.width
+        if self.row_count > self.size.height - 1:  # rows + header: a vertical scrollbar
+            width -= self.styles.scrollbar_size_vertical
+        shown, compact = fit_columns(natural, width)
+        if (shown, compact) == (self._shown, self._compact):
+            return False
+        self._shown, self._compact = shown, compact
+        self._relabel()
+        self.post_message(self.ViewChanged())
+        return True
+
+    def _shown_cells(self, row: RunRow, selected: bool, now: float) -> tuple[object, ...]:
+        cells = row_cells(row, selected, now, self._compact)
+        out = []
+        for (key, _), cell in zip(COLUMNS, cells):
+            if key not in self._shown:
+                continue
+            width = self._shown[key]
+            if width is not None:
+                cell = Text(_plain(cell))
+                cell.truncate(width, overflow="ellipsis")
+            out.append(cell)
+        return tuple(out)
 
     # ----------------------------------------------------------------- data in
 
@@ -201,7 +285,8 @@ class RunsTable(DataTable[object]):
     # ----------------------------------------------------------------- rendering
 
     def watch_sort_key(self) -> None:
-        self._relabel()
+        if not self._refit():  # the sort arrow widens its column
+            self._relabel()
 
     def watch_sort_reverse(self) -> None:
         self._relabel()
@@ -213,10 +298,12 @@ class RunsTable(DataTable[object]):
 
     def _add_columns(self) -> None:
         for key, label in COLUMNS:
-            text = Text(label)
+            if key not in self._shown:
+                continue
+            text = Text("" if key == "status" and self._compact else label)
             if key == self.sort_key:
                 text.append(" ▼" if self.sort_reverse else " ▲", style="bold")
-            self.add_column(text, key=key)
+            self.add_column(text, key=key, width=self._shown[key])
 
     def _relabel(self) -> None:
         if not self.is_mounted:
@@ -236,13 +323,16 @@ class RunsTable(DataTable[object]):
         keys = [r.path.name for r in view]
         old_keys = [r.path.name for r in self._view]
         self._view = view
+        if not force and self._refit():
+            return  # rebuilt for the new contents' widths
         if not force and keys == old_keys:
+            columns = [key for key, _ in COLUMNS if key in self._shown]
             for row in view:
-                cells = row_cells(row, row.path.name in self.selected, now)
+                cells = self._shown_cells(row, row.path.name in self.selected, now)
                 old = self._cells.get(row.path.name)
                 if old == cells:
                     continue
-                for (col, _), value, before in zip(COLUMNS, cells, old or (None,) * len(cells)):
+                for col, value, before in zip(columns, cells, old or (None,) * len(cells)):
                     if value != before:
                         self.update_cell(row.path.name, col, value, update_width=True)
                 self._cells[row.path.name] = cells
@@ -252,7 +342,7 @@ class RunsTable(DataTable[object]):
         self.clear()
         self._cells.clear()
         for row in view:
-            cells = row_cells(row, row.path.name in self.selected, now)
+            cells = self._shown_cells(row, row.path.name in self.selected, now)
             self._cells[row.path.name] = cells
             self.add_row(*cells, key=row.path.name)
         if cursor is not None and not self.move_to(cursor.path.name) and view:
@@ -300,3 +390,7 @@ class RunsTable(DataTable[object]):
     @property
     def sort_label(self) -> str:
         return SORT_LABELS[self.sort_key] + (" ▼" if self.sort_reverse else " ▲")
+
+
+def _plain(cell: object) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)
