@@ -117,13 +117,15 @@ def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str,
     trainer = build_trainer(cfg, env, recorder, config_dict, seed=seed)
 
     # 4. weights, in priority order
-    resumed_from = None
-    if flags.resume is not None:
-        resumed_from = resume(trainer, flags)
-    elif cfg.pretrain_teacher_weights and cfg.pretrain_student_weights:
-        trainer.load_semi_weights(cfg.pretrain_teacher_weights, cfg.pretrain_student_weights)
-    elif cfg.pretrain_weights:
-        trainer.load_weights(cfg.pretrain_weights)
+    # (``--resume auto`` with no checkpoint yet is a fresh start: it gets the init weights,
+    # e.g. a supervisor restart or a requeued SLURM job that died before its first one.)
+    resumed_from = resume(trainer, flags) if flags.resume is not None else None
+    if resumed_from is None:
+        if cfg.pretrain_teacher_weights and cfg.pretrain_student_weights:
+            trainer.load_semi_weights(cfg.pretrain_teacher_weights,
+                                      cfg.pretrain_student_weights)
+        elif cfg.pretrain_weights:
+            trainer.load_weights(cfg.pretrain_weights)
 
     recorder.emit("start", trainer=trainer.name, world_size=env.world_size,
                   device=str(env.device), resume_from=str(resumed_from) if resumed_from else None,

@@ -129,10 +129,16 @@ def _draw_ellipse(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int,
         draw.ellipse((x0 + off, y0, x0 + off + short - 1, y1), fill=255)
 
 
+def _band(side: int, rng: np.random.Generator) -> int:
+    """The band of a ring or frame: 15-25% of the side, at least 3 px, and a hole left."""
+    return min(max(3, round(side * rng.uniform(0.15, 0.25))), max(1, (side - 2) // 2))
+
+
 def _draw_ring(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
                rng: np.random.Generator) -> None:
-    # A circle with a hole; the band is at least 3 px so it stays a ring at 16 px.
-    band = max(3, round(side * rng.uniform(0.15, 0.25)))
+    # A circle with a hole; the band is at least 3 px so it stays a ring at 16 px (and at
+    # most what leaves a hole: the smallest shapes of a 64 px image are 6 px wide).
+    band = _band(side, rng)
     draw.ellipse((x0, y0, x1, y1), fill=255)
     draw.ellipse((x0 + band, y0 + band, x1 - band, y1 - band), fill=0)
 
@@ -174,7 +180,7 @@ def _draw_star(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, si
 def _draw_frame(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, side: int,
                 rng: np.random.Generator) -> None:
     # A square with a square hole (the ring of squares), band as the ring's.
-    band = max(3, round(side * rng.uniform(0.15, 0.25)))
+    band = _band(side, rng)
     draw.rectangle((x0, y0, x1, y1), fill=255)
     draw.rectangle((x0 + band, y0 + band, x1 - band, y1 - band), fill=0)
 

@@ -9,6 +9,7 @@ from engine.env import DistEnv
 from engine.errors import ConfigError
 from engine.recorder import RunRecorder
 from engine.trainers.base import Trainer
+from engine.trainers.cotuning import CoTuningTrainer
 from engine.trainers.dense_teacher import DenseTeacherTrainer
 
 # ssod_method -> trainer class. A name whose class is None is valid but not built yet.
@@ -17,7 +18,7 @@ SSOD_TRAINERS: dict[str, type[Trainer] | None] = {
     "ARSL": None,
     "Semi_RTDETR": None,
 }
-COT_TRAINER: type[Trainer] | None = None
+COT_TRAINER: type[Trainer] | None = CoTuningTrainer
 
 
 def _not_available(what: str, key: str) -> ConfigError:
