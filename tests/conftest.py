@@ -59,3 +59,30 @@ def tiny_overrides(data_dir: Path, *, epochs: int = 1, epoch_iter: int = 2,
 
 
 PYTHON = sys.executable
+
+
+SEMI_DIR = REPO / "configs" / "semi_det"
+
+
+def semi_overrides(data_dir: Path, *, epochs: int = 2, epoch_iter: int = 3,
+                   images: int = 40, size: int = 64, semi_start: int = 2,
+                   ema_start: int = 1) -> list[str]:
+    """``-o`` overrides that make a shapes-scale semi config train in seconds: ``images``
+    shapes of ``size`` px split 25% labeled / 75% unlabeled, 2 + 2 images per step, the
+    teacher started at ``ema_start`` and the semi phase at ``semi_start``."""
+    out = []
+    for section in ("TrainDataset", "UnsupTrainDataset", "EvalDataset"):
+        n = 8 if section == "EvalDataset" else images
+        out += [f"{section}.dataset_dir={data_dir}", f"{section}.synthesize.num_images={n}",
+                f"{section}.synthesize.image_size={size}"]
+    return out + [
+        "TrainDataset.semi_split.percent=25", "UnsupTrainDataset.semi_split.percent=25",
+        f"model.min_size={size}", f"model.max_size={size}",
+        f"SemiTrainReader.sample_transforms=[{{RandomFlip: {{prob: 0.5}}}}, "
+        f"{{Resize: {{target_size: {size}}}}}]",
+        f"EvalReader.sample_transforms=[{{Resize: {{target_size: {size}}}}}]",
+        "SemiTrainReader.sup_batch_size=2", "SemiTrainReader.unsup_batch_size=2",
+        f"epoch={epochs}", f"epoch_iter={epoch_iter}", "snapshot_epoch=1", "log_iter=1",
+        "worker_num=0", "EvalReader.batch_size=8", "LearningRate.warmup_iters=1",
+        f"semi_start_iters={semi_start}", f"ema_start_iters={ema_start}",
+    ]

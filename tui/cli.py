@@ -33,7 +33,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-data_app = typer.Typer(help="Datasets: generate the built-in synthetic shapes dataset.",
+data_app = typer.Typer(help="Datasets: generate the built-in synthetic shapes dataset, split "
+                            "a COCO file into labeled and unlabeled parts.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -403,6 +404,33 @@ def data_shapes(
                         f"(got {train}, {val}, {image_size})")
     _engine(["shapes", str(out), "--train", str(train), "--val", str(val), "--seed", str(seed),
              "--image-size", str(image_size)])
+
+
+@data_app.command("split")
+@user_errors
+def data_split(
+    annotations: Annotated[Path, typer.Argument(help="COCO annotation json to split.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for labeled.json and "
+                                                    "unlabeled.json (created if needed).")],
+    percent: Annotated[float, typer.Option(
+        "--percent", help="Percentage of the images that keep their annotations, between 0 "
+                          "and 100.")] = 10.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the draw: the same file, "
+                                                     "percent and seed give the same split.")
+                    ] = 1,
+) -> None:
+    """Split a COCO file for semi-supervised training (PaddleDetection's semi split):
+    labeled.json keeps PERCENT % of the images and their annotations, unlabeled.json lists
+    the rest without annotations."""
+    from engine.data.split import write_split  # stdlib only
+
+    labeled, unlabeled, counts = write_split(annotations, percent, seed, out)
+    typer.echo(f"{annotations}: {counts.images} images, split {percent:g}% labeled "
+               f"(seed {seed})")
+    typer.echo(f"  labeled:   {counts.labeled_images} images, {counts.labeled_boxes} "
+               f"annotations -> {labeled}")
+    typer.echo(f"  unlabeled: {counts.unlabeled_images} images, no annotations "
+               f"({counts.unlabeled_boxes_dropped} dropped) -> {unlabeled}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.config import load_and_validate
-from engine.config.schema import Config, DatasetConfig, trainer_name
+from engine.config.schema import Config, DatasetConfig, UnsupDatasetConfig, trainer_name
+from engine.data.imagefolder import list_image_files
 from engine.errors import ConfigError, DataError, RunError, WeightsError
 from engine.rundir import (
     RUN_SCHEMA_VERSION,
@@ -113,8 +114,12 @@ def _check_weights_path(value: str | None, key: str) -> None:
         raise WeightsError(f"is a directory, expected a weights file: {p}", key=key)
 
 
-def _check_dataset(ds: DatasetConfig, section: str) -> None:
+def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str) -> None:
     """A dataset that will not be generated must be there (the engine checks the content)."""
+    if isinstance(ds, UnsupDatasetConfig) and ds.name == "ImageFolder":
+        list_image_files(Path(ds.dataset_dir).expanduser() / ds.image_dir,
+                         key=f"{section}.image_dir")
+        return
     if ds.synthesize is not None:
         return
     root = Path(ds.dataset_dir).expanduser()
@@ -122,7 +127,7 @@ def _check_dataset(ds: DatasetConfig, section: str) -> None:
         raise DataError(f"dataset folder not found: {root}", key=f"{section}.dataset_dir",
                         hint="fix the path, or add `synthesize:` to generate the shapes "
                              "dataset there")
-    anno = root / ds.anno_path
+    anno = root / (ds.anno_path or "")
     if not anno.is_file():
         raise DataError(f"annotation file not found: {anno}", key=f"{section}.anno_path")
     images = root / ds.image_dir
@@ -136,6 +141,8 @@ def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
     _, cfg = load_and_validate(spec.config, spec.all_overrides())
     _check_dataset(cfg.TrainDataset, "TrainDataset")
     _check_dataset(cfg.EvalDataset, "EvalDataset")
+    if cfg.UnsupTrainDataset is not None:
+        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
     _check_weights_path(cfg.pretrain_weights, "pretrain_weights")
     _check_weights_path(cfg.pretrain_teacher_weights, "pretrain_teacher_weights")
     _check_weights_path(cfg.pretrain_student_weights, "pretrain_student_weights")

@@ -11,6 +11,7 @@ stdlib only: the TUI imports this module.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -20,24 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.config.loader import KeyPath, LoadedConfig
+from engine.config.ops import DEFAULT_STRONG_AUG, PHOTOMETRIC_OPS, TRANSFORM_OPS
 from engine.errors import ConfigError
 
 ARCHITECTURES = ("FCOS", "RetinaNet", "FasterRCNN")
 BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3")
 SSOD_METHODS = ("DenseTeacher", "ARSL", "Semi_RTDETR")
-
-# Transform ops allowed in ``sample_transforms``, with the arguments each accepts.
-TRANSFORM_OPS: dict[str, dict[str, str]] = {
-    "Resize": {"target_size": "side length (int) or [h, w]",
-               "keep_ratio": "keep the aspect ratio (longest side = target_size)"},
-    "RandomResize": {"sizes": "list of side lengths; one is drawn per image",
-                     "keep_ratio": "keep the aspect ratio"},
-    "RandomFlip": {"prob": "probability of a horizontal flip"},
-    "ColorJitter": {"brightness": "max relative change", "contrast": "max relative change",
-                    "saturation": "max relative change", "hue": "max hue shift (0-0.5)",
-                    "prob": "probability of applying the jitter"},
-}
-
 
 _YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -68,6 +57,35 @@ class DatasetConfig:
     anno_path: str = doc("COCO instances json, relative to dataset_dir", "annotations.json")
     allow_empty: bool = doc("keep images that have no (valid) boxes", False)
     synthesize: ShapesSpec | None = doc("generate the shapes dataset here if it is missing", None)
+    semi_split: SemiSplitSpec | None = doc("TrainDataset: keep the labeled part of this split "
+                                           "of the json (e.g. 10% of the images)", None)
+
+
+@dataclass
+class SemiSplitSpec:
+    """Keep one part of a PaddleDetection-style semi-supervised split of the annotation file
+    (the same split ``dettui data split`` writes): TrainDataset keeps the labeled part,
+    UnsupTrainDataset the unlabeled one."""
+
+    percent: float = doc("percentage of the images that are labeled, between 0 and 100", 10.0)
+    seed: int = doc("seed of the draw; the same file, percent and seed give the same split", 1)
+
+
+@dataclass
+class UnsupDatasetConfig:
+    """Unlabeled training images: a COCO json whose annotations are ignored, or a folder."""
+
+    name: Literal["COCODataSet", "ImageFolder"] = doc(
+        "COCODataSet: the images a COCO json lists; ImageFolder: every image file in "
+        "image_dir, sorted by name", "COCODataSet")
+    dataset_dir: str = doc("root folder; relative paths are relative to the working directory", "")
+    image_dir: str = doc("images folder, relative to dataset_dir", "images")
+    anno_path: str | None = doc("COCODataSet: the json, relative to dataset_dir (its "
+                                "annotations, if any, are ignored)", None)
+    synthesize: ShapesSpec | None = doc("COCODataSet: generate the shapes dataset here if it "
+                                        "is missing", None)
+    semi_split: SemiSplitSpec | None = doc("COCODataSet: keep the unlabeled part of this "
+                                           "split of the json", None)
 
 
 @dataclass
@@ -80,6 +98,26 @@ class ReaderConfig:
     sample_transforms: list[dict] = doc(
         "per-image transforms, a list of one-key mappings {Op: {args}}; ops: "
         + ", ".join(TRANSFORM_OPS), factory=list)
+
+
+@dataclass
+class SemiReaderConfig:
+    """Semi-supervised batches: one labeled and one unlabeled batch per step, each image
+    in a weak and a strong view that share all geometry."""
+
+    sup_batch_size: int = doc("labeled images per step (per process)", 4)
+    unsup_batch_size: int = doc("unlabeled images per step (per process)", 4)
+    shuffle: bool = doc("reshuffle each stream every time it has been drawn through", True)
+    drop_last: bool = doc("drop each stream's last incomplete batch", True)
+    sample_transforms: list[dict] = doc(
+        "transforms applied once per image before the two views are made (geometric ops "
+        "belong here); ops: " + ", ".join(TRANSFORM_OPS), factory=list)
+    weak_aug: list[dict] = doc("photometric ops of the weak view (the teacher's input); "
+                               "ops: " + ", ".join(PHOTOMETRIC_OPS), factory=list)
+    strong_aug: list[dict] = doc(
+        "photometric ops of the strong view (the student's input); default: "
+        "PaddleDetection's StrongAugImage (colour jitter, three random erasings, blur, "
+        "grayscale)", factory=lambda: copy.deepcopy(list(DEFAULT_STRONG_AUG)))
 
 
 @dataclass
@@ -298,7 +336,11 @@ class Config:
     model: ModelConfig = doc("detector hyperparameters", factory=ModelConfig)
     TrainDataset: DatasetConfig = doc("training data", factory=DatasetConfig)
     EvalDataset: DatasetConfig = doc("evaluation data", factory=DatasetConfig)
+    UnsupTrainDataset: UnsupDatasetConfig | None = doc(
+        "semi-supervised: the unlabeled training images", None)
     TrainReader: ReaderConfig = doc("training batches", factory=ReaderConfig)
+    SemiTrainReader: SemiReaderConfig | None = doc(
+        "semi-supervised: labeled + unlabeled batches (replaces TrainReader)", None)
     EvalReader: ReaderConfig = doc("evaluation batches", factory=lambda: ReaderConfig(
         batch_size=8, shuffle=False))
     LearningRate: LearningRateConfig = doc("learning-rate schedule",
@@ -474,25 +516,104 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         v.fail(("device",), f"unknown device {dev!r}; allowed: auto, cpu, cuda, cuda:N")
     for section in ("TrainReader", "EvalReader"):
-        ops = getattr(cfg, section).sample_transforms
-        for i, op in enumerate(ops):
-            keypath = (section, f"sample_transforms[{i}]")
-            if not isinstance(op, dict) or len(op) != 1:
-                v.fail(keypath, "each transform is a one-key mapping like "
-                       "{RandomFlip: {prob: 0.5}}")
-            (name, args), = op.items()
-            if name not in TRANSFORM_OPS:
-                close = difflib.get_close_matches(str(name), TRANSFORM_OPS, n=1)
-                v.fail(keypath, f"unknown transform {name!r}; allowed: " + ", ".join(TRANSFORM_OPS),
-                       hint=f"did you mean {close[0]!r}?" if close else None)
-            if args is None:
-                continue
-            if not isinstance(args, dict):
-                v.fail(keypath, f"the arguments of {name} must be a mapping")
-            for arg in args:
-                if arg not in TRANSFORM_OPS[name]:
-                    v.fail(keypath, f"{name} has no argument {arg!r}; allowed: "
-                           + ", ".join(TRANSFORM_OPS[name]))
+        _check_transforms(v, (section, "sample_transforms"),
+                          getattr(cfg, section).sample_transforms)
+    _check_datasets(cfg, v)
+    _check_semi(cfg, v)
+
+
+def _check_transforms(v: _Validator, keypath: KeyPath, ops: list[dict],
+                      allowed: tuple[str, ...] | None = None) -> None:
+    """Each op is a known one-key mapping with known arguments; with ``allowed``, only
+    those ops (the weak/strong views take photometric ops only)."""
+    *parent, leaf = keypath
+    for i, op in enumerate(ops):
+        where = (*parent, f"{leaf}[{i}]")
+        if not isinstance(op, dict) or len(op) != 1:
+            v.fail(where, "each transform is a one-key mapping like {RandomFlip: {prob: 0.5}}")
+        (name, args), = op.items()
+        if name not in TRANSFORM_OPS:
+            close = difflib.get_close_matches(str(name), TRANSFORM_OPS, n=1)
+            v.fail(where, f"unknown transform {name!r}; allowed: " + ", ".join(TRANSFORM_OPS),
+                   hint=f"did you mean {close[0]!r}?" if close else None)
+        if allowed is not None and name not in allowed:
+            v.fail(where, f"{name} changes the geometry of the image, and the weak and strong "
+                   f"views must share theirs point by point; {leaf} takes photometric ops "
+                   "only: " + ", ".join(allowed),
+                   hint=f"put {name} in {'.'.join(parent)}.sample_transforms, which runs "
+                        "once before the two views are made")
+        if args is None:
+            continue
+        if not isinstance(args, dict):
+            v.fail(where, f"the arguments of {name} must be a mapping")
+        for arg in args:
+            if arg not in TRANSFORM_OPS[name]:
+                v.fail(where, f"{name} has no argument {arg!r}; allowed: "
+                       + ", ".join(TRANSFORM_OPS[name]))
+
+
+def _check_split(v: _Validator, keypath: KeyPath, spec: SemiSplitSpec | None) -> None:
+    if spec is not None and not 0.0 < spec.percent < 100.0:
+        v.fail((*keypath, "percent"), f"must be between 0 and 100 (exclusive), got "
+               f"{spec.percent:g}")
+
+
+def _check_datasets(cfg: Config, v: _Validator) -> None:
+    if cfg.EvalDataset.semi_split is not None:
+        v.fail(("EvalDataset", "semi_split"), "a semi-supervised split is for training data "
+               "(TrainDataset keeps the labeled part, UnsupTrainDataset the unlabeled one); "
+               "evaluation uses the whole EvalDataset")
+    _check_split(v, ("TrainDataset", "semi_split"), cfg.TrainDataset.semi_split)
+    unsup = cfg.UnsupTrainDataset
+    if unsup is None:
+        return
+    _check_split(v, ("UnsupTrainDataset", "semi_split"), unsup.semi_split)
+    if unsup.name == "ImageFolder":
+        for key in ("anno_path", "synthesize", "semi_split"):
+            if getattr(unsup, key) is not None:
+                v.fail(("UnsupTrainDataset", key), f"{key} is for name: COCODataSet; an "
+                       "ImageFolder reads every image file in dataset_dir/image_dir")
+    elif unsup.anno_path is None:
+        v.fail(("UnsupTrainDataset", "anno_path"), "a COCODataSet needs anno_path (a COCO "
+               "json listing the images; its annotations are ignored)",
+               hint="or set name: ImageFolder to use every image file in image_dir")
+    labeled = cfg.TrainDataset
+    same_file = (unsup.name == "COCODataSet" and unsup.dataset_dir == labeled.dataset_dir
+                 and unsup.anno_path == labeled.anno_path)
+    if (same_file and labeled.synthesize is not None and unsup.synthesize is not None
+            and labeled.synthesize != unsup.synthesize):
+        v.fail(("UnsupTrainDataset", "synthesize"), "generates the same json as "
+               "TrainDataset.synthesize with other settings; whichever runs first would "
+               "win; give both the same num_images, seed and image_size")
+    if same_file and labeled.semi_split is not None and unsup.semi_split is not None:
+        a, b = labeled.semi_split, unsup.semi_split
+        if (a.percent, a.seed) != (b.percent, b.seed):
+            v.fail(("UnsupTrainDataset", "semi_split"), f"splits the same json as "
+                   f"TrainDataset.semi_split but differently (percent {b.percent:g} seed "
+                   f"{b.seed} vs percent {a.percent:g} seed {a.seed}), so labeled images "
+                   "would also be drawn as unlabeled ones; use the same percent and seed")
+
+
+def _check_semi(cfg: Config, v: _Validator) -> None:
+    if cfg.ssod_method is not None:
+        for key, what in (("UnsupTrainDataset", "the unlabeled images (a COCO json, or "
+                           "name: ImageFolder for a folder of images)"),
+                          ("SemiTrainReader", "how labeled and unlabeled batches are made "
+                           "(sup_batch_size, unsup_batch_size, sample_transforms, weak_aug, "
+                           "strong_aug)")):
+            if getattr(cfg, key) is None:
+                v.fail((key,), f"ssod_method {cfg.ssod_method} trains on labeled and "
+                       f"unlabeled images and needs a {key} section: {what}",
+                       hint="see configs/semi_det/_base_/ for an example")
+    reader = cfg.SemiTrainReader
+    if reader is None:
+        return
+    for key in ("sup_batch_size", "unsup_batch_size"):
+        if getattr(reader, key) < 1:
+            v.fail(("SemiTrainReader", key), f"must be >= 1, got {getattr(reader, key)}")
+    _check_transforms(v, ("SemiTrainReader", "sample_transforms"), reader.sample_transforms)
+    for key in ("weak_aug", "strong_aug"):
+        _check_transforms(v, ("SemiTrainReader", key), getattr(reader, key), PHOTOMETRIC_OPS)
 
 
 def _check_arsl(cfg: Config, v: _Validator) -> None:
@@ -553,6 +674,8 @@ def field_docs(cls: type = Config, prefix: str = "") -> dict[str, str]:
         name = f"{prefix}{f.name}"
         out[name] = f.metadata.get("doc", "")
         tp = hints[f.name]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):  # an optional section
+            tp = next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), tp)
         if dataclasses.is_dataclass(tp):
             out.update(field_docs(tp, name + "."))
     return out

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from engine.config.schema import DatasetConfig
 from engine.data.cocofile import CocoIndex, index_coco, load_coco_json
+from engine.data.split import split_coco
 from engine.errors import DataError
 
 log = logging.getLogger("dettui.data")
@@ -71,7 +72,8 @@ class CocoDetection(Dataset):
                             hint="relative paths are relative to the working directory")
         self.anno_path: Path = root / ds_cfg.anno_path
         self.image_root: Path = root / ds_cfg.image_dir
-        data = load_coco_json(self.anno_path, key=f"{self.section}.anno_path")
+        self.semi_split = ds_cfg.semi_split
+        data = self._select(load_coco_json(self.anno_path, key=f"{self.section}.anno_path"))
         index = index_coco(data, self.anno_path, keep_empty=ds_cfg.allow_empty or not train)
         del data  # see coco_json: workers must not inherit millions of Python objects
         self._json_cache: dict | None = None
@@ -98,6 +100,18 @@ class CocoDetection(Dataset):
                             key=f"{self.section}.image_dir")
         self._index: CocoIndex = index
         self._log_summary(num_cats)
+
+    def _select(self, data: dict) -> dict:
+        """The labeled part of the file's semi-supervised split, if the config asks for one."""
+        if self.semi_split is None:
+            return data
+        labeled, _, counts = split_coco(data, self.semi_split.percent, self.semi_split.seed,
+                                        file=str(self.anno_path),
+                                        key=f"{self.section}.semi_split.percent")
+        log.info("%s: semi_split keeps the labeled %g%% of %s (seed %d): %d of %d images",
+                 self.section, self.semi_split.percent, self.anno_path, self.semi_split.seed,
+                 counts.labeled_images, counts.images)
+        return labeled
 
     def _log_summary(self, num_cats: int) -> None:
         s = self._index.stats
@@ -142,7 +156,7 @@ class CocoDetection(Dataset):
         """
         if self._json_cache is None:
             with open(self.anno_path, encoding="utf-8") as fh:
-                self._json_cache = json.load(fh)
+                self._json_cache = self._select(json.load(fh))
         return self._json_cache
 
     def __getstate__(self) -> dict:
@@ -169,6 +183,14 @@ class CocoDetection(Dataset):
         return self._load(int(item))
 
     def _load(self, idx: int) -> tuple[torch.Tensor, Target]:
+        image, target = self.load_raw(idx)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return finish_sample(image, target)
+
+    def load_raw(self, idx: int) -> tuple[torch.Tensor, Target]:
+        """Item ``idx`` as decoded: a uint8 ``[3, H, W]`` image and its target, before any
+        transform (the semi-supervised views start from here)."""
         index = self._index
         path = self.image_root / str(index.file_names[idx])
         image = read_rgb(path)
@@ -185,8 +207,12 @@ class CocoDetection(Dataset):
             "image_id": int(index.image_ids[idx]),
             "orig_size": (height, width),
         }
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        target["size"] = (int(image.shape[-2]), int(image.shape[-1]))
-        image = image.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
         return image, target
+
+
+def finish_sample(image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+    """The last step of every item: note the final ``size`` and turn the uint8 image into
+    float32 in ``[0, 1]`` (late, because uint8 is the fast path of every transform)."""
+    target["size"] = (int(image.shape[-2]), int(image.shape[-1]))
+    image = image.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+    return image, target

@@ -24,10 +24,13 @@ from engine.errors import DataError
 REQUIRED_KEYS = ("images", "annotations", "categories")
 
 
-def load_coco_json(path: Path, *, key: str | None = None) -> dict[str, Any]:
+def load_coco_json(path: Path, *, key: str | None = None,
+                   required: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
     """Parse ``path`` and check its top-level shape; every problem is a ``DataError``.
 
     ``key`` names the config key that points at the file, for the "not found" message.
+    ``required``: the top-level lists it must have (unlabeled images need only
+    ``images``).
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -46,12 +49,12 @@ def load_coco_json(path: Path, *, key: str | None = None) -> dict[str, Any]:
         raise DataError(f"a COCO annotation file must hold a JSON object with the keys "
                         f"{', '.join(REQUIRED_KEYS)}; got a {type(data).__name__}",
                         file=str(path))
-    missing = [k for k in REQUIRED_KEYS if k not in data]
+    missing = [k for k in required if k not in data]
     if missing:
         raise DataError(f"missing required key(s) {', '.join(map(repr, missing))}; a COCO "
                         f"instances file has {', '.join(REQUIRED_KEYS)}", file=str(path))
     for k in REQUIRED_KEYS:
-        if not isinstance(data[k], list):
+        if k in data and not isinstance(data[k], list):
             raise DataError(f"must be a list, got {_kind(data[k])}", file=str(path), key=k)
     return data
 
@@ -120,7 +123,8 @@ def _index_categories(cats: list, path: Path) -> tuple[list[int], list[str]]:
     return ids, [by_id[i] for i in ids]
 
 
-def _index_images(images: list, path: Path) -> tuple[dict[int, int], list, list, list]:
+def index_images(images: list, path: Path) -> tuple[dict[int, int], list, list, list]:
+    """Check the ``images`` list; return id -> position, ids, file names, (h, w) sizes."""
     position: dict[int, int] = {}
     ids, names, sizes = [], [], []
     for i, img in enumerate(images):
@@ -155,7 +159,7 @@ def index_coco(data: dict[str, Any], path: Path, *, keep_empty: bool) -> CocoInd
     """
     cat_ids, class_names = _index_categories(data["categories"], path)
     label_of = {cat_id: label for label, cat_id in enumerate(cat_ids, start=1)}
-    position, ids, names, sizes = _index_images(data["images"], path)
+    position, ids, names, sizes = index_images(data["images"], path)
 
     stats = IndexStats(images_in_file=len(ids))
     per_image: list[list[tuple[float, float, float, float, int]]] = [[] for _ in ids]

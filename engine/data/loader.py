@@ -211,9 +211,13 @@ def build_datasets(cfg: Config, *, with_eval: bool = True
                              section="TrainDataset")
     if not with_eval:
         return train_ds, None
+    return train_ds, build_eval_dataset(cfg)
+
+
+def build_eval_dataset(cfg: Config) -> CocoDetection:
+    """The evaluation dataset (``EvalDataset`` with ``EvalReader``'s transforms)."""
     ensure_dataset(cfg.EvalDataset, section="EvalDataset")
     eval_tf = build_transforms(cfg.EvalReader.sample_transforms,
                                section="EvalReader.sample_transforms")
-    eval_ds = CocoDetection(cfg.EvalDataset, cfg.num_classes, eval_tf, train=False,
-                            section="EvalDataset")
-    return train_ds, eval_ds
+    return CocoDetection(cfg.EvalDataset, cfg.num_classes, eval_tf, train=False,
+                         section="EvalDataset")

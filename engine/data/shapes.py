@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.config.schema import DatasetConfig
+from engine.config.schema import DatasetConfig, UnsupDatasetConfig
 from engine.errors import DataError
 
 log = logging.getLogger("dettui.data")
@@ -334,13 +334,14 @@ def write_shapes_dataset(out: str | Path, train: int, val: int, seed: int,
             for split, count in (("train", train), ("val", val))}
 
 
-def ensure_dataset(ds: DatasetConfig, *, section: str | None = None) -> None:
+def ensure_dataset(ds: DatasetConfig | UnsupDatasetConfig, *, section: str | None = None
+                   ) -> None:
     """Make sure ``ds``'s annotation json exists, generating the shapes dataset if allowed.
 
     ``section`` (``TrainDataset``/``EvalDataset``) only makes error messages name the key.
     """
     root = Path(ds.dataset_dir or ".")
-    anno_path = root / ds.anno_path
+    anno_path = root / (ds.anno_path or "")
     if anno_path.is_file():
         return
     prefix = f"{section}." if section else ""

@@ -13,6 +13,7 @@ augmentations.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -179,6 +180,121 @@ class ColorJitter:
                 f"saturation={self.saturation}, hue={self.hue}, prob={self.prob})")
 
 
+def _parse_range(value: Any, name: str, low: float, high: float | None = None
+                 ) -> tuple[float, float]:
+    """A ``[min, max]`` pair of numbers within ``[low, high]``."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{name} must be a [min, max] pair, got {value!r}")
+    lo, hi = (_parse_float(v, name, low, high) for v in value)
+    if lo > hi:
+        raise ValueError(f"{name} must be [min, max] with min <= max, got {list(value)}")
+    return lo, hi
+
+
+def _generator() -> torch.Generator:
+    """A torch generator drawn from ``random``, so tensor noise follows the sample's seed."""
+    return torch.Generator().manual_seed(random.getrandbits(63))
+
+
+class RandomErasing:
+    """With probability ``prob``, paint one random rectangle (one attempt, as
+    PaddleDetection's ``RandomErasing``): its area is a fraction of the image drawn from
+    ``scale``, its aspect ratio (height / width) drawn log-uniformly from ``ratio``; a
+    rectangle that does not fit leaves the image as it was. ``value``: ``'random'`` fills
+    with uniform noise (0-255 per pixel and channel), a number or ``[r, g, b]`` with that
+    colour. Boxes are untouched (the objects are still there, partly hidden)."""
+
+    def __init__(self, prob: float = 0.5, scale: Any = (0.02, 0.33), ratio: Any = (0.3, 3.3),
+                 value: Any = 0):
+        self.prob = _parse_float(prob, "prob", 0.0, 1.0)
+        self.scale = _parse_range(scale, "scale", 0.0, 1.0)
+        self.ratio = _parse_range(ratio, "ratio", 1e-6)
+        if value == "random":
+            self.value: str | tuple[int, ...] = "random"
+        elif (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and 0 <= value <= 255):
+            self.value = (round(value),) * 3
+        elif (isinstance(value, (list, tuple)) and len(value) == 3
+              and all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 <= c <= 255
+                      for c in value)):
+            self.value = tuple(round(c) for c in value)
+        else:
+            raise ValueError(f"value must be 'random', a grey level 0-255 or [r, g, b], "
+                             f"got {value!r}")
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        if random.random() >= self.prob:
+            return image, target
+        height, width = image.shape[-2:]
+        area = random.uniform(*self.scale) * height * width
+        aspect = math.exp(random.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
+        h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if not (0 < h < height and 0 < w < width):
+            return image, target
+        top, left = random.randint(0, height - h), random.randint(0, width - w)
+        image = image.clone()  # the other view may share the input
+        if self.value == "random":
+            fill = torch.randint(0, 256, (image.shape[0], h, w), dtype=image.dtype,
+                                 generator=_generator())
+        else:
+            fill = torch.tensor(self.value, dtype=image.dtype).view(-1, 1, 1)
+        image[:, top:top + h, left:left + w] = fill
+        return image, target
+
+    def __repr__(self) -> str:
+        return (f"RandomErasing(prob={self.prob}, scale={list(self.scale)}, "
+                f"ratio={list(self.ratio)}, value={self.value!r})")
+
+
+class GaussianBlur:
+    """With probability ``prob``, a Gaussian blur whose sigma is drawn from ``sigma``
+    (PaddleDetection's ``RandomGaussianBlur``: kernel 23, reflected borders).
+
+    The kernel is cut at 4 sigma when that is narrower than ``kernel_size``: the taps cut
+    weigh less than 0.04 % of the centre one and change no pixel by more than one grey
+    level, and at sigma 1 the blur costs a fifth of the full 23 x 23 kernel.
+    """
+
+    def __init__(self, prob: float = 0.5, sigma: Any = (0.1, 2.0), kernel_size: int = 23):
+        self.prob = _parse_float(prob, "prob", 0.0, 1.0)
+        self.sigma = _parse_range(sigma, "sigma", 1e-3)
+        if (isinstance(kernel_size, bool) or not isinstance(kernel_size, int)
+                or kernel_size < 1 or kernel_size % 2 == 0):
+            raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
+        self.kernel_size = kernel_size
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        if random.random() >= self.prob:
+            return image, target
+        sigma = random.uniform(*self.sigma)
+        size = min(self.kernel_size, 2 * math.ceil(4.0 * sigma) + 1)
+        # reflect padding needs the image wider than half the kernel
+        size = min(size, 2 * ((min(image.shape[-2:]) - 1) // 2) + 1)
+        if size < 3:
+            return image, target
+        return F.gaussian_blur(image, [size, size], [sigma, sigma]), target
+
+    def __repr__(self) -> str:
+        return (f"GaussianBlur(prob={self.prob}, sigma={list(self.sigma)}, "
+                f"kernel_size={self.kernel_size})")
+
+
+class RandomGrayscale:
+    """With probability ``prob``, replace the colours by their luma (ITU-R 601), kept as
+    three equal channels so the model's input shape does not change."""
+
+    def __init__(self, prob: float = 0.2):
+        self.prob = _parse_float(prob, "prob", 0.0, 1.0)
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        if random.random() >= self.prob:
+            return image, target
+        return F.rgb_to_grayscale(image, num_output_channels=3), target
+
+    def __repr__(self) -> str:
+        return f"RandomGrayscale(prob={self.prob})"
+
+
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 # The config name of every op; kept equal to the keys of schema.TRANSFORM_OPS (tested).
@@ -187,6 +303,9 @@ OPS: dict[str, Callable[..., Transform]] = {
     "RandomResize": RandomResize,
     "RandomFlip": RandomFlip,
     "ColorJitter": ColorJitter,
+    "RandomErasing": RandomErasing,
+    "GaussianBlur": GaussianBlur,
+    "RandomGrayscale": RandomGrayscale,
 }
 
 
@@ -205,11 +324,13 @@ class Compose:
         return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
 
 
-def build_transforms(ops: list[dict], *, section: str = "sample_transforms") -> Compose:
+def build_transforms(ops: list[dict], *, section: str = "sample_transforms",
+                     allowed: Sequence[str] | None = None) -> Compose:
     """Build ``sample_transforms`` (a list of one-key mappings ``{Op: {args}}``).
 
     ``section`` (e.g. ``TrainReader.sample_transforms``) names the config key in errors.
     A bad op or argument is a ``ConfigError`` naming the op and what is allowed.
+    ``allowed`` restricts the ops (the semi-supervised views take photometric ops only).
     """
     built = []
     for i, op in enumerate(ops):
@@ -220,6 +341,9 @@ def build_transforms(ops: list[dict], *, section: str = "sample_transforms") -> 
         ((name, args),) = op.items()
         if name not in OPS:
             raise ConfigError(f"unknown transform {name!r}; allowed: " + ", ".join(OPS),
+                              key=where)
+        if allowed is not None and name not in allowed:
+            raise ConfigError(f"{name} is not allowed here; allowed: " + ", ".join(allowed),
                               key=where)
         args = {} if args is None else args
         if not isinstance(args, dict):

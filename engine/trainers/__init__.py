@@ -9,10 +9,11 @@ from engine.env import DistEnv
 from engine.errors import ConfigError
 from engine.recorder import RunRecorder
 from engine.trainers.base import Trainer
+from engine.trainers.dense_teacher import DenseTeacherTrainer
 
 # ssod_method -> trainer class. A name whose class is None is valid but not built yet.
 SSOD_TRAINERS: dict[str, type[Trainer] | None] = {
-    "DenseTeacher": None,
+    "DenseTeacher": DenseTeacherTrainer,
     "ARSL": None,
     "Semi_RTDETR": None,
 }

@@ -34,7 +34,7 @@ from engine.env import DistEnv
 from engine.errors import ConfigError, NonFiniteLoss, WeightsError
 from engine.evaluation import EvalResult, evaluate_model
 from engine.models import build_model, count_parameters
-from engine.models.weights import load_pretrained
+from engine.models.weights import LoadReport, load_pretrained
 from engine.recorder import RunRecorder
 from engine.trainers.checkpoint import (
     capture_rng_state,
@@ -324,9 +324,10 @@ class Trainer:
             self.ema = ModelEMA(self.model_without_ddp, self.cfg.ema_decay,
                                 self.cfg.ema_decay_type)
 
-    def _load_into(self, model: nn.Module, path: str, what: str) -> None:
+    def _load_into(self, model: nn.Module, path: str, what: str) -> LoadReport:
         report = load_pretrained(model, path, logger=self.logger)
         self.recorder.emit("log", level="info", message=f"{what} {path}: " + report.summary())
+        return report
 
     def load_semi_weights(self, teacher: str, student: str) -> None:
         raise ConfigError(

@@ -25,8 +25,8 @@ from typing import Any
 from torch import nn
 
 from engine.config.schema import Config
-from engine.data.loader import build_eval_loader
-from engine.data.semi import SemiBatch, build_semi_datasets, build_semi_loader
+from engine.data.loader import build_eval_dataset, build_eval_loader
+from engine.data.semi import SemiBatch, build_semi_loader
 from engine.env import DistEnv
 from engine.errors import WeightsError
 from engine.recorder import RunRecorder
@@ -57,9 +57,11 @@ class SemiTrainer(Trainer):
     # ---------------------------------------------------------------------------- data
     def build_data(self) -> None:
         cfg, env = self.cfg, self.env
-        self.train_ds, self.unsup_ds, self.eval_ds = build_semi_datasets(cfg)
-        self.semi_loader = build_semi_loader(cfg, self.train_ds, self.unsup_ds, rank=env.rank,
-                                             world_size=env.world_size, seed=self.seed)
+        self.semi_loader = build_semi_loader(cfg, rank=env.rank, world_size=env.world_size,
+                                             seed=self.seed)
+        self.train_ds = self.semi_loader.labeled.source     # the labeled CocoDetection
+        self.unsup_ds = self.semi_loader.unlabeled.source
+        self.eval_ds = build_eval_dataset(cfg)
         self.eval_loader = build_eval_loader(cfg, self.eval_ds)
         self.iters_per_epoch = cfg.epoch_iter or len(self.semi_loader)
         reader = cfg.SemiTrainReader
@@ -152,7 +154,19 @@ class SemiTrainer(Trainer):
         """The seed's ``load_semi_weights``: each file into its model, each reported. A
         teacher given this way is trusted from the start (no hard copy at ema_start)."""
         self._load_into(self.model_without_ddp, student, "student weights")
-        self._load_into(self.teacher.module, teacher, "teacher weights")
+        report = self._load_into(self.teacher.module, teacher, "teacher weights")
+        # The student may start from a backbone; a teacher labels data from its first step,
+        # so it must be a whole detector of this architecture, not a partial one.
+        lost = report.missing + [name for name, _, _ in report.skipped_shape]
+        if lost:
+            arch = self.cfg.architecture
+            raise WeightsError(
+                f"the teacher weights do not fit the {arch} teacher: {len(lost)} of "
+                f"{len(report.loaded) + len(lost)} tensors are missing or of another shape "
+                f"(e.g. {', '.join(lost[:3])}); a teacher must be a complete {arch} with "
+                f"{self.cfg.num_classes} classes (weights of another architecture, backbone "
+                "or class count cannot label data)", file=teacher,
+                key="pretrain_teacher_weights")
         self.teacher.started_at = 0
         self.teacher_loaded = True
 

@@ -148,8 +148,11 @@ def test_num_classes_smaller_than_dataset(tmp_path: Path, shapes: Path) -> None:
 
 
 def test_trainer_not_available_yet_is_refused(tmp_path: Path, shapes: Path) -> None:
+    # a complete semi config (the schema refuses one without unlabeled data up front)
+    semi = ["-o", f"UnsupTrainDataset={{name: ImageFolder, dataset_dir: {shapes}, "
+                  "image_dir: train}", "-o", "SemiTrainReader={sup_batch_size: 2}"]
     proc = dettui("run", str(DEMO_CONFIG), "--headless", "--runs-dir", str(tmp_path / "runs"),
-                  "--trainer", "DenseTeacher", *data_overrides(shapes), cwd=tmp_path)
+                  "--trainer", "DenseTeacher", *data_overrides(shapes), *semi, cwd=tmp_path)
     assert_user_error(proc, "DenseTeacher", "not available yet")
     meta = next((tmp_path / "runs").iterdir()) / "run.json"
     assert '"status": "failed"' in meta.read_text()

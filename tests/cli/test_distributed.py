@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.trainers.checkpoint import load_checkpoint
-from tests.conftest import DEMO_CONFIG, REPO
+from tests.conftest import DEMO_CONFIG, REPO, semi_overrides
 from tests.faults.procs import (
     as_opts,
     dettui_cmd,
@@ -176,3 +176,21 @@ def test_rendezvous_from_flags_or_environment() -> None:
     with pytest.raises(ConfigError, match="max-restarts"):
         resolve_rendezvous(LaunchSpec(config=DEMO_CONFIG, nnodes=2, master_addr="h0",
                                       max_restarts=1), plain, {})
+
+
+def test_two_processes_run_semi_supervised_steps(tmp_path: Path) -> None:
+    """DenseTeacher under torchrun: one DDP forward (labeled + unlabeled images) and one
+    backward per step on each rank; the teacher follows the synchronised student."""
+    runs = tmp_path / "runs"
+    config = REPO / "configs" / "semi_det" / "denseteacher" / "denseteacher_fcos_tiny_shapes.yml"
+    out = dettui("run", str(config), "--headless", "--nproc", "2", "--runs-dir", str(runs),
+                 *as_opts(semi_overrides(tmp_path / "data", epochs=1, epoch_iter=4,
+                                         semi_start=1, ema_start=0)), timeout=400)
+    run = only_run(runs)
+    assert out.returncode == 0, out.stdout[-2000:] + (run / "stderr.log").read_text()[-3000:]
+    trains = events(run, "train")
+    assert [e["iter"] for e in trains] == [1, 2, 3, 4]
+    assert trains[-1]["phase"] == "semi" and trains[-1]["losses"]["distill_loss_cls"] > 0
+    assert [e["model"] for e in events(run, "eval")] == ["teacher", "student"]
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["sampler"]["world_size"] == 2 and state["teacher"]["updates"] == 3

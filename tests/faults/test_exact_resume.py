@@ -18,7 +18,7 @@ import torch
 from engine.events import read_events
 from engine.rundir import RunDirectory
 from engine.trainers.checkpoint import load_checkpoint
-from tests.conftest import DEMO_CONFIG, REPO, tiny_overrides
+from tests.conftest import DEMO_CONFIG, REPO, semi_overrides, tiny_overrides
 from tests.faults.procs import proc_env  # OMP_NUM_THREADS=1: steady on a busy CPU
 
 SMALL = ["model.min_size=64", "model.max_size=64",
@@ -82,3 +82,47 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path, workers:
     assert a.keys() == b.keys()
     different = [name for name in a if not torch.equal(a[name], b[name])]
     assert not different, f"killed at iteration {k}: {len(different)} tensors differ"
+
+
+DENSE = REPO / "configs" / "semi_det" / "denseteacher" / "denseteacher_fcos_tiny_shapes.yml"
+
+
+def semi_cmd(config: Path, run: Path, data: Path, *extra: str, workers: int = 0) -> list[str]:
+    cmd = [sys.executable, "-m", "engine", "train", str(config), "--run-dir", str(run),
+           "--no-eval", *extra]
+    for o in [*semi_overrides(data, epochs=EPOCHS, epoch_iter=EPOCH_ITER, semi_start=2,
+                              ema_start=1),
+              "enable_ce=true", "checkpoint_interval=2", f"worker_num={workers}"]:
+        cmd += ["-o", o]
+    return cmd
+
+
+@pytest.mark.parametrize("config,workers", [(DENSE, 0), (DENSE, 2)],
+                         ids=["DenseTeacher-0workers", "DenseTeacher-2workers"])
+def test_semi_sigkill_then_resume_is_bit_identical(tmp_path: Path, config: Path,
+                                                   workers: int) -> None:
+    """Student, teacher, optimizer and both data streams continue exactly."""
+    data = tmp_path / "data"
+    straight = new_run(tmp_path / "runs", "straight")
+    subprocess.run(semi_cmd(config, straight, data, workers=workers), cwd=REPO,
+                   env=proc_env(), check=True, capture_output=True, timeout=600)
+    killed = new_run(tmp_path / "runs", "killed")
+    k = random.Random(7 + workers).choice([3, 5, 9, 11])  # after a checkpoint, in semi
+    proc = subprocess.Popen(semi_cmd(config, killed, data, workers=workers), cwd=REPO,
+                            env=proc_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_iter(killed, proc, k, timeout=300)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(killed / "checkpoints" / "last.pt")["iter"] < EPOCHS * EPOCH_ITER
+    subprocess.run(semi_cmd(config, killed, data, "--resume", "auto", workers=workers),
+                   cwd=REPO, env=proc_env(), check=True, capture_output=True, timeout=600)
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(killed / "checkpoints" / "last.pt")
+    assert a["iter"] == b["iter"] == EPOCHS * EPOCH_ITER
+    for part in ("model", "teacher"):
+        sa = a[part] if part == "model" else a[part]["model"]
+        sb = b[part] if part == "model" else b[part]["model"]
+        different = [n for n in sa if not torch.equal(sa[n], sb[n])]
+        assert not different, f"{part}, killed at iteration {k}: {len(different)} differ"
+    assert a["teacher"]["updates"] == b["teacher"]["updates"] > 0

@@ -1,0 +1,120 @@
+"""The semi-supervised config sections: UnsupTrainDataset, SemiTrainReader, semi_split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import field_docs, load_and_validate
+from engine.config.schema import DEFAULT_STRONG_AUG, validate
+from engine.errors import ConfigError
+from tests.conftest import REPO
+
+SEMI_BASE = REPO / "configs" / "semi_det" / "_base_"
+
+GOOD = """\
+num_classes: 2
+ssod_method: DenseTeacher
+TrainDataset: {dataset_dir: d, anno_path: train.json, semi_split: {percent: 10, seed: 1}}
+UnsupTrainDataset: {dataset_dir: d, anno_path: train.json, semi_split: {percent: 10, seed: 1}}
+SemiTrainReader:
+  sup_batch_size: 2
+  unsup_batch_size: 4
+  sample_transforms: [{RandomFlip: {prob: 0.5}}, {RandomResize: {sizes: [64, 96]}}]
+  weak_aug: [{ColorJitter: {brightness: 0.1}}]
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_semi_config_validates_with_paddle_names_and_defaults(tmp_path: Path) -> None:
+    _, cfg = load_and_validate(write(tmp_path / "c.yml", GOOD))
+    reader, unsup = cfg.SemiTrainReader, cfg.UnsupTrainDataset
+    assert (reader.sup_batch_size, reader.unsup_batch_size) == (2, 4)
+    assert reader.shuffle and reader.drop_last
+    assert reader.strong_aug == list(DEFAULT_STRONG_AUG)   # StrongAugImage by default
+    reader.strong_aug[0]["ColorJitter"]["prob"] = 0.1      # a copy, not the constant
+    assert DEFAULT_STRONG_AUG[0]["ColorJitter"]["prob"] == 0.8
+    assert unsup.name == "COCODataSet" and unsup.semi_split.percent == 10.0
+    assert cfg.TrainDataset.semi_split.seed == 1
+    folder = validate({"num_classes": 1, "UnsupTrainDataset": {
+        "name": "ImageFolder", "dataset_dir": "x", "image_dir": "raw"}})
+    assert folder.UnsupTrainDataset.anno_path is None and folder.SemiTrainReader is None
+
+
+def test_semi_keys_are_documented() -> None:
+    docs = field_docs()
+    for key in ("UnsupTrainDataset.name", "UnsupTrainDataset.semi_split.percent",
+                "SemiTrainReader.strong_aug", "SemiTrainReader.unsup_batch_size",
+                "TrainDataset.semi_split.seed"):
+        assert docs[key], key
+    assert "StrongAugImage" in docs["SemiTrainReader.strong_aug"]
+
+
+def test_shapes_semi_config_validates_and_splits_the_same_json() -> None:
+    _, cfg = load_and_validate(SEMI_BASE / "shapes_semi_10pct.yml",
+                               ["ssod_method=DenseTeacher"])
+    assert cfg.TrainDataset.anno_path == cfg.UnsupTrainDataset.anno_path
+    assert cfg.TrainDataset.semi_split == cfg.UnsupTrainDataset.semi_split
+    assert cfg.TrainDataset.semi_split.percent == 10.0
+    assert cfg.SemiTrainReader.strong_aug == list(DEFAULT_STRONG_AUG)  # written out equal
+    assert cfg.EvalDataset.anno_path == "annotations/val.json"
+    _, coco = load_and_validate(SEMI_BASE / "coco_semi_10pct.yml",
+                                ["ssod_method=ARSL"])
+    assert coco.UnsupTrainDataset.anno_path.endswith("unlabeled.json")
+
+
+@pytest.mark.parametrize(("patch", "expect"), [
+    # a semi trainer without its sections
+    ({"UnsupTrainDataset": None}, r"key 'UnsupTrainDataset': ssod_method DenseTeacher .*"
+                                  r"needs a UnsupTrainDataset section"),
+    ({"SemiTrainReader": None}, r"key 'SemiTrainReader': .*needs a SemiTrainReader section"),
+    # geometry in a view
+    ({"SemiTrainReader.strong_aug": [{"RandomFlip": {"prob": 0.5}}]},
+     r"key 'SemiTrainReader.strong_aug\[0\]': RandomFlip changes the geometry.*photometric"
+     r".*hint: put RandomFlip in SemiTrainReader.sample_transforms"),
+    ({"SemiTrainReader.weak_aug": [{"ColorJitter": {}}, {"Resize": {"target_size": 8}}]},
+     r"key 'SemiTrainReader.weak_aug\[1\]': Resize changes the geometry"),
+    ({"SemiTrainReader.strong_aug": [{"GaussianBlur": {"radius": 2}}]},
+     r"GaussianBlur has no argument 'radius'; allowed: prob, sigma, kernel_size"),
+    ({"SemiTrainReader.strong_aug": [{"GausianBlur": {}}]},
+     r"unknown transform 'GausianBlur'.*did you mean 'GaussianBlur'"),
+    ({"SemiTrainReader.unsup_batch_size": 0}, r"SemiTrainReader.unsup_batch_size': must be >= 1"),
+    ({"SemiTrainReader.sup_batchsize": 2}, r"did you mean 'sup_batch_size'"),
+    # datasets
+    ({"UnsupTrainDataset.name": "ImageFolder"},
+     r"UnsupTrainDataset.anno_path': anno_path is for name: COCODataSet"),
+    ({"UnsupTrainDataset.name": "Folder"}, r"one of 'COCODataSet', 'ImageFolder'"),
+    ({"UnsupTrainDataset.anno_path": None, "UnsupTrainDataset.semi_split": None},
+     r"UnsupTrainDataset.anno_path': a COCODataSet needs anno_path"),
+    ({"UnsupTrainDataset.semi_split": {"percent": 100}},
+     r"UnsupTrainDataset.semi_split.percent': must be between 0 and 100"),
+    ({"TrainDataset.semi_split": {"percent": 0}},
+     r"TrainDataset.semi_split.percent': must be between 0 and 100"),
+    ({"UnsupTrainDataset.semi_split": {"percent": 10, "seed": 2}},
+     r"UnsupTrainDataset.semi_split': splits the same json as TrainDataset.semi_split but "
+     r"differently"),
+    ({"EvalDataset": {"semi_split": {"percent": 10}}},
+     r"EvalDataset.semi_split': a semi-supervised split is for training data"),
+])
+def test_bad_semi_sections_name_the_key(tmp_path: Path, patch: dict, expect: str) -> None:
+    import yaml
+
+    data = yaml.safe_load(GOOD)
+    for dotted, value in patch.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for p in parents:
+            node = node[p]
+        if value is None and leaf in ("UnsupTrainDataset", "SemiTrainReader"):
+            del node[leaf]
+        else:
+            node[leaf] = value
+    path = write(tmp_path / "c.yml", yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="(?s)" + expect) as err:
+        load_and_validate(path)
+    assert str(path) in err.value.render()
