@@ -260,6 +260,59 @@ class BBoxHeadConfig:
 
 
 @dataclass
+class SemiSupNetConfig:
+    """ARSL's schedule (PaddleDetection's ``SEMISUPNET``, ``ssod_method: ARSL``)."""
+
+    BURN_UP_STEP: float = doc(
+        "iterations of supervised-only burn-in; at this iteration the teacher becomes a copy "
+        "of the student and the pseudo loss starts; below 1: a fraction of the schedule",
+        30000)
+    EMA_KEEP_RATE: float = doc("EMA decay of the teacher after the copy", 0.9996)
+    UNSUP_LOSS_WEIGHT: float = doc("weight of the pseudo (unsupervised) loss once ramped up",
+                                   1.0)
+    PSEUDO_WARM_UP_STEPS: float = doc(
+        "iterations over which the pseudo-loss weight rises linearly from 0 after "
+        "BURN_UP_STEP; below 1: a fraction of the schedule", 2000)
+
+
+@dataclass
+class FCOSLossMILCConfig:
+    """ARSL's supervised FCOS loss (PaddleDetection's ``FCOSLossMILC``): quality-focal BCE
+    on the joint score classification x IoU branch with the IoU of the predicted box as the
+    soft label, GIoU regression weighted by centerness targets, BCE on the IoU branch.
+    (PaddleDetection lists ``loss_alpha``/``loss_gamma``/``reg_weights`` but its loss uses
+    the fixed 0.75, 2 and 1 below; these are the values it actually trains with.)"""
+
+    iou_loss_type: Literal["giou", "iou", "linear_iou"] = doc(
+        "box regression loss: 1 - GIoU, -log IoU or 1 - IoU", "giou")
+    neg_weight: float = doc("focal weight factor of the negative entries (target 0)", 0.75)
+    gamma: float = doc("exponent of |score - target| in the focal weight", 2.0)
+    iou_weight: float = doc("weight of the IoU-branch BCE", 0.5)
+
+
+@dataclass
+class FCOSLossCRConfig:
+    """ARSL's consistency loss on unlabeled images (PaddleDetection's ``FCOSLossCR``)."""
+
+    iou_loss_type: Literal["giou", "iou", "linear_iou"] = doc(
+        "box loss between student and pseudo boxes: 1 - GIoU, -log IoU or 1 - IoU", "giou")
+    cls_weight: float = doc("weight of the classification term", 2.0)
+    reg_weight: float = doc("weight of the box term", 2.0)
+    iou_weight: float = doc("weight of the IoU-branch term", 0.5)
+    hard_neg_mining_flag: bool = doc(
+        "mine potential positives among the ambiguous points for the box and IoU terms", True)
+    candidate_thresh: float = doc(
+        "teacher joint scores >= this are candidates; the candidates' mean + std is the "
+        "positive threshold, ambiguous points lie between the two", 0.1)
+    max_pos_thresh: float = doc("the positive threshold is capped at this", 0.4)
+    fallback_topk: int = doc("an image without positives takes its top-k points", 10)
+    mining_iou_thresh: float = doc(
+        "a potential positive's box must overlap a positive's box of the same class by at "
+        "least this IoU (its point inside that box)", 0.6)
+    mining_level_diff: int = doc("... and lie at most this many pyramid levels away", 1)
+
+
+@dataclass
 class Config:
     """A complete dettui training config (after ``_BASE_`` and overrides)."""
 
@@ -288,6 +341,16 @@ class Config:
         "schedule", 0)
     DenseTeacher: DenseTeacherConfig = doc("DenseTeacher settings",
                                            factory=DenseTeacherConfig)
+    SEMISUPNET: SemiSupNetConfig = doc("ARSL: burn-in, teacher EMA and pseudo-loss weight "
+                                       "(replaces semi_start_iters/ema_start_iters)",
+                                       factory=SemiSupNetConfig)
+    optimize_rate: int = doc("ARSL: iterations per optimizer step (PaddleDetection's "
+                             "gradient accumulation); dettui steps every iteration, so only "
+                             "1 is accepted, as in all of PaddleDetection's ARSL configs", 1)
+    FCOSLossMILC: FCOSLossMILCConfig = doc("ARSL: the supervised loss",
+                                           factory=FCOSLossMILCConfig)
+    FCOSLossCR: FCOSLossCRConfig = doc("ARSL: the consistency loss on unlabeled images",
+                                       factory=FCOSLossCRConfig)
 
     use_ema: bool = doc("keep an exponential moving average of the weights; evaluate and "
                         "save it", False)
@@ -487,6 +550,7 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
     ratio = cfg.DenseTeacher.train_cfg.ratio
     if not 0 < ratio <= 1:
         v.fail(("DenseTeacher", "train_cfg", "ratio"), f"must be in (0, 1], got {ratio}")
+    _check_arsl(cfg, v)
     if cfg.LearningRate.base_lr <= 0:
         v.fail(("LearningRate", "base_lr"), "must be > 0")
     if not 0.0 < cfg.ema_decay < 1.0:
@@ -656,6 +720,34 @@ def _check_synthesize(ds: DatasetConfig, section: str, v: _Validator) -> None:
     repeated = sorted({name for name in spec.classes if spec.classes.count(name) > 1})
     if repeated:
         v.fail(keypath, f"each shape kind may appear once; repeated: {', '.join(repeated)}")
+
+
+def _check_arsl(cfg: Config, v: _Validator) -> None:
+    ssn = cfg.SEMISUPNET
+    for key in ("BURN_UP_STEP", "PSEUDO_WARM_UP_STEPS"):
+        value = getattr(ssn, key)
+        if value < 0 or (value >= 1 and value != int(value)):
+            v.fail(("SEMISUPNET", key), f"must be a whole number of iterations >= 0, or a "
+                   f"fraction of the schedule between 0 and 1, got {value}")
+    if not 0.0 <= ssn.EMA_KEEP_RATE < 1.0:
+        v.fail(("SEMISUPNET", "EMA_KEEP_RATE"), f"must be in [0, 1), got {ssn.EMA_KEEP_RATE}")
+    if ssn.UNSUP_LOSS_WEIGHT < 0:
+        v.fail(("SEMISUPNET", "UNSUP_LOSS_WEIGHT"), "must be >= 0")
+    if cfg.optimize_rate != 1:
+        v.fail(("optimize_rate",), f"only 1 is supported, got {cfg.optimize_rate}: dettui "
+               "takes an optimizer step every iteration (no gradient accumulation)",
+               hint="raise SemiTrainReader's batch sizes (or the number of processes) instead")
+    cr = cfg.FCOSLossCR
+    if not 0.0 <= cr.candidate_thresh <= cr.max_pos_thresh <= 1.0:
+        v.fail(("FCOSLossCR", "max_pos_thresh"), "need 0 <= candidate_thresh <= "
+               f"max_pos_thresh <= 1, got {cr.candidate_thresh} and {cr.max_pos_thresh}")
+    if cr.fallback_topk < 1:
+        v.fail(("FCOSLossCR", "fallback_topk"), f"must be >= 1, got {cr.fallback_topk}")
+    if not 0.0 < cr.mining_iou_thresh <= 1.0:
+        v.fail(("FCOSLossCR", "mining_iou_thresh"), f"must be in (0, 1], got "
+               f"{cr.mining_iou_thresh}")
+    if cr.mining_level_diff < 0:
+        v.fail(("FCOSLossCR", "mining_level_diff"), "must be >= 0")
 
 
 def validate(loaded: LoadedConfig | dict) -> Config:

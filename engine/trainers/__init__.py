@@ -8,6 +8,7 @@ from engine.config.schema import SSOD_METHODS, Config
 from engine.env import DistEnv
 from engine.errors import ConfigError
 from engine.recorder import RunRecorder
+from engine.trainers.arsl import ARSLTrainer
 from engine.trainers.base import Trainer
 from engine.trainers.cotuning import CoTuningTrainer
 from engine.trainers.dense_teacher import DenseTeacherTrainer
@@ -15,7 +16,7 @@ from engine.trainers.dense_teacher import DenseTeacherTrainer
 # ssod_method -> trainer class. A name whose class is None is valid but not built yet.
 SSOD_TRAINERS: dict[str, type[Trainer] | None] = {
     "DenseTeacher": DenseTeacherTrainer,
-    "ARSL": None,
+    "ARSL": ARSLTrainer,
     "Semi_RTDETR": None,
 }
 COT_TRAINER: type[Trainer] | None = CoTuningTrainer

@@ -50,8 +50,7 @@ class SemiTrainer(Trainer):
                  config_dict: dict[str, Any], *, seed: int = 0):
         super().__init__(cfg, env, recorder, config_dict, seed=seed)
         self.teacher = Teacher(self.model_without_ddp, cfg.ema_decay)
-        self.semi_start = resolve_iters(cfg.semi_start_iters, self.max_iters)
-        self.ema_start = resolve_iters(cfg.ema_start_iters, self.max_iters)
+        self.semi_start, self.ema_start = self.schedule_starts()
         self.teacher_loaded = False
         self._warn_about_schedule()
 
@@ -79,6 +78,17 @@ class SemiTrainer(Trainer):
         self.semi_loader.load_state_dict(state)
 
     # --------------------------------------------------------------------------- phases
+    # The config keys that set semi_start / ema_start, as warnings name them.
+    semi_start_key = "semi_start_iters"
+    ema_start_key = "ema_start_iters"
+
+    def schedule_starts(self) -> tuple[int, int]:
+        """``(semi_start, ema_start)``: the iteration the semi phase starts at and the one
+        the teacher is first copied at (``semi_start_iters``, ``ema_start_iters``; a method
+        with its own schedule keys overrides this and the two ``*_key`` names)."""
+        return (resolve_iters(self.cfg.semi_start_iters, self.max_iters),
+                resolve_iters(self.cfg.ema_start_iters, self.max_iters))
+
     def phase(self, iteration: int | None = None) -> str:
         """``burn_in`` (supervised only) or ``semi`` at ``iteration`` (default: this step)."""
         it = self.iter if iteration is None else iteration
@@ -96,13 +106,14 @@ class SemiTrainer(Trainer):
     def _warn_about_schedule(self) -> None:
         notes = []
         if self.semi_start >= self.max_iters:
-            notes.append(f"the semi-supervised phase never starts: semi_start_iters is "
+            key = self.semi_start_key
+            notes.append(f"the semi-supervised phase never starts: {key} is "
                          f"{self.semi_start} but the run has {self.max_iters} iterations "
                          f"({self.cfg.epoch} epochs x {self.iters_per_epoch}); only the "
-                         "supervised loss will be trained (lower semi_start_iters, or give it "
+                         f"supervised loss will be trained (lower {key}, or give it "
                          "as a fraction of the schedule, e.g. 0.3)")
         if self.ema_start >= self.max_iters and not self.teacher_loaded:
-            notes.append(f"the teacher never starts: ema_start_iters is {self.ema_start} "
+            notes.append(f"the teacher never starts: {self.ema_start_key} is {self.ema_start} "
                          f"but the run has {self.max_iters} iterations")
         for note in notes:
             self.logger.warning(note)

@@ -194,3 +194,22 @@ def test_two_processes_run_semi_supervised_steps(tmp_path: Path) -> None:
     assert [e["model"] for e in events(run, "eval")] == ["teacher", "student"]
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["sampler"]["world_size"] == 2 and state["teacher"]["updates"] == 3
+
+
+def test_two_processes_run_arsl_steps(tmp_path: Path) -> None:
+    """ARSL under torchrun: the supervised MILC loss and the student's unlabeled outputs
+    from one DDP forward; the teacher is copied at the burn-up step and then follows."""
+    runs = tmp_path / "runs"
+    config = REPO / "configs" / "semi_det" / "arsl" / "arsl_fcos_tiny_shapes.yml"
+    out = dettui("run", str(config), "--headless", "--nproc", "2", "--runs-dir", str(runs),
+                 *as_opts([*semi_overrides(tmp_path / "data", epochs=1, epoch_iter=4),
+                           "SEMISUPNET.BURN_UP_STEP=1", "SEMISUPNET.PSEUDO_WARM_UP_STEPS=1"]),
+                 timeout=400)
+    run = only_run(runs)
+    assert out.returncode == 0, out.stdout[-2000:] + (run / "stderr.log").read_text()[-3000:]
+    trains = events(run, "train")
+    assert [e["phase"] for e in trains] == ["burn_in", "semi", "semi", "semi"]
+    assert trains[-1]["losses"]["loss_cls_pseudo"] > 0
+    assert trains[-1]["stats"]["pseudo_pos_per_image"] >= 1
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["teacher"]["started_at"] == 1 and state["teacher"]["updates"] == 2
