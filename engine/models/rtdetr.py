@@ -190,7 +190,10 @@ class RTDETR(nn.Module):
                                       align_corners=False)[0]
             batch[i, :, :rh, :rw] = image
             geometries.append(geometry)
-        return batch, geometries
+        # Channels-last input: the convolutions then run in that layout (oneDNN's preferred
+        # one on CPUs); measured ~10% off a tiny model's CPU train step. The weights keep
+        # their layout, so state dicts and saved files are unaffected.
+        return batch.contiguous(memory_format=torch.channels_last), geometries
 
     def model_targets(self, targets: list[dict[str, Tensor]],
                       geometries: list[InputGeometry]) -> list[dict[str, Tensor]]:

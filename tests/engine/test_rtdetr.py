@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from transformers import RTDetrForObjectDetection
+from transformers import RTDetrForObjectDetection, RTDetrResNetBackbone
 from transformers.loss.loss_rt_detr import RTDetrLoss
 
 from engine.config.schema import validate
@@ -293,6 +293,15 @@ def test_transformers_weights_load_partially_and_strictly(tmp_path: Path) -> Non
     assert not report.missing and not report.unused and not report.renamed
     key = "model.encoder.aifi.0.layers.0.self_attn.q_proj.weight"
     assert torch.equal(model.state_dict()[key], hf.state_dict()[key])
+
+    # A backbone alone in transformers' naming (RTDetrResNetBackbone, as an ImageNet
+    # ResNet-vd would be converted) lands on model.backbone.model.* by name suffix.
+    backbone = RTDetrResNetBackbone(rtdetr_config(cfg).backbone_config)
+    torch.save(backbone.state_dict(), tmp_path / "resnet_vd.pt")
+    report = load_pretrained(build_model(cfg), tmp_path / "resnet_vd.pt")
+    assert len(report.loaded) == len(backbone.state_dict()) == len(report.renamed)
+    assert all(name.startswith("model.backbone.model.") for name in report.loaded)
+    assert not report.unused and not report.skipped_shape
 
     # Same class count, as a weights_only torch file: `dettui eval` loads it strictly.
     hf3 = RTDetrForObjectDetection(rtdetr_config(cfg))
