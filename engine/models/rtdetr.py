@@ -153,8 +153,9 @@ class RTDETR(nn.Module):
         self.model = RTDetrForObjectDetection(config).model
         # transformers initialises BatchNorm weights ~ N(0, 0.01) (its initializer_range);
         # RT-DETR's reference implementations keep PyTorch's (1, 0). With the near-zero
-        # weights every encoder block starts ~100x attenuated with random signs, which only
-        # matters when training from scratch (loaded weights replace it) - but then a lot.
+        # weights every encoder block starts ~100x attenuated with random signs. Loaded
+        # weights replace it, but from scratch it matters: the tiny shapes config reached
+        # AP 0.02 after its first epoch with transformers' init, 0.32 with this one.
         for module in self.model.modules():
             if isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
