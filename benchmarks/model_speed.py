@@ -10,16 +10,16 @@ sees the same machine load: on a shared machine compare rows of one table, not o
 The CPU thread count is torch's default (one per core) unless ``--threads`` is given.
 
 Measured on the 2-core dev machine (batch 16, 160 px, 2 threads, ``OMP_WAIT_POLICY=PASSIVE``,
-median of 8 interleaved steps) while it was shared with other jobs (load average about 13 on
+median of 10 interleaved steps) while it was shared with other jobs (load average about 5 on
 2 cores): the absolute numbers are low, their ratio is the useful part.
 
 | config                                | architecture | params | train images/s |
 |---------------------------------------|--------------|--------|----------------|
-| configs/demo/fcos_tiny_shapes.yml     | FCOS         | 1.50M  | 9.5            |
-| configs/rtdetr/rtdetr_tiny_shapes.yml | RTDETR       | 1.76M  | 5.7            |
+| configs/demo/fcos_tiny_shapes.yml     | FCOS         | 1.50M  | 26.2           |
+| configs/rtdetr/rtdetr_tiny_shapes.yml | RTDETR       | 1.76M  | 12.3           |
 
 Single-threaded CPU time per step of 16 images (fastest of 10 interleaved steps, which load
-disturbs much less): FCOS 0.30 s (53 images per CPU-second), RT-DETR 0.57 s (28).
+disturbs much less): FCOS 0.28 s (58 images per CPU-second), RT-DETR 0.55 s (29).
 
 Where the tiny RT-DETR's step goes (single thread, 16 images at 160 px): forward CPU time
 ResNet-vd backbone 0.12 s, hybrid encoder 0.06 s, decoder 0.05 s, matching + losses 0.03 s;
@@ -31,7 +31,7 @@ matcher under 1%. Measured changes (CPU time per step, paired in one process):
 * channels-last input: x0.88 (kept; ``RTDETR.prepare``);
 * ``num_denoising`` 100 -> 16: x0.74. 100 adds about 200 denoising queries to the 30
   matching ones. 16 (4+ groups) also converged faster than 8: AP 0.64 vs 0.49 after 2 of 6
-  epochs;
+  epochs, 0.848 vs 0.830 after all 6 (one seed each);
 * transformers' loss builds the N x N IoU/GIoU matrices of the N matched pairs and keeps the
   diagonal; with 100 denoising queries that made the whole step 1.72x slower. The pair-wise
   IoUs of ``ScoredRTDetrLoss`` remove it (same values, a test compares them);
