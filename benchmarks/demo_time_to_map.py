@@ -34,6 +34,7 @@ def main() -> int:
     ap.add_argument("--config", default=str(REPO / "configs/demo/fcos_tiny_shapes.yml"))
     ap.add_argument("-o", "--opt", action="append", default=[])
     args = ap.parse_args()
+    args.config = str(Path(args.config).resolve())  # the command runs in a temporary folder
 
     with tempfile.TemporaryDirectory(prefix="dettui-bench-") as tmp:
         cmd = [sys.executable, "-m", "tui.cli", "run", args.config, "--headless",

@@ -12,6 +12,10 @@ data pipeline already resized) and normalises with the ImageNet mean/std.
 
 With ``use_cot`` the Faster R-CNN gets co-tuning's box predictor and RoI heads
 (``engine.models.cotuning``); it keeps the same contract and adds the ``loss_cot`` term.
+
+``RTDETR`` (transformers' RT-DETR, ``engine/models/rtdetr.py``) keeps the same contract behind
+an adapter; it brings its own backbone and neck (``rtdetr`` config section), has ``K`` sigmoid
+class outputs (labels ``1..K`` map to its ``0..K-1``) and its own fixed input size.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ from engine.models.backbones import FeaturePyramidBackbone, build_backbone
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """The detector named by ``cfg.architecture`` on the backbone named by ``cfg.backbone``."""
+    """The detector named by ``cfg.architecture`` on the backbone named by ``cfg.backbone``
+    (RT-DETR: on the ResNet-vd its ``rtdetr`` section describes)."""
+    if cfg.architecture == "RTDETR":
+        return build_rtdetr(cfg)
     if not cfg.model.aspect_ratios or any(r <= 0 for r in cfg.model.aspect_ratios):
         raise ConfigError("aspect_ratios must be a non-empty list of positive numbers",
                           key="model.aspect_ratios")
@@ -50,6 +57,23 @@ def build_model(cfg: Config) -> nn.Module:
 
         return build_cotuning_faster_rcnn(cfg, backbone)
     return ARCHITECTURE_BUILDERS[cfg.architecture](cfg, backbone)
+
+
+def build_rtdetr(cfg: Config) -> nn.Module:
+    """transformers' RT-DETR behind the torchvision contract (imported here: transformers
+    adds seconds to the start of every engine that does not use it)."""
+    from engine.models.rtdetr import build_rtdetr as build
+
+    return build(cfg)
+
+
+def lr_multiplier(cfg: Config, parameter_name: str) -> float:
+    """The learning-rate multiplier of a parameter (by its name in the model): RT-DETR's
+    backbone trains at ``rtdetr.backbone_lr_mult`` of the base rate (PaddleDetection's
+    ``lr_mult``); everything else at 1."""
+    if cfg.architecture == "RTDETR" and parameter_name.startswith("model.backbone."):
+        return cfg.rtdetr.backbone_lr_mult
+    return 1.0
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -164,10 +188,12 @@ def _build_faster_rcnn(cfg: Config, backbone: FeaturePyramidBackbone) -> nn.Modu
                       **_common_kwargs(cfg))
 
 
+# The torchvision detectors, each on an FPN backbone (RTDETR is built by build_rtdetr).
 ARCHITECTURE_BUILDERS: dict[str, Callable[[Config, FeaturePyramidBackbone], nn.Module]] = {
     "FCOS": _build_fcos,
     "RetinaNet": _build_retinanet,
     "FasterRCNN": _build_faster_rcnn,
 }
 
-__all__ = ["ARCHITECTURE_BUILDERS", "build_model", "count_parameters", "head_norm"]
+__all__ = ["ARCHITECTURE_BUILDERS", "build_model", "build_rtdetr", "count_parameters", "head_norm",
+           "lr_multiplier"]

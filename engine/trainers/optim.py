@@ -8,19 +8,28 @@ import torch
 from torch import nn
 
 from engine.config.schema import Config
+from engine.models import lr_multiplier
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW; no weight decay on norm layers and biases (they only shift/scale)."""
-    decay, no_decay = [], []
+    """SGD or AdamW; no weight decay on norm layers and biases (they only shift/scale).
+
+    Parameters with a learning-rate multiplier (``lr_multiplier``: RT-DETR's backbone) go in
+    extra groups after the two usual ones, at ``base_lr x multiplier``; the LambdaLR schedule
+    scales every group's own initial lr.
+    """
+    oc = cfg.OptimizerBuilder
+    lr = cfg.LearningRate.base_lr
+    # (weight decay?, lr multiplier) -> parameters; the two plain groups always come first.
+    kinds: dict[tuple[bool, float], list[nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    oc = cfg.OptimizerBuilder
-    groups = [{"params": decay, "weight_decay": oc.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    lr = cfg.LearningRate.base_lr
+        decay = not (p.ndim <= 1 or name.endswith(".bias"))
+        kinds.setdefault((decay, lr_multiplier(cfg, name)), []).append(p)
+    groups = [{"params": params, "weight_decay": oc.weight_decay if decay else 0.0,
+               "lr": lr * mult} for (decay, mult), params in kinds.items()
+              if params or mult == 1.0]
     if oc.type == "SGD":
         return torch.optim.SGD(groups, lr=lr, momentum=oc.momentum)
     return torch.optim.AdamW(groups, lr=lr)
