@@ -305,6 +305,42 @@ class DenseTeacherConfig:
 
 
 @dataclass
+class DetrSsodTrainConfig:
+    """How Semi-RT-DETR trains (PaddleDetection's ``DETR_SSOD.train_cfg``)."""
+
+    sup_weight: float = doc("weight of the supervised loss (PaddleDetection reads it but "
+                            "does not apply it; both are 1.0 in its configs)", 1.0)
+    unsup_weight: float = doc("weight of the pseudo-label loss (applied, unlike "
+                              "PaddleDetection; 1.0 there)", 1.0)
+    ema_decay: float = doc(
+        "EMA decay of the teacher (PaddleDetection hard-codes 0.9996 and ignores the "
+        "top-level ema_decay, which stays the use_ema decay here)", 0.9996)
+    pseudo_label_initial_score_thr: float = doc(
+        "a teacher query becomes a pseudo-box when its best class scores at least this "
+        "(sigmoid score; no NMS: DETR's queries are one-to-one)", 0.7)
+    min_pseduo_box_size: float = doc(
+        "pseudo-boxes must be wider and taller than this many pixels (PaddleDetection's "
+        "spelling of the key)", 0.0)
+
+
+@dataclass
+class DetrSsodTestConfig:
+    """Which model Semi-RT-DETR evaluates first (PaddleDetection's ``DETR_SSOD.test_cfg``)."""
+
+    inference_on: Literal["teacher", "student"] = doc(
+        "the model evaluated first, kept as best.pt (the other is evaluated too)", "teacher")
+
+
+@dataclass
+class DetrSsodConfig:
+    """Semi-RT-DETR settings (``ssod_method: Semi_RTDETR``); its schedule is
+    ``ema_start_iters``: supervised only until then, then teacher and pseudo-labels."""
+
+    train_cfg: DetrSsodTrainConfig = doc("training", factory=DetrSsodTrainConfig)
+    test_cfg: DetrSsodTestConfig = doc("evaluation", factory=DetrSsodTestConfig)
+
+
+@dataclass
 class CotLossConfig:
     """The co-tuning loss (PaddleDetection's ``COTLoss``) on the foreground RoIs."""
 
@@ -398,13 +434,16 @@ class Config:
     use_cot: bool = doc("use the co-tuning (transfer learning) trainer", False)
     semi_start_iters: float = doc(
         "semi-supervised: iteration at which the unsupervised loss starts (supervised "
-        "burn-in before it); a value below 1 is a fraction of the schedule", 5000)
+        "burn-in before it); a value below 1 is a fraction of the schedule (Semi_RTDETR: "
+        "not used, its semi phase starts with the teacher at ema_start_iters)", 5000)
     ema_start_iters: float = doc(
         "semi-supervised: iteration at which the teacher becomes a copy of the student and "
         "starts following it by EMA (decay ema_decay); below 1: a fraction of the "
         "schedule", 0)
     DenseTeacher: DenseTeacherConfig = doc("DenseTeacher settings",
                                            factory=DenseTeacherConfig)
+    DETR_SSOD: DetrSsodConfig = doc("Semi_RTDETR settings (its semi phase starts with the "
+                                    "teacher, at ema_start_iters)", factory=DetrSsodConfig)
     SEMISUPNET: SemiSupNetConfig = doc("ARSL: burn-in, teacher EMA and pseudo-loss weight "
                                        "(replaces semi_start_iters/ema_start_iters)",
                                        factory=SemiSupNetConfig)
@@ -618,6 +657,7 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
     if not 0 < ratio <= 1:
         v.fail(("DenseTeacher", "train_cfg", "ratio"), f"must be in (0, 1], got {ratio}")
     _check_arsl(cfg, v)
+    _check_detr_ssod(cfg.DETR_SSOD.train_cfg, v)
     if cfg.LearningRate.base_lr <= 0:
         v.fail(("LearningRate", "base_lr"), "must be > 0")
     if not 0.0 < cfg.ema_decay < 1.0:
@@ -815,6 +855,20 @@ def _check_arsl(cfg: Config, v: _Validator) -> None:
                f"{cr.mining_iou_thresh}")
     if cr.mining_level_diff < 0:
         v.fail(("FCOSLossCR", "mining_level_diff"), "must be >= 0")
+
+
+def _check_detr_ssod(tc: DetrSsodTrainConfig, v: _Validator) -> None:
+    def key(name: str) -> KeyPath:
+        return ("DETR_SSOD", "train_cfg", name)
+
+    if not 0.0 <= tc.ema_decay < 1.0:
+        v.fail(key("ema_decay"), f"must be in [0, 1), got {tc.ema_decay}")
+    if not 0.0 <= tc.pseudo_label_initial_score_thr <= 1.0:
+        v.fail(key("pseudo_label_initial_score_thr"),
+               f"must be between 0 and 1, got {tc.pseudo_label_initial_score_thr}")
+    for name in ("sup_weight", "unsup_weight", "min_pseduo_box_size"):
+        if getattr(tc, name) < 0:
+            v.fail(key(name), f"must be >= 0, got {getattr(tc, name)}")
 
 
 def _check_rtdetr(r: RTDETRConfig, v: _Validator) -> None:

@@ -12,21 +12,14 @@ from engine.trainers.arsl import ARSLTrainer
 from engine.trainers.base import Trainer
 from engine.trainers.cotuning import CoTuningTrainer
 from engine.trainers.dense_teacher import DenseTeacherTrainer
+from engine.trainers.semi_rtdetr import SemiRTDETRTrainer
 
-# ssod_method -> trainer class. A name whose class is None is valid but not built yet.
-SSOD_TRAINERS: dict[str, type[Trainer] | None] = {
+# ssod_method -> trainer class (one per name of SSOD_METHODS).
+SSOD_TRAINERS: dict[str, type[Trainer]] = {
     "DenseTeacher": DenseTeacherTrainer,
     "ARSL": ARSLTrainer,
-    "Semi_RTDETR": None,
+    "Semi_RTDETR": SemiRTDETRTrainer,
 }
-COT_TRAINER: type[Trainer] | None = CoTuningTrainer
-
-
-def _not_available(what: str, key: str) -> ConfigError:
-    return ConfigError(
-        f"{what} is not available yet in this version of dettui; refusing to train "
-        "something else instead", key=key,
-        hint="remove the key to use the supervised Trainer")
 
 
 def build_trainer(cfg: Config, env: DistEnv, recorder: RunRecorder, config_dict: dict[str, Any],
@@ -37,13 +30,7 @@ def build_trainer(cfg: Config, env: DistEnv, recorder: RunRecorder, config_dict:
         if cfg.ssod_method not in SSOD_TRAINERS:
             raise ConfigError(f"unsupported ssod_method {cfg.ssod_method!r}; supported: "
                               + ", ".join(SSOD_METHODS), key="ssod_method")
-        cls = SSOD_TRAINERS[cfg.ssod_method]
-        if cls is None:
-            raise _not_available(f"the {cfg.ssod_method} semi-supervised trainer",
-                                 "ssod_method")
-        return cls(cfg, env, recorder, config_dict, seed=seed)
+        return SSOD_TRAINERS[cfg.ssod_method](cfg, env, recorder, config_dict, seed=seed)
     if cfg.use_cot:
-        if COT_TRAINER is None:
-            raise _not_available("the co-tuning trainer (use_cot: true)", "use_cot")
-        return COT_TRAINER(cfg, env, recorder, config_dict, seed=seed)
+        return CoTuningTrainer(cfg, env, recorder, config_dict, seed=seed)
     return Trainer(cfg, env, recorder, config_dict, seed=seed)

@@ -1,0 +1,196 @@
+"""``ssod_method: Semi_RTDETR`` (notes §6.2): RT-DETR self-training with a teacher's
+pseudo-labels (PaddleDetection's ``Trainer_Semi_RTDETR`` + ``DETR_SSOD``).
+
+Each step ``it`` (0-based; PaddleDetection's ``iter_id`` is ``it + 1``):
+
+1. **the teacher first**, before the forward: from ``ema_start_iters`` on it becomes a copy
+   of the student (once; also replacing teacher weights loaded at start-up, as
+   PaddleDetection's ``momentum=0`` update does), then follows it by EMA
+   (``DETR_SSOD.train_cfg.ema_decay``, 0.9996) at every later step;
+2. the student's supervised RT-DETR losses on the labeled weak + strong views (one double
+   batch);
+3. from ``ema_start_iters`` on (the semi phase), the teacher in eval mode labels the
+   unlabeled weak views: one detection per query (DETR is one-to-one, so no NMS), kept when
+   its best class scores at least ``pseudo_label_initial_score_thr`` and its box is larger
+   than ``min_pseduo_box_size``; the student learns on the strong views of the images that
+   kept a box, with the teacher's score scaling each box's varifocal target
+   (``ScoredRTDetrLoss``); if no image kept one, the pseudo terms are the model's
+   ``zero_loss`` so every parameter still gets a (zero) gradient and DDP's all-reduce
+   matches across ranks;
+4. one backward and one optimizer step (``apply_losses``).
+
+Differences from PaddleDetection, each deliberate (notes §6.6): the teacher state, the
+optimizer, the scheduler and both data positions are in one checkpoint, which ``resume``
+restores (its bugs 1-3); the pseudo-label VFL target is ``score x IoU`` without a crash
+(bug 6, fixed in ``ScoredRTDetrLoss``); evaluation never assumes a DataParallel wrapper
+(bug 5). Teacher scores are the sigmoid of the class logit RT-DETR is trained with, where
+PaddleDetection's ``DETRBBoxSemiPostProcess`` takes a softmax over sigmoid-trained logits;
+``sup_weight`` and ``unsup_weight`` are applied (PaddleDetection reads but ignores them).
+The teacher's hard copy happens at the first semi step rather than one step before it, so
+the teacher of the first semi step is the student of that moment, not its EMA one step old.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from engine.config.schema import Config
+from engine.data.semi import SemiBatch
+from engine.env import DistEnv
+from engine.errors import ConfigError
+from engine.models.rtdetr import RTDETR
+from engine.recorder import RunRecorder
+from engine.trainers.semi import SemiTrainer, resolve_iters
+
+# The pseudo-label loss terms (each the sum of its last-layer, auxiliary and denoising parts).
+PSEUDO_TERMS = ("loss_vfl_pseudo", "loss_bbox_pseudo", "loss_giou_pseudo")
+
+
+def select_pseudo_labels(detections: list[dict[str, Tensor]], score_thr: float,
+                         min_size: float) -> list[dict[str, Tensor]]:
+    """The teacher's per-query detections kept as pseudo-labels: best-class score at least
+    ``score_thr``, width and height above ``min_size`` pixels. Each result is a target
+    (``boxes`` xyxy pixels, ``labels`` 1..K, ``scores``), possibly empty."""
+    kept = []
+    for det in detections:
+        boxes = det["boxes"]
+        keep = ((det["scores"] >= score_thr) & (boxes[:, 2] - boxes[:, 0] > min_size)
+                & (boxes[:, 3] - boxes[:, 1] > min_size))
+        kept.append({"boxes": boxes[keep], "labels": det["labels"][keep],
+                     "scores": det["scores"][keep]})
+    return kept
+
+
+def pseudo_terms(losses: dict[str, Tensor]) -> dict[str, Tensor]:
+    """RT-DETR's grouped terms (``loss_vfl``, ``loss_vfl_aux``, ``loss_vfl_dn``...) summed into
+    ``PSEUDO_TERMS``; the total is unchanged."""
+    out: dict[str, Tensor] = {}
+    for name, value in losses.items():
+        kind = name.split("_")[1]  # vfl, bbox or giou
+        key = f"loss_{kind}_pseudo"
+        out[key] = out[key] + value if key in out else value
+    return out
+
+
+class SemiRTDETRStudent(nn.Module):
+    """What one (DDP) forward of the student computes: the supervised losses and, when
+    given, the pseudo-label losses; both through the one wrapped detector, so the backward
+    of their sum is one DDP backward.
+
+    ``unsup_images`` may be an empty list (no image kept a pseudo-box): the pseudo terms are
+    then ``RTDETR.zero_loss()``, which touches every trainable parameter.
+    """
+
+    def __init__(self, detector: RTDETR):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, sup_images: list[Tensor], sup_targets: list[dict[str, Tensor]],
+                unsup_images: list[Tensor] | None = None,
+                unsup_targets: list[dict[str, Tensor]] | None = None
+                ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+        sup = self.detector(sup_images, sup_targets)
+        if unsup_images is None:
+            return sup, None
+        if not unsup_images:
+            zero = self.detector.zero_loss()
+            return sup, dict.fromkeys(PSEUDO_TERMS, zero)
+        return sup, pseudo_terms(self.detector(unsup_images, unsup_targets))
+
+
+class SemiRTDETRTrainer(SemiTrainer):
+    """PaddleDetection's ``Trainer_Semi_RTDETR``."""
+
+    semi_start_key = "ema_start_iters"
+
+    def __init__(self, cfg: Config, env: DistEnv, recorder: RunRecorder,
+                 config_dict: dict[str, Any], *, seed: int = 0):
+        super().__init__(cfg, env, recorder, config_dict, seed=seed)
+        self.teacher.decay = cfg.DETR_SSOD.train_cfg.ema_decay
+
+    def schedule_starts(self) -> tuple[int, int]:
+        # One key, as in PaddleDetection: the teacher and the pseudo-label loss start together.
+        start = resolve_iters(self.cfg.ema_start_iters, self.max_iters)
+        return start, start
+
+    def build_model(self) -> nn.Module:
+        model = super().build_model()
+        if not isinstance(model, RTDETR):
+            raise ConfigError(f"Semi_RTDETR trains RT-DETR on its pseudo-labels; architecture "
+                              f"{self.cfg.architecture} is not supported",
+                              key="architecture", hint="use architecture: RTDETR")
+        return model
+
+    def train_module(self) -> nn.Module:
+        return SemiRTDETRStudent(self.model_without_ddp)
+
+    def eval_models(self) -> list[tuple[nn.Module, str]]:
+        models = super().eval_models()
+        if self.cfg.DETR_SSOD.test_cfg.inference_on == "student":
+            models.reverse()
+        return models
+
+    # ------------------------------------------------------------------------- teacher
+    def follow_student(self, iteration: int) -> None:
+        """Before step ``iteration``'s forward (PaddleDetection updates the EMA first): from
+        ``ema_start_iters`` on, a hard copy once, then an EMA step every step."""
+        if iteration < self.ema_start:
+            return
+        started = self.teacher.started_at
+        if started is None or started < self.ema_start:
+            self.teacher.copy_from(self.model_without_ddp, iteration)
+            self._log_event(f"teacher started: a copy of the student at iteration "
+                            f"{iteration + 1}; pseudo-label training begins")
+        else:
+            self.teacher.update(self.model_without_ddp)
+
+    @torch.no_grad()
+    def pseudo_labels(self, weak_images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """The teacher's pseudo-labels of the unlabeled weak views (``select_pseudo_labels``)."""
+        tc = self.cfg.DETR_SSOD.train_cfg
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            detections = self.teacher.module.detect_per_query(weak_images)
+        detections = [{k: v.float() if v.is_floating_point() else v for k, v in d.items()}
+                      for d in detections]
+        return select_pseudo_labels(detections, tc.pseudo_label_initial_score_thr,
+                                    tc.min_pseduo_box_size)
+
+    # ---------------------------------------------------------------------------- step
+    def forward_losses(self, batch: SemiBatch) -> dict[str, Tensor]:
+        tc = self.cfg.DETR_SSOD.train_cfg
+        it = self.iter
+        self.follow_student(it)
+        semi = self.phase(it) == "semi" and self.teacher.started
+        weak_images, weak_targets = self.to_device(*batch.sup_weak)
+        strong_images, strong_targets = self.to_device(*batch.sup_strong)
+        unsup_images = unsup_targets = None
+        if semi:
+            pseudo = self.pseudo_labels(self.to_device(*batch.unsup_weak)[0])
+            strong = self.to_device(*batch.unsup_strong)[0]
+            kept = [i for i, t in enumerate(pseudo) if len(t["boxes"])]
+            # Images without a pseudo-box are dropped: as unlabeled images they would only
+            # teach "background everywhere", which is what a threshold too high says.
+            unsup_images = [strong[i] for i in kept]
+            unsup_targets = [pseudo[i] for i in kept]
+            boxes = sum(len(t["boxes"]) for t in pseudo)
+            score_sum = sum(float(t["scores"].sum()) for t in pseudo)
+            self.step_stats.update(pseudo_boxes_per_image=boxes / max(1, len(pseudo)),
+                                   pseudo_images_kept=len(kept) / max(1, len(pseudo)),
+                                   pseudo_score=score_sum / max(1, boxes))
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            # PaddleDetection concatenates the labeled weak and strong views.
+            sup, unsup = self.model(weak_images + strong_images, weak_targets + strong_targets,
+                                    unsup_images, unsup_targets)
+        losses = {k: v * tc.sup_weight for k, v in sup.items()}
+        if unsup is None:
+            zero = next(iter(losses.values())).new_zeros(())
+            unsup = dict.fromkeys(PSEUDO_TERMS, zero)
+            weight = 0.0
+        else:
+            weight = tc.unsup_weight
+        losses.update({k: v * weight for k, v in unsup.items()})
+        self.step_stats["unsup_weight"] = weight
+        return losses
