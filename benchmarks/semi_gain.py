@@ -5,8 +5,12 @@ rest unlabeled; every method trains for the same number of iterations on the sam
 images, then is COCO-evaluated on the shapes val set. Each method runs once per seed, one
 run at a time (runs in parallel would share 2 cores and slow each other unevenly).
 
-    python benchmarks/semi_gain.py [--seeds 3] [--methods supervised DenseTeacher ARSL]
-                                   [--json] [-o key=value ...]
+    python benchmarks/semi_gain.py [--seeds 3] [--methods supervised DenseTeacher ARSL
+                                   supervised_rtdetr Semi_RTDETR] [--json] [-o key=value ...]
+
+Two families, each against its own supervised baseline: the tiny FCOS (``supervised``,
+``DenseTeacher``, ``ARSL``) and the tiny RT-DETR (``supervised_rtdetr``, ``Semi_RTDETR``);
+``--methods supervised_rtdetr Semi_RTDETR`` runs just the RT-DETR pair.
 
 The AP of a run is the AP of its last evaluation, of the model the method evaluates first
 (the teacher for the semi-supervised methods, once it exists; the model itself for the
@@ -47,8 +51,12 @@ METHODS: dict[str, Method] = {
     "DenseTeacher": Method("configs/semi_det/denseteacher/denseteacher_fcos_tiny_shapes.yml",
                            "supervised", 3.0),
     "ARSL": Method("configs/semi_det/arsl/arsl_fcos_tiny_shapes.yml", "supervised", 3.0),
+    "supervised_rtdetr": Method("configs/semi_det/baseline/rtdetr_tiny_shapes_sup10.yml",
+                                None, 0.0),
+    "Semi_RTDETR": Method("configs/semi_det/semi_rtdetr/semi_rtdetr_tiny_shapes.yml",
+                          "supervised_rtdetr", 2.0),
 }
-DEFAULT_METHODS = ("supervised", "DenseTeacher", "ARSL")
+DEFAULT_METHODS = ("supervised", "DenseTeacher", "ARSL", "supervised_rtdetr", "Semi_RTDETR")
 
 
 @dataclass
@@ -108,7 +116,7 @@ def main() -> int:
             for seed in range(args.seeds):
                 r = run_once(method, seed, Path(tmp), args.opt)
                 results.setdefault(method, []).append(r)
-                print(f"{method:<14} seed {seed}: AP {r.ap:.4f} ({r.model}), best "
+                print(f"{method:<18} seed {seed}: AP {r.ap:.4f} ({r.model}), best "
                       f"{r.best_ap:.4f}, {r.iters} iters, {r.seconds:.0f} s, "
                       f"{r.ips:.1f} images/s", flush=True)
 

@@ -147,12 +147,15 @@ def test_num_classes_smaller_than_dataset(tmp_path: Path, shapes: Path) -> None:
     assert_user_error(proc, "num_classes", "4")
 
 
-def test_trainer_not_available_yet_is_refused(tmp_path: Path, shapes: Path) -> None:
-    # a complete semi config (the schema refuses one without unlabeled data up front)
+def test_semi_method_on_an_architecture_it_cannot_train_is_refused(tmp_path: Path,
+                                                                   shapes: Path) -> None:
+    # a complete semi config (the schema refuses one without unlabeled data up front), on
+    # the demo's FCOS: Semi_RTDETR labels data with RT-DETR's one-to-one queries
     semi = ["-o", f"UnsupTrainDataset={{name: ImageFolder, dataset_dir: {shapes}, "
                   "image_dir: train}", "-o", "SemiTrainReader={sup_batch_size: 2}"]
     proc = dettui("run", str(DEMO_CONFIG), "--headless", "--runs-dir", str(tmp_path / "runs"),
                   "--trainer", "Semi_RTDETR", *data_overrides(shapes), *semi, cwd=tmp_path)
-    assert_user_error(proc, "Semi_RTDETR", "not available yet")
+    assert_user_error(proc, "Semi_RTDETR trains RT-DETR", "architecture FCOS",
+                      "architecture: RTDETR")
     meta = next((tmp_path / "runs").iterdir()) / "run.json"
     assert '"status": "failed"' in meta.read_text()

@@ -5,6 +5,7 @@ Real engine subprocesses, real SIGKILL, real checkpoints (issue 4).
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from engine.events import read_events
 from engine.rundir import RunDirectory
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import DEMO_CONFIG, REPO, semi_overrides, tiny_overrides
+from tests.engine.test_rtdetr import TINY as TINY_RTDETR
 from tests.faults.procs import proc_env  # OMP_NUM_THREADS=1: steady on a busy CPU
 
 SMALL = ["model.min_size=64", "model.max_size=64",
@@ -86,9 +88,17 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path, workers:
 
 DENSE = REPO / "configs" / "semi_det" / "denseteacher" / "denseteacher_fcos_tiny_shapes.yml"
 ARSL = REPO / "configs" / "semi_det" / "arsl" / "arsl_fcos_tiny_shapes.yml"
+SEMI_RTDETR = REPO / "configs" / "semi_det" / "semi_rtdetr" / "semi_rtdetr_tiny_shapes.yml"
 # Each method's own schedule keys (ARSL's burn-up step starts both the teacher and the
-# pseudo loss).
-METHOD_OVERRIDES = {ARSL: ["SEMISUPNET.BURN_UP_STEP=2", "SEMISUPNET.PSEUDO_WARM_UP_STEPS=2"]}
+# pseudo loss; Semi_RTDETR's ema_start_iters too). Semi_RTDETR: the tiny RT-DETR of
+# tests/engine/test_rtdetr.py, and threshold 0 so its random teacher's queries all become
+# pseudo-boxes (the scored loss and denoising on them really run).
+METHOD_OVERRIDES = {
+    ARSL: ["SEMISUPNET.BURN_UP_STEP=2", "SEMISUPNET.PSEUDO_WARM_UP_STEPS=2"],
+    SEMI_RTDETR: [*(f"rtdetr.{k}={json.dumps(v)}" for k, v in TINY_RTDETR.items()),
+                  "ema_start_iters=2", "DETR_SSOD.train_cfg.ema_decay=0.9",
+                  "DETR_SSOD.train_cfg.pseudo_label_initial_score_thr=0.0"],
+}
 
 
 def semi_cmd(config: Path, run: Path, data: Path, *extra: str, workers: int = 0) -> list[str]:
@@ -102,8 +112,9 @@ def semi_cmd(config: Path, run: Path, data: Path, *extra: str, workers: int = 0)
     return cmd
 
 
-@pytest.mark.parametrize("config,workers", [(DENSE, 0), (DENSE, 2), (ARSL, 0)],
-                         ids=["DenseTeacher-0workers", "DenseTeacher-2workers", "ARSL-0workers"])
+@pytest.mark.parametrize("config,workers", [(DENSE, 0), (DENSE, 2), (ARSL, 0), (SEMI_RTDETR, 0)],
+                         ids=["DenseTeacher-0workers", "DenseTeacher-2workers", "ARSL-0workers",
+                              "Semi_RTDETR-0workers"])
 def test_semi_sigkill_then_resume_is_bit_identical(tmp_path: Path, config: Path,
                                                    workers: int) -> None:
     """Student, teacher, optimizer and both data streams continue exactly."""
