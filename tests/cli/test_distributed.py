@@ -18,6 +18,7 @@ import pytest
 
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import DEMO_CONFIG, REPO, semi_overrides
+from tests.engine.test_rtdetr import TINY as TINY_RTDETR
 from tests.faults.procs import (
     as_opts,
     dettui_cmd,
@@ -213,3 +214,26 @@ def test_two_processes_run_arsl_steps(tmp_path: Path) -> None:
     assert trains[-1]["stats"]["pseudo_pos_per_image"] >= 1
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["teacher"]["started_at"] == 1 and state["teacher"]["updates"] == 2
+
+
+def test_two_processes_run_semi_rtdetr_steps(tmp_path: Path) -> None:
+    """Semi_RTDETR under torchrun: the supervised and the pseudo-label passes of the student
+    in one DDP forward (the detector used twice), one backward; the teacher is copied at
+    ema_start_iters and then follows. Threshold 0: every query of the tiny random teacher is
+    a pseudo-box, so the scored loss really runs on both ranks."""
+    runs = tmp_path / "runs"
+    config = REPO / "configs" / "semi_det" / "semi_rtdetr" / "semi_rtdetr_tiny_shapes.yml"
+    tiny = [f"rtdetr.{k}={json.dumps(v)}" for k, v in TINY_RTDETR.items()]
+    out = dettui("run", str(config), "--headless", "--nproc", "2", "--runs-dir", str(runs),
+                 *as_opts([*semi_overrides(tmp_path / "data", epochs=1, epoch_iter=3), *tiny,
+                           "ema_start_iters=1",
+                           "DETR_SSOD.train_cfg.pseudo_label_initial_score_thr=0.0"]),
+                 timeout=400)
+    run = only_run(runs)
+    assert out.returncode == 0, out.stdout[-2000:] + (run / "stderr.log").read_text()[-3000:]
+    trains = events(run, "train")
+    assert [e["phase"] for e in trains] == ["burn_in", "semi", "semi"]
+    assert trains[-1]["losses"]["loss_vfl_pseudo"] > 0
+    assert trains[-1]["stats"]["pseudo_boxes_per_image"] == TINY_RTDETR["num_queries"]
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["teacher"]["started_at"] == 1 and state["teacher"]["updates"] == 1
