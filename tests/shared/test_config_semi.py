@@ -118,3 +118,24 @@ def test_bad_semi_sections_name_the_key(tmp_path: Path, patch: dict, expect: str
     with pytest.raises(ConfigError, match="(?s)" + expect) as err:
         load_and_validate(path)
     assert str(path) in err.value.render()
+
+
+def test_semi_rtdetr_section_keeps_paddle_names_and_checks_values() -> None:
+    cfg = validate({"num_classes": 1})
+    tc = cfg.DETR_SSOD.train_cfg
+    assert (tc.pseudo_label_initial_score_thr, tc.ema_decay, tc.min_pseduo_box_size) == (
+        0.7, 0.9996, 0.0)
+    assert cfg.DETR_SSOD.test_cfg.inference_on == "teacher"
+    assert "sigmoid" in field_docs()["DETR_SSOD.train_cfg.pseudo_label_initial_score_thr"]
+    for key, value, message in [("pseudo_label_initial_score_thr", 1.5, "between 0 and 1"),
+                                ("ema_decay", 1.0, "must be in [0, 1)"),
+                                ("min_pseduo_box_size", -1, "must be >= 0"),
+                                ("unsup_weight", -0.5, "must be >= 0")]:
+        with pytest.raises(ConfigError) as info:
+            validate({"num_classes": 1, "DETR_SSOD": {"train_cfg": {key: value}}})
+        assert info.value.key == f"DETR_SSOD.train_cfg.{key}" and message in info.value.message
+    _, coco = load_and_validate(
+        REPO / "configs" / "semi_det" / "semi_rtdetr" / "semi_rtdetr_r50vd_coco_semi010.yml")
+    assert coco.ssod_method == "Semi_RTDETR" and coco.architecture == "RTDETR"
+    assert coco.ema_start_iters == 10000 and not coco.use_ema
+    assert coco.DETR_SSOD.train_cfg.pseudo_label_initial_score_thr == 0.7
