@@ -26,6 +26,11 @@ restores (its bugs 1-3); the pseudo-label VFL target is ``score x IoU`` without 
 (bug 5). Teacher scores are the sigmoid of the class logit RT-DETR is trained with, where
 PaddleDetection's ``DETRBBoxSemiPostProcess`` takes a softmax over sigmoid-trained logits;
 ``sup_weight`` and ``unsup_weight`` are applied (PaddleDetection reads but ignores them).
+One consequence to know: a sigmoid score of a VFL-trained model already estimates the IoU
+(0.5-0.6 for good boxes of the tiny shapes model), so ``score x IoU`` asks the student for
+about IoU squared on pseudo-boxes, where PaddleDetection's softmax score (near 1 for a
+confident query) leaves about IoU; a softmax over 4 shapes classes, however, rates
+background queries highly, which is why it is not used here.
 The teacher's hard copy happens at the first semi step rather than one step before it, so
 the teacher of the first semi step is the student of that moment, not its EMA one step old.
 """
