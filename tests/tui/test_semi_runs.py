@@ -189,3 +189,22 @@ def test_sparkline_spans_lowest_to_highest() -> None:
     assert sparkline([1, 2, 3, 4], [0.0, 1.0, 2.0, 3.0], 4) == "▁▃▆█"
     assert sparkline([1, 2], [float("nan"), float("nan")], 4) == ""
     assert sparkline([1, 2, 3], [0.5, 0.5, 0.5], 3) == "▁▁▁"
+    # a stat reported from the semi phase on leaves the burn-in cells blank
+    assert sparkline([1, 2, 3, 4], [float("nan"), float("nan"), 1.0, 2.0], 8) == "  ▁█"
+    assert len(sparkline(range(1000), [float(i % 7) for i in range(1000)], 24)) == 24
+
+
+def test_fixed_semi_run_has_the_engine_event_shape(semi_run: SemiRun, tmp_path: Path) -> None:
+    """The fixed run of the snapshots holds the fields the engine writes, no more, no less."""
+    from tests.tui.test_snapshots_semi import write_fixed_semi_run
+
+    fixed = read_events(write_fixed_semi_run(tmp_path).events)
+    for kind in ("start", "train", "eval"):
+        real = [e for e in semi_run.events if e["type"] == kind]
+        made = [e for e in fixed if e["type"] == kind]
+        want = {k for k in real[0] if k not in ("summary", "stats", "run_id")}  # optional
+        assert {k for k in made[0]} - {"summary", "stats"} >= want, kind
+        if kind == "train":
+            assert set(made[-1]) == set(real[-1])
+            assert set(made[-1]["stats"]) == set(real[-1]["stats"])
+            assert set(made[0]["stats"]) == set(real[0]["stats"])

@@ -45,18 +45,25 @@ def run_kind(snap: RunSnapshot) -> str | None:
 
 
 def sparkline(xs: Any, ys: Any, width: int) -> str:
-    """The mean of each of ``width`` x columns as a block character (lowest to highest);
-    a column without a value is a space."""
-    columns = minmax_columns(xs, ys, width)
+    """The mean of each of ``width`` columns of the whole x range as a block character
+    (lowest to highest value); a column without a value is a space, so rows of stats that
+    start late (in the semi phase) line up with those reported from the first step."""
+    xs = np.asarray(xs, dtype=np.float64)
+    if not xs.size or width < 1:
+        return ""
+    width = min(width, xs.size)  # fewer points than cells: a cell each, no gaps between
+    lo, hi = float(xs[0]), float(xs[-1])
+    columns = minmax_columns(xs, ys, width, x_range=(lo, hi))
     if not columns.mean.size:
         return ""
-    lo, hi = float(np.min(columns.mean)), float(np.max(columns.mean))
-    span = hi - lo
-    chars = []
-    for value in columns.mean:
-        level = 0 if span <= 0 else round((value - lo) / span * (len(BLOCKS) - 1))
-        chars.append(BLOCKS[level])
-    return "".join(chars)
+    low, high = float(np.min(columns.mean)), float(np.max(columns.mean))
+    span = high - low
+    chars = [" "] * width
+    for x, value in zip(columns.x, columns.mean):
+        col = 0 if hi <= lo else min(width - 1, int((x - lo) / (hi - lo) * width))
+        level = 0 if span <= 0 else round((value - low) / span * (len(BLOCKS) - 1))
+        chars[col] = BLOCKS[level]
+    return "".join(chars).rstrip()
 
 
 def _fmt(value: float) -> str:
