@@ -33,6 +33,7 @@ RELATIONSHIP_LIMIT = 4 << 20
 STAT_LABELS = {
     "pseudo_points_per_image": "pseudo points/img",
     "pseudo_boxes_per_image": "pseudo boxes/img",
+    "pseudo_images_kept": "images kept",
     "pseudo_pos_per_image": "pseudo pos/img",
     "pseudo_ambiguous_per_image": "ambiguous/img",
     "pseudo_mined_per_image": "mined/img",

@@ -208,3 +208,20 @@ def test_fixed_semi_run_has_the_engine_event_shape(semi_run: SemiRun, tmp_path: 
             assert set(made[-1]) == set(real[-1])
             assert set(made[-1]["stats"]) == set(real[-1]["stats"])
             assert set(made[0]["stats"]) == set(real[0]["stats"])
+
+
+@pytest.mark.parametrize(("stats", "line"), [
+    ({"pseudo_points_per_image": 0.5, "pseudo_score": 0.0245, "unsup_weight": 0.5},
+     "pseudo points/img 0.5 · teacher score 0.0245"),  # DenseTeacher
+    ({"pseudo_pos_per_image": 3.0, "pseudo_ambiguous_per_image": 1.0,
+      "pseudo_mined_per_image": 0.5, "pseudo_pos_score": 0.8, "unsup_weight": 1.0},
+     "pseudo pos/img 3 · teacher score (pos) 0.8"),  # ARSL
+    ({"pseudo_boxes_per_image": 2.0, "pseudo_images_kept": 0.75, "pseudo_score": 0.81,
+      "unsup_weight": 1.0}, "pseudo boxes/img 2 · teacher score 0.81"),  # Semi_RTDETR
+    ({"unsup_weight": 0.0}, ""),
+])
+def test_phase_line_shows_labels_per_image_and_the_teacher_score(stats: dict,
+                                                                  line: str) -> None:
+    from tui.widgets.semi_panel import pseudo_summary
+
+    assert pseudo_summary({"stats": stats}) == line

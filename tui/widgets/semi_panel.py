@@ -73,14 +73,18 @@ def _fmt(value: float) -> str:
 
 
 def pseudo_summary(latest_train: dict[str, Any] | None, limit: int = 2) -> str:
-    """``pseudo points/img 0.5 · teacher score 0.0245`` from the latest train event (the
-    unsupervised weight left out: the phase line says as much)."""
+    """``pseudo points/img 0.5 · teacher score 0.0245`` from the latest train event: the
+    pseudo-labels per image and the teacher's score first (every trainer reports both), the
+    unsupervised weight left out."""
     stats = (latest_train or {}).get("stats")
     if not isinstance(stats, dict):
         return ""
-    parts = [f"{stat_label(str(k))} {_fmt(float(v))}" for k, v in stats.items()
-             if k != "unsup_weight" and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return " · ".join(parts[:limit])
+    names = [str(k) for k, v in stats.items() if k != "unsup_weight"
+             and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    first = [next((n for n in names if n.endswith("per_image")), None),
+             next((n for n in names if "score" in n), None)]
+    ordered = [n for n in first if n] + [n for n in names if n not in first]
+    return " · ".join(f"{stat_label(n)} {_fmt(float(stats[n]))}" for n in ordered[:limit])
 
 
 def strip_text(snap: RunSnapshot, kind: str) -> str:
