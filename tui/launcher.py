@@ -152,11 +152,14 @@ def config_facts(spec: LaunchSpec) -> ConfigFacts | None:
     unsup = unsup if isinstance(unsup, dict) else {}
     folder = unsup.get("dataset_dir")
     name = unsup.get("name") if isinstance(unsup.get("name"), str) else "COCODataSet"
-    parts = [name] + [f"{key} {unsup[key]}" for key in ("anno_path", "image_dir")
-                      if isinstance(unsup.get(key), str)]
-    split = unsup.get("semi_split")
-    if isinstance(split, dict) and isinstance(split.get("percent"), (int, float)):
-        parts.append(f"the unlabeled {100 - split['percent']:g}% of its semi_split")
+    parts = [name]
+    if isinstance(unsup.get("anno_path"), str):
+        parts.append(unsup["anno_path"])
+        split = unsup.get("semi_split")
+        if isinstance(split, dict) and isinstance(split.get("percent"), (int, float)):
+            parts[-1] += f" (its unlabeled {100 - split['percent']:g}%)"
+    if isinstance(unsup.get("image_dir"), str):
+        parts.append(f"images: {unsup['image_dir']}")
     weights = data.get("pretrain_weights")
     return ConfigFacts(trainer, folder if isinstance(folder, str) else None,
                        " · ".join(parts) if unsup else "no UnsupTrainDataset in the config",
