@@ -6,10 +6,16 @@ flushed per line. Every event has ``v`` (schema version), ``t`` (unix time) and 
 Event types and their fields (schema version 1):
 
 ``start``       run_id, config, trainer, world_size, device, resume_from, argv, epochs,
-                iters_per_epoch, max_iters, num_params, start_epoch (0-based), start_iter
+                iters_per_epoch, max_iters, num_params, start_epoch (0-based), start_iter;
+                semi-supervised trainers add phase (burn_in|semi), semi_start_iter and
+                teacher_start_iter (steps done before the semi phase / the teacher start:
+                the first semi step is iteration semi_start_iter + 1)
 ``train``       epoch (0-based), iter (global, 1-based count of steps done), epoch_iter,
                 iters_per_epoch, max_iters, loss, losses {term: value}, lr, batch_time,
-                data_time, ips (images/s), eta (s), memory (MB of CUDA memory, or null)
+                data_time, ips (images/s), eta (s), memory (MB of CUDA memory, or null);
+                semi-supervised trainers add phase, next_phase, next_phase_iter, teacher
+                (started|not started), teacher_start_iter, and stats {name: value}
+                (pseudo-label statistics averaged like the losses)
 ``eval``        epoch (0-based), iter, model (student|teacher|ema|model), metrics {AP, AP50,
                 AP75, APs, APm, APl} on the 0-1 scale, per_class {name: AP} (0-1), stats
                 (the 12 COCO numbers), eval_time
@@ -66,11 +72,13 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "start": {"trainer": _STR, "world_size": _INT, "device": _STR, "resume_from": _STR,
               "epochs": _INT, "iters_per_epoch": _INT, "max_iters": _INT, "num_params": _INT,
               "start_epoch": _INT, "start_iter": _INT, "train_images": _INT,
-              "eval_images": _INT, "classes": _STR_LIST},
+              "eval_images": _INT, "classes": _STR_LIST, "phase": _STR,
+              "semi_start_iter": _INT, "teacher_start_iter": _INT},
     "train": {"epoch": _INT, "iter": _INT, "epoch_iter": _INT, "iters_per_epoch": _INT,
               "max_iters": _INT, "loss": _NUM, "losses": _NUM_MAP, "lr": _NUM,
               "batch_time": _NUM, "data_time": _NUM, "ips": _NUM, "eta": _NUM,
-              "memory": _NUM},
+              "memory": _NUM, "stats": _NUM_MAP, "phase": _STR, "next_phase": _STR,
+              "next_phase_iter": _INT, "teacher_start_iter": _INT},
     "eval": {"epoch": _INT, "iter": _INT, "model": _STR, "metrics": _NUM_MAP,
              "per_class": _NUM_MAP, "stats": _LIST, "eval_time": _NUM, "summary": _STR_LIST},
     "system": {"cpu_percent": _NUM, "ram_used_mb": _NUM, "ram_total_mb": _NUM,

@@ -133,7 +133,7 @@ def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str,
                   max_iters=trainer.max_iters, num_params=trainer.num_params,
                   start_epoch=trainer.epoch, start_iter=trainer.iter,
                   train_images=len(trainer.train_ds), eval_images=len(trainer.eval_ds),
-                  classes=trainer.train_ds.class_names)
+                  classes=trainer.train_ds.class_names, **trainer.start_event_fields())
     recorder.update_meta(device=str(env.device), world_size=env.world_size,
                          trainer=trainer.name, epochs=cfg.epoch, max_iters=trainer.max_iters)
     recorder.logger.info(

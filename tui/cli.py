@@ -344,7 +344,9 @@ def _run_cells(meta: dict) -> list[Any]:
     config = Path(str(meta.get("config_path") or "-")).name
     # Every cell from run.json is text (never markup, no raw control characters).
     return [safe_text(str(meta.get("id", "?"))), safe_text(status, color), Text(progress),
-            Text(f"{value:.3f}" if isinstance(value, (int, float)) else "-"),
+            Text(f"{value:.3f}" if isinstance(value, (int, float)) else "-")
+            + (safe_text(f" {best['model']}") if isinstance(best.get("model"), str)
+               and best["model"] != "model" else Text()),
             Text(_fmt_duration(run_duration(meta, time.time()))),
             safe_text(str(meta.get("trainer", "-"))), safe_text(config),
             safe_text(str(meta.get("created", "-"))[:16].replace("T", " "))]

@@ -30,7 +30,7 @@ import numpy as np
 
 from engine.events import decode
 
-__all__ = ["Block", "ScanWarning", "TRAIN_FIELDS", "TrainRows", "TrainTemplate",
+__all__ = ["Block", "STATS_PREFIX", "ScanWarning", "TRAIN_FIELDS", "TrainRows", "TrainTemplate",
            "iter_range", "line_boundary", "parse_block", "parse_range", "scan_parallel"]
 
 TRAIN_FIELDS = ("t", "iter", "loss", "lr", "ips")
@@ -38,6 +38,10 @@ TRAIN_FIELDS = ("t", "iter", "loss", "lr", "ips")
 too, as ``losses.<term>``); everything else is only shown from the latest train event."""
 
 TERM_PREFIX = "losses."
+STATS_PREFIX = "stats."
+"""A semi-supervised trainer's per-step ``stats`` (pseudo-label counts, teacher scores,
+the unsupervised loss weight) are kept as ``stats.<name>`` series, like loss terms."""
+NESTED_SERIES = {"losses": TERM_PREFIX, "stats": STATS_PREFIX}
 
 # Numbers are captured loosely (anything up to the next ',' or '}'): float() rejects what
 # isn't a number, and a value holding ',' or '}' breaks the match, so the block is then
@@ -89,12 +93,12 @@ class TrainTemplate:
             key_re = re.escape(json.dumps(key).encode()) + b":"
             if key in ("v", "type"):
                 value_re = re.escape(json.dumps(value).encode())
-            elif key == "losses" and isinstance(value, dict):
+            elif key in NESTED_SERIES and isinstance(value, dict):
                 terms = []
                 for term, term_value in value.items():
                     if not _is_number(term_value):
                         return None
-                    names.append(TERM_PREFIX + term)
+                    names.append(NESTED_SERIES[key] + term)
                     terms.append(re.escape(json.dumps(term).encode()) + b":(" + _VALUE + b")")
                 value_re = rb"\{" + b",".join(terms) + rb"\}"
             elif isinstance(value, bool):
@@ -264,21 +268,21 @@ def _float(value: object) -> float:
 
 def train_rows(events: list[dict[str, Any]]) -> TrainRows:
     """Columns of decoded train events (missing or non-numeric values are NaN)."""
-    names = list(TRAIN_FIELDS)
-    seen = set(names)
+    names: list[tuple[str, str | None, str]] = [(n, None, n) for n in TRAIN_FIELDS]
+    seen = set(TRAIN_FIELDS)
     for event in events:
-        losses = event.get("losses")
-        if isinstance(losses, dict):
-            for term in losses:
-                name = TERM_PREFIX + str(term)
-                if name not in seen:
-                    seen.add(name)
-                    names.append(name)
+        for key, prefix in NESTED_SERIES.items():
+            nested = event.get(key)
+            if isinstance(nested, dict):
+                for term in nested:
+                    name = prefix + str(term)
+                    if name not in seen:
+                        seen.add(name)
+                        names.append((name, key, term))
     columns = {}
-    for name in names:
-        if name.startswith(TERM_PREFIX):
-            term = name[len(TERM_PREFIX):]
-            values = [_float(e["losses"].get(term)) if isinstance(e.get("losses"), dict)
+    for name, key, term in names:
+        if key is not None:
+            values = [_float(e[key].get(term)) if isinstance(e.get(key), dict)
                       else float("nan") for e in events]
         else:
             values = [_float(e.get(name)) for e in events]

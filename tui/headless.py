@@ -6,6 +6,10 @@ run, live or finished. On a terminal it shows a live progress bar with the loss 
 images/s and ETA; redirected into a file (nohup) it prints one plain line per record
 instead: no colour codes, never wrapped, so each line can be grepped.
 
+Semi-supervised runs also get a line when the phase changes (burn-in → semi) and, after
+each evaluation, the teacher's and the student's metrics side by side, besides each model's
+own labelled per-class table.
+
 A resumed run appends its new attempt to the same ``events.jsonl``: the watcher replays the
 earlier attempts as history, but judges the run by its current attempt only. It follows
 the run for as long as its engine lives (``run.json`` and the process say so), and an old
@@ -28,10 +32,11 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.errors import RunError
-from engine.events import EventTail
+from engine.events import METRIC_KEYS, EventTail
 from engine.ownership import engine_pid
 from engine.rundir import ACTIVE, RunDirectory, pid_alive, run_duration
 from tui.safetext import printable, safe_markup, safe_text
+from tui.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 
 EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
 POLL_SECONDS = 0.25
@@ -81,10 +86,30 @@ def eval_table(event: dict[str, Any]) -> Table:
     return table
 
 
+def models_table(events: list[dict[str, Any]]) -> Table:
+    """The summary metrics of several models evaluated at the same point (the teacher and
+    the student of a semi-supervised run), one row per model."""
+    table = Table(title=safe_text(f"AP by model (epoch {_epoch(events[0])})"),
+                  show_edge=False, header_style="bold")
+    table.add_column("model")
+    for key in METRIC_KEYS:
+        table.add_column(key, justify="right")
+    for ev in events:
+        metrics = ev.get("metrics") or {}
+        table.add_row(safe_text(ev.get("model") or "model"),
+                      *(_num(metrics.get(key), "{:.3f}") for key in METRIC_KEYS))
+    return table
+
+
 def loss_line(ev: dict[str, Any]) -> str:
-    """Loss, its terms, lr, throughput and ETA of a train event (plain text, no markup)."""
+    """Loss, its terms, lr, throughput and ETA of a train event (plain text, no markup),
+    then a semi-supervised trainer's pseudo-label statistics."""
     terms = " ".join(f"{printable(k)} {_num(v, '{:.4f}')}"
                      for k, v in (ev.get("losses") or {}).items())
+    stats = ev.get("stats")
+    if isinstance(stats, dict) and stats:
+        terms += "  " + " ".join(f"{printable(stat_label(str(k)))} {_num(v, '{:.3g}')}"
+                                 for k, v in stats.items())
     return (f"loss {_num(ev.get('loss'), '{:.4f}')}  {terms}  lr {_num(ev.get('lr'), '{:.2e}')}"
             f"  {_num(ev.get('ips') or 0, '{:.1f}')} img/s  eta {_fmt_seconds(ev.get('eta'))}")
 
@@ -104,6 +129,9 @@ class HeadlessWatcher:
                                  console=self.console, transient=False)
         self.task = self.progress.add_task("starting", total=None, eta="-")
         self.last_train: dict[str, Any] | None = None
+        self.phase: str | None = None
+        self.evals: list[dict[str, Any]] = []
+        """The eval events of the latest evaluation point (one per model)."""
         self.final_status: str | None = None
         self.started = time.time()
         self.stop_sent = 0
@@ -122,8 +150,16 @@ class HeadlessWatcher:
                 f"{resumed}"))
             self.progress.update(self.task, total=ev.get("max_iters"),
                                  completed=ev.get("start_iter") or 0)
+            schedule = semi_schedule(ev, None)
+            if schedule is not None:
+                self.phase = schedule.phase
+                out.print(safe_text(phase_line(schedule), "bold magenta"))
         elif kind == "train":
             self.last_train = ev
+            change = phase_changed(self.phase, ev)
+            if change is not None:
+                self.phase = ev["phase"]
+                out.print(safe_text(change, "bold magenta"))
             if isinstance(ev.get("iter"), int):
                 self.progress.update(self.task, total=ev.get("max_iters"), completed=ev["iter"],
                                      description=f"epoch {_epoch(ev)}",
@@ -137,6 +173,11 @@ class HeadlessWatcher:
             for line in ev.get("summary") or []:
                 out.print(safe_text(line), highlight=False, soft_wrap=True)
             out.print(eval_table(ev))
+            if self.evals and self.evals[-1].get("iter") != ev.get("iter"):
+                self.evals = []
+            self.evals = [e for e in self.evals if e.get("model") != ev.get("model")] + [ev]
+            if len(self.evals) > 1:
+                out.print(models_table(self.evals))
         elif kind == "checkpoint" and ev.get("kind") != "last":  # last.pt: in the summary
             out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
@@ -250,8 +291,10 @@ class HeadlessWatcher:
         rows = [("run", safe_markup(f"{self.run.id}  ({self.run.path})")),
                 ("status", f"[{color}]{safe_markup(status)}[/]")]
         if isinstance(best, dict):  # run.json's best.epoch counts from 1
+            which = best.get("model")
+            which = f"{safe_markup(which)}, " if which and which != "model" else ""
             rows += [("best AP", f"{_num(best.get('value'), '{:.3f}')} "
-                                 f"(epoch {_num(best.get('epoch'), '{}')})"),
+                                 f"({which}epoch {_num(best.get('epoch'), '{}')})"),
                      ("best checkpoint", safe_markup(best.get("checkpoint")))]
         last = self.run.last_checkpoint()
         if last:

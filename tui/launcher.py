@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.config import load_and_validate
-from engine.config.loader import read_yaml_mapping
+from engine.config.loader import load_config, read_yaml_mapping
 from engine.config.schema import Config, DatasetConfig, UnsupDatasetConfig, trainer_name
 from engine.data.imagefolder import list_image_files
 from engine.errors import ConfigError, DataError, RunError, UserError, WeightsError
@@ -43,6 +43,7 @@ from engine.rundir import (
 from engine.sysinfo import cuda_device_count
 
 TRAINER_CHOICES = ("config", "Trainer", "DenseTeacher", "ARSL", "Semi_RTDETR", "co-tuning")
+SEMI_TRAINERS = ("DenseTeacher", "ARSL", "Semi_RTDETR")
 DEFAULT_MASTER_PORT = 29500
 RESTART_BACKOFF_ENV = "DETTUI_RESTART_BACKOFF"  # first supervisor backoff, seconds
 # With ``fleet: true`` and no rendezvous flags, the rendezvous comes from these variables
@@ -64,6 +65,7 @@ class LaunchSpec:
     weights: str | None = None  # pretrain_weights
     teacher: str | None = None  # pretrain_teacher_weights
     student: str | None = None  # pretrain_student_weights
+    unlabeled: str | None = None  # UnsupTrainDataset.dataset_dir (semi-supervised)
     enable_ce: bool = False
     device: str | None = None
     amp: bool = False
@@ -90,6 +92,8 @@ class LaunchSpec:
             put("pretrain_teacher_weights", self.teacher)
         if self.student:
             put("pretrain_student_weights", self.student)
+        if self.unlabeled:
+            put("UnsupTrainDataset.dataset_dir", self.unlabeled)
         if self.enable_ce:
             put("enable_ce", True)
         if self.amp:
@@ -109,6 +113,57 @@ class LaunchSpec:
 
     def all_overrides(self) -> list[str]:
         return [*self.flag_overrides(), *self.overrides]
+
+
+@dataclass(frozen=True)
+class ConfigFacts:
+    """What the launch form needs to know of a config before it validates: which trainer
+    it runs, its unlabeled set and its pretrained weights (read without validating, so the
+    form can show the right fields for a config that does not validate yet)."""
+
+    trainer: str
+    """As ``engine.config.schema.trainer_name`` names it: an ``ssod_method``, ``CoTuning``
+    or ``Trainer``."""
+    unlabeled_dir: str | None
+    unlabeled_what: str
+    """The rest of the unlabeled set: kind, annotation file, image folder."""
+    pretrain_weights: str | None
+
+    @property
+    def semi(self) -> bool:
+        return self.trainer in SEMI_TRAINERS
+
+    @property
+    def cotuning(self) -> bool:
+        return self.trainer == "CoTuning"
+
+
+def config_facts(spec: LaunchSpec) -> ConfigFacts | None:
+    """The :class:`ConfigFacts` of ``spec`` (its trainer choice and overrides applied); None
+    when the config can't be read (the validation says why)."""
+    try:
+        data = load_config(spec.config, spec.all_overrides()).data
+    except (UserError, OSError):
+        return None
+    ssod = data.get("ssod_method")
+    trainer = ssod if isinstance(ssod, str) else \
+        ("CoTuning" if data.get("use_cot") is True else "Trainer")
+    unsup = data.get("UnsupTrainDataset")
+    unsup = unsup if isinstance(unsup, dict) else {}
+    folder = unsup.get("dataset_dir")
+    name = unsup.get("name") if isinstance(unsup.get("name"), str) else "COCODataSet"
+    parts = [name]
+    if isinstance(unsup.get("anno_path"), str):
+        parts.append(unsup["anno_path"])
+        split = unsup.get("semi_split")
+        if isinstance(split, dict) and isinstance(split.get("percent"), (int, float)):
+            parts[-1] += f" (its unlabeled {100 - split['percent']:g}%)"
+    if isinstance(unsup.get("image_dir"), str):
+        parts.append(f"images: {unsup['image_dir']}")
+    weights = data.get("pretrain_weights")
+    return ConfigFacts(trainer, folder if isinstance(folder, str) else None,
+                       " · ".join(parts) if unsup else "no UnsupTrainDataset in the config",
+                       weights if isinstance(weights, str) and weights else None)
 
 
 def _check_weights_path(value: str | None, key: str) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 from engine.errors import RunError
 from engine.rundir import RunDirectory
 from tui.eventscan import (
+    STATS_PREFIX,
     TERM_PREFIX,
     TRAIN_FIELDS,
     Block,
@@ -38,6 +39,7 @@ from tui.eventscan import (
     scan_parallel,
 )
 from tui.filetail import ByteTail
+from tui.semiinfo import Relationship, read_relationship
 
 __all__ = ["ApSeries", "Column", "RunModel", "RunSnapshot", "SystemHistory", "TrainHistory"]
 
@@ -114,6 +116,11 @@ class TrainHistory:
     def terms(self) -> list[str]:
         return [name[len(TERM_PREFIX):] for name in self.columns if name.startswith(TERM_PREFIX)]
 
+    def stats(self) -> list[str]:
+        """Names of a semi-supervised trainer's per-step stats (``stats.<name>`` columns)."""
+        return [name[len(STATS_PREFIX):] for name in self.columns
+                if name.startswith(STATS_PREFIX)]
+
 
 @dataclass(frozen=True)
 class ApSeries:
@@ -176,6 +183,8 @@ class RunSnapshot:
     train_preview: dict[str, np.ndarray] | None
     """Sampled train series (see RunModel.load_preview) while the history is read."""
     terms: list[str]
+    stats: list[str]
+    """Names of the pseudo-label statistics series (``train["stats.<name>"]``)."""
     ap: dict[str, ApSeries]
     latest_train: dict[str, Any] | None
     latest_eval: dict[str, dict[str, Any]]
@@ -184,6 +193,10 @@ class RunSnapshot:
     last_checkpoint: dict[str, Any] | None
     errors: list[dict[str, Any]]
     start: dict[str, Any] | None
+    relationship: Relationship | None
+    """A co-tuning run's learned class relationship (cot_relationship.json)..."""
+    relationship_error: str | None
+    """...or why it can't be shown (None for a run that is not co-tuning)."""
     caught_up: bool
     """The history has been read to its end once (later bytes are live updates)."""
     bytes_read: int
@@ -242,6 +255,9 @@ class RunModel:
         self.caught_up = False
         """Whether the history was read to its end once (see RunSnapshot.caught_up)."""
         self._meta_mtime: int | None = None
+        self.relationship: Relationship | None = None
+        self.relationship_error: str | None = None
+        self._relationship_mtime: int | None = -1
         self._versions = {"train": 0, "eval": 0, "system": 0, "meta": 0}
 
     # -- reading -------------------------------------------------------------------
@@ -401,9 +417,25 @@ class RunModel:
         if status != self.status:
             self.status = status
             changed = True
+        changed = self._refresh_relationship() or changed
         if changed:
             self._versions["meta"] += 1
         return changed
+
+    def _refresh_relationship(self) -> bool:
+        """Re-read ``cot_relationship.json`` of a co-tuning run when it changed."""
+        path = self.run.cot_relationship
+        try:
+            mtime: int | None = path.stat().st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime is None and self.meta.get("trainer") != "CoTuning":
+            return False  # not a co-tuning run: nothing to say
+        if mtime == self._relationship_mtime:
+            return False
+        self._relationship_mtime = mtime
+        self.relationship, self.relationship_error = read_relationship(path)
+        return True
 
     def peek_tail(self, nbytes: int = 256 << 10) -> None:
         """Take the latest train/eval/system events from the file's last ``nbytes``
@@ -469,7 +501,9 @@ class RunModel:
         return RunSnapshot(
             run_id=self.run.id, meta=dict(self.meta), meta_error=self.meta_error,
             status=self.status,
-            train=self.train.views(), terms=self.train.terms(), ap=self.ap_series(),
+            train=self.train.views(), terms=self.train.terms(), stats=self.train.stats(),
+            ap=self.ap_series(), relationship=self.relationship,
+            relationship_error=self.relationship_error,
             train_preview=None if self.caught_up else self._preview,
             caught_up=self.caught_up,
             latest_train=self.latest_train, latest_eval=dict(self.latest_eval),

@@ -63,6 +63,9 @@ class RunRow:
     max_iters: int | None = None
     best_ap: float | None = None
     best_epoch: int | None = None
+    best_model: str | None = None
+    """Which model scored the best AP (``teacher``, ``student``, ``ema``), when not the
+    trained model itself."""
     attempt: int = 1
     duration_s: float | None = None
     """Training time of the attempts that ended (run.json ``duration_s``)."""
@@ -126,6 +129,8 @@ class RunRow:
             max_iters=_int(prog.get("max_iters")),
             best_ap=_float(best.get("value")),
             best_epoch=_int(best.get("epoch")),
+            best_model=(best["model"] if isinstance(best.get("model"), str)
+                        and best["model"] != "model" else None),
             attempt=_int(meta.get("attempt")) or 1,
             duration_s=_float(meta.get("duration_s")),
             meta=meta,

@@ -269,6 +269,11 @@ class Trainer:
         """Fields a method adds to every ``train`` event (the semi trainers: the phase)."""
         return {}
 
+    def start_event_fields(self) -> dict[str, Any]:
+        """Fields a method adds to the ``start`` event (the semi trainers: when each phase
+        starts, so a front-end can say it before the first step)."""
+        return {}
+
     # ------------------------------------------------------------------------ evaluation
     def eval_models(self) -> list[tuple[nn.Module, str]]:
         """``(model, which)`` to evaluate, the first deciding ``best`` and ``best.pt``."""

@@ -103,6 +103,13 @@ class SemiTrainer(Trainer):
                 "teacher_start_iter": (self.teacher.started_at if self.teacher.started
                                        else self.ema_start)}
 
+    def start_event_fields(self) -> dict[str, Any]:
+        # Iterations as ``next_phase_iter`` counts them: steps done before the phase starts
+        # (the first semi step is shown as iteration semi_start + 1).
+        return {"phase": self.phase(self.iter), "semi_start_iter": self.semi_start,
+                "teacher_start_iter": (self.teacher.started_at if self.teacher.started
+                                       else self.ema_start)}
+
     def _warn_about_schedule(self) -> None:
         notes = []
         if self.semi_start >= self.max_iters:

@@ -95,3 +95,25 @@ def test_resolve_and_list_runs(tmp_path: Path) -> None:
     runs = list_runs(tmp_path)
     assert [r["id"] for r in runs] == [b.id, a.id]           # newest first
     assert runs[0]["status"] == "failed"                      # its engine died silently
+
+
+def test_semi_fields_round_trip_and_malformed_ones_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path) as w:
+        sent = [
+            w.write("start", trainer="DenseTeacher", max_iters=4, phase="burn_in",
+                    semi_start_iter=2, teacher_start_iter=1),
+            w.write("train", iter=1, loss=1.0, losses={"cls": 1.0}, phase="burn_in",
+                    next_phase="semi", next_phase_iter=2, teacher_start_iter=1,
+                    stats={"unsup_weight": 0.0}),
+            w.write("train", iter=3, loss=1.0, losses={"cls": 1.0}, phase="semi",
+                    next_phase=None, next_phase_iter=None,
+                    stats={"pseudo_points_per_image": 0.5, "pseudo_score": float("nan")}),
+        ]
+    with open(path, "a") as f:  # a reader must not get a stats or phase it can't use
+        f.write('{"v":1,"t":1.0,"type":"train","iter":4,"stats":"many"}\n')
+        f.write('{"v":1,"t":1.0,"type":"train","iter":4,"phase":3}\n')
+        f.write('{"v":1,"t":1.0,"type":"start","semi_start_iter":"soon"}\n')
+    got = read_events(path)
+    assert got == sent
+    assert got[2]["stats"]["pseudo_score"] is None  # NaN written as null

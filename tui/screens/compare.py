@@ -149,6 +149,17 @@ def _ap(value: Any) -> Any:
     return f"{value:.3f}" if isinstance(value, (int, float)) else MISSING
 
 
+def _best_ap(meta: dict[str, Any]) -> Any:
+    """run.json's best AP, with the model that scored it when that is not the trained
+    model itself (a semi-supervised run's teacher or student, an EMA)."""
+    best = meta.get("best") if isinstance(meta.get("best"), dict) else {}
+    text = _ap(best.get("value"))
+    which = best.get("model")
+    if text is not MISSING and isinstance(which, str) and which != "model":
+        text = f"{text} ({which})"
+    return text
+
+
 def fmt_value(value: Any) -> Text:
     if value is MISSING:
         return Text("—", style="dim")
@@ -263,7 +274,7 @@ class CompareScreen(Screen[None]):
         summary = [
             ("status", [r.meta.get("status", "?") for r in self.runs]),
             ("trainer", [r.meta.get("trainer", "?") for r in self.runs]),
-            ("best AP", [_ap((r.meta.get("best") or {}).get("value")) for r in self.runs]),
+            ("best AP", [_best_ap(r.meta) for r in self.runs]),
             ("eval model", [r.eval_model or MISSING for r in self.runs]),
         ]
         for key, values in summary:

@@ -4,12 +4,19 @@ The form is re-validated (in a thread, debounced) on every change with the same 
 the engine uses (``tui.launcher.validate_spec``, no torch), so a bad key or a missing
 weights file shows inline before anything starts. ``ctrl+s`` (or enter in a text field)
 launches the engine detached and dismisses with ``(RunDirectory, Popen)``.
+
+The fields follow the trainer the config (and the trainer choice) runs, read as the
+validation runs (``tui.launcher.config_facts``): a semi-supervised trainer shows the
+teacher and student weights and the unlabeled set (its folder prefilled from
+``UnsupTrainDataset``, overridable); co-tuning asks for the source detector's weights
+(``pretrain_weights``), and the form refuses to launch without them, naming the key.
 """
 
 from __future__ import annotations
 
 import shlex
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,7 +33,15 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Stat
 from engine.errors import ConfigError, UserError
 from engine.rundir import RunDirectory
 from engine.sysinfo import gpus, nvml_status
-from tui.launcher import LaunchSpec, engine_argv, launch, trainer_name, validate_spec
+from tui.launcher import (
+    ConfigFacts,
+    LaunchSpec,
+    config_facts,
+    engine_argv,
+    launch,
+    trainer_name,
+    validate_spec,
+)
 from tui.safetext import safe_text
 from tui.screens.file_picker import FilePickerScreen
 
@@ -111,6 +126,12 @@ class LaunchScreen(Screen["LaunchResult | None"]):
         padding-left: 2;
         color: $text-muted;
     }
+    LaunchScreen #unlabeled-note {
+        padding-left: 15;
+        color: $text-muted;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
     LaunchScreen #launch-status {
         height: auto;
         padding: 0 1;
@@ -148,11 +169,13 @@ class LaunchScreen(Screen["LaunchResult | None"]):
     class Validated(Message):
         """The validation worker's verdict on the form (``error`` None when it is fine)."""
 
-        def __init__(self, error: str | None, info: str, command: str) -> None:
+        def __init__(self, error: str | None, info: str, command: str,
+                     facts: ConfigFacts | None = None) -> None:
             super().__init__()
             self.error = error
             self.info = info
             self.command = command
+            self.facts = facts
 
     def __init__(self, spec: LaunchSpec) -> None:
         super().__init__()
@@ -160,6 +183,9 @@ class LaunchScreen(Screen["LaunchResult | None"]):
         self.launching = False
         self._debounce: Timer | None = None
         self._path_target = "weights"
+        self.facts: ConfigFacts | None = None
+        """The trainer and data of the config as last read (None until then)."""
+        self._unlabeled_prefill: str | None = None
 
     # ----------------------------------------------------------------- layout
 
@@ -192,6 +218,11 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             yield from self._row("student", Input(spec.student or "", id="student",
                                                   compact=True), browse=True,
                                  classes="mode-teacher_student")
+            yield from self._row("unlabeled", Input(
+                spec.unlabeled or "", id="unlabeled", compact=True,
+                placeholder="folder of the unlabeled set (UnsupTrainDataset.dataset_dir)"),
+                classes="semi-row")
+            yield Static("", id="unlabeled-note", classes="semi-row")
             with Horizontal(classes="row", id="switches"):
                 yield Label("options")
                 yield Checkbox("eval", spec.eval, id="eval", compact=True)
@@ -227,13 +258,13 @@ class LaunchScreen(Screen["LaunchResult | None"]):
     def _row(self, label: str, field: Widget, *, browse: bool = False,
              classes: str = "") -> ComposeResult:
         with Horizontal(classes=f"row {classes}".strip()):
-            yield Label(label)
+            yield Label(label, id=f"label-{field.id}")
             yield field
             if browse:
                 yield Button("browse", id=f"browse-{field.id}", classes="browse", compact=True)
 
     def on_mount(self) -> None:
-        self._show_mode(weights_mode_of(self.spec))
+        self._show_rows()
         self._load_devices()
         self.query_one("#name", Input).focus()
         self.validate_soon()
@@ -253,10 +284,51 @@ class LaunchScreen(Screen["LaunchResult | None"]):
         select.value = wanted
         self.query_one("#gpu-note", Static).update(note)
 
-    def _show_mode(self, mode: str) -> None:
-        for name in ("pretrained", "resume", "teacher_student"):
+    def _show_rows(self) -> None:
+        """Show the fields the weights mode and the config's trainer ask for: a semi
+        trainer's teacher, student and unlabeled set, co-tuning's source weights."""
+        mode = str(self.query_one("#weights-mode", Select).value)
+        facts = self.facts
+        semi = facts is not None and facts.semi
+        cot = facts is not None and facts.cotuning
+        shown = {"pretrained": mode == "pretrained" or (cot and mode != "resume"),
+                 "resume": mode == "resume",
+                 "teacher_student": mode == "teacher_student" or (semi and mode == "none")}
+        for name, show in shown.items():
             for row in self.query(f".mode-{name}"):
-                row.display = name == mode
+                row.display = show
+        for row in self.query(".semi-row"):
+            row.display = semi
+        self.query_one("#label-weights", Label).update("source model" if cot else "pretrained")
+        weights = self.query_one("#weights", Input)
+        if cot:
+            weights.placeholder = (f"from the config: {facts.pretrain_weights}"
+                                   if facts and facts.pretrain_weights else
+                                   "the source detector (pretrain_weights): required")
+        else:
+            weights.placeholder = ".pt / .pth / .safetensors file"
+        for which in ("teacher", "student"):
+            self.query_one(f"#{which}", Input).placeholder = (
+                f"pretrain_{which}_weights (optional)" if semi else "")
+
+    def _shown(self, widget_id: str) -> bool:
+        """Whether the row of a field is shown (hidden fields never reach the spec)."""
+        row = self.query_one(f"#{widget_id}").parent
+        return bool(row is not None and row.display)
+
+    def _apply_facts(self, facts: ConfigFacts | None) -> None:
+        if facts is None or facts == self.facts:
+            return
+        self.facts = facts
+        field = self.query_one("#unlabeled", Input)
+        if facts.semi and field.value.strip() in ("", self._unlabeled_prefill or ""):
+            field.value = facts.unlabeled_dir or ""  # the config's own: no override
+        self._unlabeled_prefill = facts.unlabeled_dir
+        self.query_one("#unlabeled-note", Static).update(safe_text(facts.unlabeled_what))
+        mode = self.query_one("#weights-mode", Select)
+        if facts.cotuning and mode.value == "none":  # co-tuning starts from a source model
+            mode.value = "pretrained"
+        self._show_rows()
 
     # ----------------------------------------------------------------- form -> spec
 
@@ -294,9 +366,10 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             name=self._value("name") or None,
             eval=self._checked("eval"),
             resume=(self._value("resume") or None) if mode == "resume" else None,
-            weights=(self._value("weights") or None) if mode == "pretrained" else None,
-            teacher=(self._value("teacher") or None) if mode == "teacher_student" else None,
-            student=(self._value("student") or None) if mode == "teacher_student" else None,
+            weights=(self._value("weights") or None) if self._shown("weights") else None,
+            teacher=(self._value("teacher") or None) if self._shown("teacher") else None,
+            student=(self._value("student") or None) if self._shown("student") else None,
+            unlabeled=self._unlabeled_override(),
             enable_ce=self._checked("enable-ce"),
             amp=self._checked("amp"),
             device=None if device in ("config", Select.BLANK) else str(device),
@@ -310,6 +383,13 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             force=self.spec.force,
         )
 
+    def _unlabeled_override(self) -> str | None:
+        """The unlabeled folder typed in the form, unless it is the config's own."""
+        value = self._value("unlabeled")
+        if not self._shown("unlabeled") or not value or value == self._unlabeled_prefill:
+            return None
+        return value
+
     # ----------------------------------------------------------------- validation
 
     @on(Input.Changed)
@@ -317,7 +397,7 @@ class LaunchScreen(Screen["LaunchResult | None"]):
     @on(Checkbox.Changed)
     def _form_changed(self, event: Message) -> None:
         if isinstance(event, Select.Changed) and event.select.id == "weights-mode":
-            self._show_mode(str(event.value))
+            self._show_rows()
         if isinstance(event, Input.Changed) and event.input.id == "config":
             # the run is named after its config unless a name is typed
             self.query_one("#name", Input).placeholder = Path(event.value.strip()).stem
@@ -339,23 +419,27 @@ class LaunchScreen(Screen["LaunchResult | None"]):
 
     @work(thread=True, exclusive=True, group="launch-validate", exit_on_error=False)
     def _validate_worker(self, spec: LaunchSpec) -> None:
+        facts = config_facts(replace(spec, unlabeled=None))  # the config's own unlabeled set
         try:
             cfg = validate_spec(spec)
         except UserError as exc:
-            self.post_message(self.Validated(exc.render(), "", ""))
+            self.post_message(self.Validated(exc.render(), "", "", facts))
             return
         if spec.resume:
             what = f"resume {spec.resume}"
-        elif spec.teacher or spec.student:
+        elif cfg.pretrain_teacher_weights and cfg.pretrain_student_weights:
             what = "teacher + student weights"
+        elif cfg.pretrain_weights:
+            what = "source weights" if facts and facts.cotuning else "pretrained weights"
         else:
-            what = "pretrained weights" if spec.weights else "random init"
+            what = "random init"
         info = (f"✓ {cfg.architecture} · {cfg.backbone.name} · {cfg.num_classes} classes · "
                 f"{cfg.epoch} epochs · {trainer_name(cfg)} · {what} · device {cfg.device}")
         command = shlex.join(engine_argv(spec.runs_dir / "<new run>", spec))
-        self.post_message(self.Validated(None, info, command))
+        self.post_message(self.Validated(None, info, command, facts))
 
     def on_launch_screen_validated(self, message: Validated) -> None:
+        self._apply_facts(message.facts)
         self._show_verdict(message.error, message.info, message.command)
 
     def _show_verdict(self, error: str | None, info: str, command: str) -> None:

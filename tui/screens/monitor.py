@@ -11,7 +11,9 @@ and less often when a rebuild is slow, so a run writing thousands of events a se
 costs a few percent of a core.
 
 Wide terminals show every pane in a grid; below ``NARROW_WIDTH`` columns one pane at a
-time, picked with 1-4 (the tab strip shows which).
+time, picked with 1-4 (the tab strip shows which). Semi-supervised and co-tuning runs get a
+phase line under the header and a fifth pane (5: pseudo-label statistics, or the co-tuning
+class relationship; see :mod:`tui.widgets.semi_panel`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from tui.widgets.curves import Curve, CurvePlot
 from tui.widgets.eval_table import MODEL_ORDER, EvalTable
 from tui.widgets.log_panel import SOURCES, LogPanel
 from tui.widgets.run_header import RunHeader, set_subtitle
+from tui.widgets.semi_panel import SemiPanel, run_kind, strip_text
 from tui.widgets.system_panel import SystemPanel
 
 __all__ = ["MonitorScreen"]
@@ -66,7 +69,9 @@ plot redraws it at once)..."""
 PLOT_COST_FACTOR = 8.0
 """...and at least this many times what the last rebuild took (bounds the CPU use)."""
 NARROW_WIDTH = 120
-PANES = ("loss", "eval", "system", "logs")
+PANES = ("loss", "eval", "system", "logs", "semi")
+PANE_LABELS = {"loss": "Loss", "eval": "Eval", "system": "System", "logs": "Logs",
+               "semi": "Semi", "cot": "Co-tuning"}
 class MonitorScreen(Screen[None]):
     """Everything about one run, live; ``escape``/``q`` goes back."""
 
@@ -76,6 +81,14 @@ class MonitorScreen(Screen[None]):
         #banner { display: none; height: auto; background: $error 30%; padding: 0 1; }
         #banner.-shown { display: block; }
         #tabs { display: none; height: 1; padding: 0 1; background: $panel; }
+        #phase { display: none; height: 1; padding: 0 1; background: $panel;
+                 text-wrap: nowrap; text-overflow: ellipsis; }
+        #pane-semi { display: none; }
+        &.-semi {
+            #phase { display: block; }
+            #body { grid-size: 2 3; grid-rows: 3fr 2fr 2fr; }
+        }
+        &.-semi.-wide #pane-semi { display: block; column-span: 2; }
         #body {
             grid-size: 2 2;
             grid-columns: 3fr 2fr;
@@ -96,6 +109,7 @@ class MonitorScreen(Screen[None]):
             #body { layout: vertical; }
             .pane { display: none; }
             .pane.-active { display: block; height: 1fr; }
+            #pane-semi.-active { display: block; }
         }
     }
     """
@@ -107,9 +121,11 @@ class MonitorScreen(Screen[None]):
         Binding("escape,q", "back", "Back", key_display="q"),
         # short labels: at 80 columns the footer must still reach "? Help"
         Binding("1", "pane('loss')", "Pane", key_display="1-4"),
+        Binding("1", "first_pane", "Pane", key_display="1-5"),  # with the semi pane
         Binding("2", "pane('eval')", "Eval pane", show=False),
         Binding("3", "pane('system')", "System pane", show=False),
         Binding("4", "pane('logs')", "Logs pane", show=False),
+        Binding("5", "pane('semi')", "Semi pane", show=False),
         Binding("z", "zoom", "Zoom"),
         Binding("m", "toggle_smooth", "Smooth"),
         Binding("y", "toggle_log_y", "Log y"),
@@ -171,6 +187,8 @@ class MonitorScreen(Screen[None]):
         self._processes: list[subprocess.Popen] = []
         self._banner_text = ""
         self._preview_drawn: dict[str, Any] | None = None
+        self.run_kind: str | None = None
+        """``semi``, ``cot`` (co-tuning) or None, once the run's events say so."""
 
     # -- layout --------------------------------------------------------------------------
 
@@ -178,6 +196,7 @@ class MonitorScreen(Screen[None]):
         yield RunHeader(self.run_dir.name, id="header")
         yield Static("", id="banner")
         yield Static("", id="tabs")
+        yield Static("", id="phase")
         with Grid(id="body"):
             loss = CurvePlot(x_label="iter", id="loss-plot", classes="pane -active")
             loss.border_title = "1 Loss"
@@ -191,6 +210,7 @@ class MonitorScreen(Screen[None]):
             system = SystemPanel(id="pane-system", classes="pane")
             system.border_title = "3 System"
             yield system
+            yield SemiPanel(id="pane-semi", classes="pane")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -209,7 +229,8 @@ class MonitorScreen(Screen[None]):
 
     def _pane_widget(self, pane: str) -> Any:
         return self.query_one({"loss": "#loss-plot", "eval": "#pane-eval",
-                               "system": "#pane-system", "logs": "#pane-logs"}[pane])
+                               "system": "#pane-system", "logs": "#pane-logs",
+                               "semi": "#pane-semi"}[pane])
 
     def watch_pane(self, pane: str) -> None:
         for name in PANES:
@@ -218,10 +239,11 @@ class MonitorScreen(Screen[None]):
         self.refresh_bindings()
 
     def _update_tabs(self) -> None:
-        labels = {"loss": "Loss", "eval": "Eval", "system": "System", "logs": "Logs"}
+        panes = PANES if self.run_kind else PANES[:-1]
+        labels = {**PANE_LABELS, "semi": PANE_LABELS[self.run_kind or "semi"]}
         self.query_one("#tabs", Static).update("  ".join(
             f"[b reverse] {i} {labels[p]} [/]" if p == self.pane else f" {i} {labels[p]} "
-            for i, p in enumerate(PANES, 1)))
+            for i, p in enumerate(panes, 1)))
 
     # -- the worker ----------------------------------------------------------------------
 
@@ -304,6 +326,7 @@ class MonitorScreen(Screen[None]):
             if old is not None and old.status in ACTIVE and snap.status == "failed":
                 self._show_error(ErrorReport.from_run(self.run_dir))
         self._update_banner(snap)
+        self._update_semi(snap)
         # While the history is read, the panels keep what peek_tail() found (the latest
         # values); the history read so far is older, so only the progress moves.
         if old is None or not snap.loading:
@@ -337,6 +360,25 @@ class MonitorScreen(Screen[None]):
             banner.update(safe_text(text))  # quotes run.json and error events: never markup
             banner.set_class(bool(text), "-shown")
 
+    def _update_semi(self, snap: RunSnapshot) -> None:
+        """The phase line and the semi pane of a semi-supervised or co-tuning run."""
+        kind = run_kind(snap)
+        if kind != self.run_kind and kind is not None:  # a run never stops being one
+            self.run_kind = kind
+            self.add_class("-semi")
+            self.query_one("#pane-semi").border_title = f"5 {PANE_LABELS[kind]}"
+            self._update_tabs()
+            self.refresh_bindings()
+        if self.run_kind is None:
+            return
+        text = strip_text(snap, self.run_kind)
+        phase = self.query_one("#phase", Static)
+        if getattr(phase, "_text", None) != text:  # a repaint per snapshot costs
+            phase._text = text  # type: ignore[attr-defined]
+            phase.update(safe_text(text), layout=False)  # stat names come from events
+        if not snap.loading and self._changed("semi", snap.meta_version):
+            self.query_one(SemiPanel).update_snapshot(snap)
+
     def _refresh_plots(self, force: bool = False) -> None:
         snap = self.snapshot
         if snap is None:
@@ -363,6 +405,8 @@ class MonitorScreen(Screen[None]):
         ap_plot.set_curves([
             Curve(f"{m} AP", snap.ap[m].times if self.x_time else snap.ap[m].iters,
                   snap.ap[m].ap) for m in models])
+        if self.run_kind is not None:  # the pseudo-label trends: as often as the curves
+            self.query_one(SemiPanel).update_snapshot(snap)
 
     def _loss_curves(self, train: dict[str, Any], terms: list[str]) -> list[Curve]:
         xs = train["t"] if self.x_time else train["iter"]
@@ -402,6 +446,10 @@ class MonitorScreen(Screen[None]):
         if (action in ("toggle_smooth", "toggle_log_y", "toggle_x")
                 and self.has_class("-narrow") and self.pane not in ("loss", "eval")):
             return False  # no plot in sight (and the footer needs the room)
+        if action == "first_pane" or parameters == ("semi",):
+            return self.run_kind is not None
+        if action == "pane" and parameters == ("loss",):
+            return self.run_kind is None  # else "first_pane" shows "1-5" in its place
         status = self.snapshot.status if self.snapshot else None
         if action == "stop":
             return status in ACTIVE
@@ -410,6 +458,9 @@ class MonitorScreen(Screen[None]):
         if action in ("next_match", "previous_match"):
             return bool(self.query(LogPanel) and self.query_one(LogPanel).view.search)
         return True
+
+    def action_first_pane(self) -> None:
+        self.action_pane("loss")
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -95,7 +95,10 @@ class RunHeader(Widget):
         value = _number(best.get("value"), "{:.3f}") if isinstance(best, dict) else None
         if value is not None:
             epoch = best.get("epoch")  # run.json counts epochs from 1
+            which = best.get("model")  # a semi run's teacher or student
             parts.append(f"best {escape(str(best.get('metric', 'AP')))} [b]{value}[/]"
+                         + (f" {escape(which)}" if isinstance(which, str)
+                            and which != "model" else "")
                          + (f" @ epoch {epoch}" if isinstance(epoch, int) else ""))
         parts += [escape(str(meta[key])) for key in ("trainer", "host", "config_path")
                   if meta.get(key)]

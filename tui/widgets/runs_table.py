@@ -113,7 +113,10 @@ def fmt_progress(row: RunRow) -> Text:
 def fmt_ap(row: RunRow) -> Text:
     if row.best_ap is None:
         return Text("-", style="dim")
-    return Text(f"{row.best_ap:.3f}", style="bold")
+    text = Text(f"{row.best_ap:.3f}", style="bold")
+    if row.best_model:  # a semi-supervised run's teacher or student, an EMA
+        text.append_text(safe_text(f" {row.best_model}", "dim"))
+    return text
 
 
 def row_cells(row: RunRow, selected: bool, now: float,
