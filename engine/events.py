@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RunError
-from engine.rundir import open_run_file
+from engine.rundir import append_whole, open_run_file
 from engine.safefiles import RefusedFile, open_regular
 
 SCHEMA_VERSION = 1
@@ -156,7 +156,10 @@ def decode(line: str) -> dict[str, Any] | None:
 
 
 class EventWriter:
-    """Appends events to ``events.jsonl``, one line each, flushed per line."""
+    """Appends events to ``events.jsonl``, one whole line each, written at once (no buffer
+    to flush). A line that does not fit (a full disk, a file size limit) is not left half
+    written: the write raises :class:`~engine.errors.DiskFull` and the file ends with the
+    last whole line (:func:`engine.rundir.append_whole`)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -167,15 +170,13 @@ class EventWriter:
                 f.seek(-1, os.SEEK_END)
                 needs_newline = f.read(1) != b"\n"
         # Never through a symlink: a planted one would send the events outside the run.
-        self._file = open_run_file(self.path, "a", encoding="utf-8")
+        self._file = open_run_file(self.path, "ab", buffering=0)
         if needs_newline:
-            self._file.write("\n")
-            self._file.flush()
+            append_whole(self._file, b"\n", self.path)
 
     def write(self, type: str, **fields: Any) -> dict[str, Any]:
         line = encode(make_event(type, **fields))
-        self._file.write(line + "\n")
-        self._file.flush()
+        append_whole(self._file, (line + "\n").encode("utf-8"), self.path)
         return json.loads(line)  # exactly what readers will see
 
     def close(self) -> None:
