@@ -2,6 +2,7 @@
 
     python -m engine train CONFIG [-o key=value ...] [--run-dir DIR | --runs-dir DIR --name N]
                                   [--eval/--no-eval] [--resume PATH|RUN_ID|auto] [--force]
+                                  [--tensorboard [DIR]] [--wandb]
     python -m engine eval CONFIG --weights PATH [-o ...] [--json OUT]
     python -m engine infer CONFIG --weights PATH IMAGE... --out DIR [-o ...]
 
@@ -52,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-eval", dest="eval", action="store_false")
     t.add_argument("--resume", help="checkpoint path, run id, or 'auto' (this run's newest)")
     t.add_argument("--force", action="store_true", help="resume even if the config changed")
+    t.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
+                   help="log losses, lr and AP as TensorBoard scalars in DIR (default: "
+                        "RUN/tensorboard); needs pip install 'dettui[tensorboard]'")
+    t.add_argument("--wandb", action="store_true",
+                   help="log the same to Weights & Biases (project $WANDB_PROJECT or dettui; "
+                        "WANDB_MODE=offline works without network); needs "
+                        "pip install 'dettui[wandb]'")
 
     e = sub.add_parser("eval", help="COCO-evaluate weights on the config's EvalDataset")
     e.add_argument("config", type=Path)
@@ -126,6 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             recorder.update_meta(**{k: v for k, v in defaults.items() if k not in meta},
                                  **attempt, architecture=cfg.architecture,
                                  engine_pid=os.getpid(), exit_code=None)
+        _start_trackers(args, recorder, config_dict)
         from engine.run import Flags, run  # torch-heavy: imported after the cheap checks
 
         recorder.set_status("running")
@@ -172,6 +181,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if recorder is not None:
             recorder.close()
+
+
+def _start_trackers(args: argparse.Namespace, recorder: RunRecorder,
+                    config_dict: dict) -> None:
+    """TensorBoard / W&B for this run (rank 0), recorded in run.json so that a resume
+    logs to the same place."""
+    from engine.trackers import TensorBoardSink, TrackerFeed, WandbSink, require
+
+    if args.tensorboard is not None:
+        require("tensorboard")
+    if args.wandb:
+        require("wandb")
+    if not recorder.active or (args.tensorboard is None and not args.wandb):
+        return
+    run = recorder.run
+    sinks: list = []
+    logdir = None
+    if args.tensorboard is not None:
+        logdir = Path(args.tensorboard or run.path / "tensorboard").resolve()
+        sinks.append(TensorBoardSink(logdir))
+    if args.wandb:
+        name = args.name or (run.read_meta().get("name") if run.exists() else None)
+        sinks.append(WandbSink(run.id, run.path, config_dict, name=name))
+
+    def warn(message: str) -> None:
+        recorder.logger.warning(message)
+        recorder.emit("log", level="warning", message=message)
+
+    recorder.attach_trackers(TrackerFeed(sinks, on_error=warn))
+    recorder.update_meta(trackers={"tensorboard": str(logdir) if logdir else None,
+                                   "wandb": bool(args.wandb)})
+    where = [f"TensorBoard scalars in {logdir}"] if logdir else []
+    where += ["Weights & Biases"] if args.wandb else []
+    recorder.logger.info("logging to " + " and ".join(where))
 
 
 def _say(text: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from engine.errors import DiskFull, RunError
 from engine.events import EventWriter
 from engine.rundir import RunDirectory, append_whole, now_iso, open_run_file
+from engine.trackers import TrackerFeed
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
@@ -85,6 +86,7 @@ class RunRecorder:
         # run.json's ``duration_s`` (training time over every attempt of the run).
         self._attempt_start: float | None = None
         self._seconds_before = 0.0
+        self.trackers: TrackerFeed | None = None
 
     @property
     def active(self) -> bool:
@@ -94,7 +96,14 @@ class RunRecorder:
         if self._writer is None:
             return
         with self._lock:
-            self._writer.write(type, **fields)
+            event = self._writer.write(type, **fields)
+        if self.trackers is not None:  # outside the lock: a tracker's warning is an event
+            self.trackers.handle(event)
+
+    def attach_trackers(self, feed: TrackerFeed) -> None:
+        """Hand every event written from now on to TensorBoard / W&B (rank 0 only)."""
+        if self.active:
+            self.trackers = feed
 
     def update_meta(self, **fields: Any) -> None:
         if self.run is None:
@@ -171,6 +180,9 @@ class RunRecorder:
         return float(value) if isinstance(value, (int, float)) and value >= 0 else 0.0
 
     def close(self) -> None:
+        if self.trackers is not None:
+            feed, self.trackers = self.trackers, None
+            feed.close()
         if self._writer is not None:
             self._writer.close()
         for h in self.logger.handlers:
