@@ -190,9 +190,6 @@ def run(
     _watch(run_dir, proc)
 
 
-app.command("export")(user_errors(export))
-
-
 def _joins_as_worker(spec: Any) -> bool:
     """Whether this machine is a node other than 0 (``--node-rank``, or ``NODE_RANK`` under
     ``fleet: true``)."""
@@ -465,6 +462,9 @@ def infer(
     for o in opt:
         args += ["-o", o]
     _engine(args)
+
+
+app.command("export")(user_errors(export))  # tui/cli_trackers.py
 
 
 @data_app.command("shapes")

@@ -173,6 +173,10 @@ def test_disk_full_fails_clearly_keeps_the_checkpoint_and_resumes_exactly(
     assert f"disk full: cannot write {full / 'events.jsonl'}" in shown.stdout
     assert f"dettui resume {full.name}" in shown.stdout
     assert "Traceback" not in shown.stdout + shown.stderr
+    from tui.screens.error import ErrorReport  # what the TUI's error modal shows
+
+    report = ErrorReport.from_run(full)
+    assert report.message.startswith(f"disk full: cannot write {full / 'events.jsonl'}")
 
     # 3. Room again: `dettui resume` finishes, with the weights of a run never stopped.
     proc = subprocess.run(dettui_cmd("resume", full.name, "--headless", "--runs-dir",
