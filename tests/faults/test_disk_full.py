@@ -9,15 +9,19 @@ EFBIG, as on a full disk with ENOSPC. Nothing stands in for ``open`` or ``write`
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import resource
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import torch
 
 from engine.events import decode
@@ -67,32 +71,57 @@ WRITERS = textwrap.dedent('''
 ''')
 
 
-def test_each_writer_fails_whole_and_names_the_file(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def full_folder(tmp_path: Path, how: str) -> Iterator[tuple[Path, Callable | None, int]]:
+    """``(folder, preexec_fn, bytes that fit)``: a folder whose writes run out of room,
+    by ``ulimit -f`` (EFBIG) or as a tmpfs of 64 KiB (ENOSPC: root only)."""
+    if how == "file size limit":
+        yield tmp_path, limited(4096), 4096
+        return
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+            capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        yield folder, None, 64 * 1024
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("how", ["file size limit", "full tmpfs"])
+def test_each_writer_fails_whole_and_names_the_file(tmp_path: Path, how: str) -> None:
     """Events and log lines are whole or absent; run.json and checkpoints keep their old
     content and leave no temp file; each failure is a DiskFull naming the file."""
-    limit = 4096
-    (tmp_path / "run.json").write_text('{"old": true}\n')
-    (tmp_path / "last.pt").write_bytes(b"old checkpoint")
-    proc = subprocess.run([sys.executable, "-c", WRITERS, str(tmp_path)], cwd=REPO,
+    with full_folder(tmp_path, how) as (folder, preexec, room):
+        _check_writers(folder, preexec, room, how)
+
+
+def _check_writers(folder: Path, preexec: Callable | None, limit: int, how: str) -> None:
+    (folder / "run.json").write_text('{"old": true}\n')
+    (folder / "last.pt").write_bytes(b"old checkpoint")
+    proc = subprocess.run([sys.executable, "-c", WRITERS, str(folder)], cwd=REPO,
                           env=proc_env(), capture_output=True, text=True, timeout=120,
-                          preexec_fn=limited(limit))
+                          preexec_fn=preexec)
     assert proc.returncode == 0, proc.stderr  # not killed by SIGXFSZ
     out = json.loads(proc.stdout)
+    reason = "File too large" if how == "file size limit" else "No space left on device"
     for name, file in (("events", "events.jsonl"), ("log", "train.log"),
                        ("json", "run.json"), ("checkpoint", "last.pt")):
         assert out[name] is not None, f"{name}: no write failed"
-        assert out[name]["path"] == str(tmp_path / file)
-        assert out[name]["message"].startswith(f"disk full: cannot write {tmp_path / file}")
-    for file in ("events.jsonl", "train.log"):
-        data = (tmp_path / file).read_bytes()
-        assert 0 < len(data) <= limit and data.endswith(b"\n"), file  # no half line
-    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+        assert out[name]["path"] == str(folder / file)
+        assert out[name]["message"] == f"disk full: cannot write {folder / file} ({reason})"
+    events = (folder / "events.jsonl").read_bytes()
+    assert 0 < len(events) <= limit and events.endswith(b"\n")  # no half line
+    log = (folder / "train.log").read_bytes()  # on the full tmpfs: not one line fits
+    assert len(log) <= limit and (log.endswith(b"\n") or not log)
+    lines = (folder / "events.jsonl").read_text().splitlines()
     assert lines and all(decode(line) is not None for line in lines)
-    assert all(line.endswith("y" * 300) for line in (tmp_path / "train.log").read_text()
-               .splitlines())
-    assert (tmp_path / "run.json").read_text() == '{"old": true}\n'
-    assert (tmp_path / "last.pt").read_bytes() == b"old checkpoint"
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert all(line.endswith("y" * 300) for line in log.decode().splitlines())
+    assert (folder / "run.json").read_text() == '{"old": true}\n'
+    assert (folder / "last.pt").read_bytes() == b"old checkpoint"
+    assert not list(folder.glob(".*.tmp"))
 
 
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:
