@@ -59,7 +59,7 @@ def require(tracker: str) -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        raise ConfigError(f"--{tracker} needs the {tracker} package, which is not installed",
+        raise ConfigError(f"needs the {tracker} package, which is not installed",
                           key=f"--{tracker}", hint=f"install it with: {INSTALL[tracker]}")
 
 
@@ -150,10 +150,17 @@ class WandbSink:
         import wandb
 
         Path(directory).mkdir(parents=True, exist_ok=True)
-        self._run = wandb.init(project=os.environ.get("WANDB_PROJECT", DEFAULT_WANDB_PROJECT),
-                               name=name or run_id, id=_wandb_id(run_id), resume="allow",
-                               dir=str(directory), config=config or {},
-                               settings=wandb.Settings(console="off"))
+        try:
+            self._run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", DEFAULT_WANDB_PROJECT),
+                name=name or run_id, id=_wandb_id(run_id), resume="allow",
+                dir=str(directory), config=config or {},
+                settings=wandb.Settings(console="off"))
+        except Exception as exc:  # noqa: BLE001 - wandb's own errors: not logged in, offline...
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"cannot start a Weights & Biases run: {first}",
+                              key="--wandb", hint="run `wandb login`, or set "
+                              "WANDB_MODE=offline to log without network") from exc
         self._last_step = -1
 
     @property

@@ -125,7 +125,7 @@ def test_without_the_package_the_flag_fails_before_launch(tmp_path: Path, name: 
                            str(DEMO_CONFIG), "--headless", f"--{name}", "--runs-dir",
                            str(tmp_path / "runs")], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
-    assert_user_error(proc, f"--{name} needs the {name} package",
+    assert_user_error(proc, f"key '--{name}': needs the {name} package",
                       f"pip install 'dettui[{name}]'")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     run = RunDirectory.create(tmp_path / "past", run_id="past")
