@@ -103,13 +103,19 @@ def test_wandb_offline_run_holds_the_same_history(tracked_run) -> None:
     assert summary["eval/AP"] == pytest.approx(last_eval["metrics"]["AP"])
 
 
-def test_export_writes_the_same_scalars_from_events(tracked_run, tmp_path: Path) -> None:
+def test_export_writes_the_same_curves_from_events(tracked_run, tmp_path: Path) -> None:
     run, env = tracked_run
+    before = set((run.path / "wandb").glob("offline-run-*"))
     proc = dettui("export", run.id, "--runs-dir", str(run.path.parent), "--tensorboard",
-                  str(tmp_path / "tb"), env=env, timeout=120)
+                  str(tmp_path / "tb"), "--wandb", env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"TensorBoard scalars in {tmp_path / 'tb'}" in proc.stdout
-    _assert_same(tensorboard_scalars(tmp_path / "tb"), _expected(run))
+    expected = _expected(run)
+    _assert_same(tensorboard_scalars(tmp_path / "tb"), expected)
+    (exported,) = set((run.path / "wandb").glob("offline-run-*")) - before
+    assert f"a W&B run in {exported}" in proc.stdout
+    logged, _ = wandb_offline_run(next(exported.glob("run-*.wandb")))
+    assert {tag for row in logged.values() for tag in row} == expected.keys()
 
 
 BLOCKED = ("import sys; sys.modules[{name!r}] = None; sys.argv[0] = 'dettui'; "
