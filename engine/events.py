@@ -18,7 +18,9 @@ Event types and their fields (schema version 1):
 ``checkpoint``  path, kind (last|best|epoch|interval), epoch (0-based), iter (written after
                 the file is safely in place)
 ``status``      status (starting|running|finished|failed|interrupted), message
-``error``       error_type, message, traceback, user_error (bool)
+``error``       error_type, message, traceback, user_error (bool), iter (the step under way),
+                path (``DiskFull`` only: the file that did not fit). A full disk may keep
+                this event out of a full ``events.jsonl``: run.json's ``error`` has it too
 ``log``         level, message (notable log lines, e.g. skipped weights)
 
 Conventions (every reader follows them):
@@ -78,7 +80,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "checkpoint": {"path": _STR, "kind": _STR, "epoch": _INT, "iter": _INT},
     "status": {"status": _STR, "message": _STR},
     "error": {"error_type": _STR, "message": _STR, "traceback": _STR, "user_error": _BOOL,
-              "iter": _INT},
+              "iter": _INT, "path": _STR},
     "log": {"level": _STR, "message": _STR},
 }
 

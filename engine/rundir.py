@@ -23,7 +23,10 @@ never writes through a symbolic link in it (:meth:`RunDirectory.check_writable`,
 "epochs", "iter": steps done, "max_iters", "eta"}`` (rewritten at most every 2 s, and always
 at the end of each epoch and of each attempt); ``started``/``ended`` are the current
 attempt's; ``duration_s`` is the training time of every attempt that ended, summed
-(:func:`run_duration` adds the attempt under way).
+(:func:`run_duration` adds the attempt under way); ``error`` is ``{"type", "message"}``
+of the current attempt's failure (null while it runs; written even when ``events.jsonl``
+is too full for the error event);
+``trackers`` is ``{"tensorboard": folder or null, "wandb": bool}`` (a resume logs there too).
 """
 
 from __future__ import annotations
