@@ -8,7 +8,13 @@ its traceback (in the run's ``stderr.log``).
 
 from __future__ import annotations
 
+import errno
+
 EXIT_USER_ERROR = 2
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+"""What a write fails with when there is no room: a full disk (ENOSPC), a quota (EDQUOT),
+or the largest file the process may write (EFBIG, ``ulimit -f``)."""
 
 
 class UserError(Exception):
@@ -82,3 +88,45 @@ class NonFiniteLoss(RuntimeError):
 class StopTraining(Exception):
     """Raised inside the training loop to leave it cleanly after a checkpoint (a graceful
     stop requested by SIGINT/SIGTERM). Not an error: the run ends ``interrupted``."""
+
+
+class DiskFull(Exception):
+    """A write into the run folder failed for want of space (see ``DISK_FULL_ERRNOS``).
+
+    The file named was left as it was before the write (a checkpoint's temp file is
+    removed, a half-written event or log line is cut off), so the last good checkpoint
+    stands and ``dettui resume`` goes on from it once there is room again. Not a
+    ``UserError`` (nothing the user typed is wrong) and not an ``OSError`` (code that copes
+    with an unreadable file must not swallow it)."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"disk full: cannot write {path} ({reason})")
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: object = None) -> DiskFull | None:
+        """The ``DiskFull`` an ``OSError`` means (``path``: the file being written when the
+        error does not name it), or None when it is another error."""
+        if exc.errno not in DISK_FULL_ERRNOS:
+            return None
+        where = exc.filename if isinstance(exc.filename, str) and exc.filename else path
+        return cls(str(where) if where is not None else "?",
+                   exc.strerror or errno.errorcode.get(exc.errno or 0, "no space"))
+
+    @classmethod
+    def find(cls, exc: BaseException) -> DiskFull | None:
+        """The disk-full failure behind ``exc``: ``exc`` itself, or one it was raised from
+        or while handling (a cleanup that failed too must not hide why training stopped)."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            if isinstance(current, DiskFull):
+                return current
+            if isinstance(current, OSError):
+                found = cls.from_os_error(current)
+                if found is not None:
+                    return found
+            current = current.__cause__ or current.__context__
+        return None

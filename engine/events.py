@@ -24,7 +24,9 @@ Event types and their fields (schema version 1):
 ``checkpoint``  path, kind (last|best|epoch|interval), epoch (0-based), iter (written after
                 the file is safely in place)
 ``status``      status (starting|running|finished|failed|interrupted), message
-``error``       error_type, message, traceback, user_error (bool)
+``error``       error_type, message, traceback, user_error (bool), iter (the step under way),
+                path (``DiskFull`` only: the file that did not fit). A full disk may keep
+                this event out of a full ``events.jsonl``: run.json's ``error`` has it too
 ``log``         level, message (notable log lines, e.g. skipped weights)
 
 Conventions (every reader follows them):
@@ -52,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RunError
-from engine.rundir import open_run_file
+from engine.rundir import append_whole, open_run_file
 from engine.safefiles import RefusedFile, open_regular
 
 SCHEMA_VERSION = 1
@@ -86,7 +88,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "checkpoint": {"path": _STR, "kind": _STR, "epoch": _INT, "iter": _INT},
     "status": {"status": _STR, "message": _STR},
     "error": {"error_type": _STR, "message": _STR, "traceback": _STR, "user_error": _BOOL,
-              "iter": _INT},
+              "iter": _INT, "path": _STR},
     "log": {"level": _STR, "message": _STR},
 }
 
@@ -164,7 +166,10 @@ def decode(line: str) -> dict[str, Any] | None:
 
 
 class EventWriter:
-    """Appends events to ``events.jsonl``, one line each, flushed per line."""
+    """Appends events to ``events.jsonl``, one whole line each, written at once (no buffer
+    to flush). A line that does not fit (a full disk, a file size limit) is not left half
+    written: the write raises :class:`~engine.errors.DiskFull` and the file ends with the
+    last whole line (:func:`engine.rundir.append_whole`)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -175,15 +180,13 @@ class EventWriter:
                 f.seek(-1, os.SEEK_END)
                 needs_newline = f.read(1) != b"\n"
         # Never through a symlink: a planted one would send the events outside the run.
-        self._file = open_run_file(self.path, "a", encoding="utf-8")
+        self._file = open_run_file(self.path, "ab", buffering=0)
         if needs_newline:
-            self._file.write("\n")
-            self._file.flush()
+            append_whole(self._file, b"\n", self.path)
 
     def write(self, type: str, **fields: Any) -> dict[str, Any]:
         line = encode(make_event(type, **fields))
-        self._file.write(line + "\n")
-        self._file.flush()
+        append_whole(self._file, (line + "\n").encode("utf-8"), self.path)
         return json.loads(line)  # exactly what readers will see
 
     def close(self) -> None:

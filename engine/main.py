@@ -2,6 +2,7 @@
 
     python -m engine train CONFIG [-o key=value ...] [--run-dir DIR | --runs-dir DIR --name N]
                                   [--eval/--no-eval] [--resume PATH|RUN_ID|auto] [--force]
+                                  [--tensorboard [DIR]] [--wandb]
     python -m engine eval CONFIG --weights PATH [-o ...] [--json OUT]
     python -m engine infer CONFIG --weights PATH IMAGE... --out DIR [-o ...]
 
@@ -12,6 +13,7 @@ Exit codes: 0 finished, 1 crashed (traceback in stderr), 2 bad input (one clear 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -20,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from engine.config import dump_yaml, load_and_validate
-from engine.errors import EXIT_USER_ERROR, NonFiniteLoss, StopTraining, UserError
+from engine.errors import EXIT_USER_ERROR, DiskFull, NonFiniteLoss, StopTraining, UserError
 from engine.ownership import process_start_time
 from engine.recorder import RunRecorder
 from engine.rundir import (
@@ -51,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-eval", dest="eval", action="store_false")
     t.add_argument("--resume", help="checkpoint path, run id, or 'auto' (this run's newest)")
     t.add_argument("--force", action="store_true", help="resume even if the config changed")
+    t.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
+                   help="log losses, lr and AP as TensorBoard scalars in DIR (default: "
+                        "RUN/tensorboard); needs pip install 'dettui[tensorboard]'")
+    t.add_argument("--wandb", action="store_true",
+                   help="log the same to Weights & Biases (project $WANDB_PROJECT or dettui; "
+                        "WANDB_MODE=offline works without network); needs "
+                        "pip install 'dettui[wandb]'")
 
     e = sub.add_parser("eval", help="COCO-evaluate weights on the config's EvalDataset")
     e.add_argument("config", type=Path)
@@ -125,6 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             recorder.update_meta(**{k: v for k, v in defaults.items() if k not in meta},
                                  **attempt, architecture=cfg.architecture,
                                  engine_pid=os.getpid(), exit_code=None)
+        _start_trackers(args, recorder, config_dict)
         from engine.run import Flags, run  # torch-heavy: imported after the cheap checks
 
         recorder.set_status("running")
@@ -137,14 +147,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         recorder.set_status("finished", summary, exit_code=EXIT_OK, best=best)
         return EXIT_OK
     except UserError as exc:
-        print(f"error: {printable(exc.render(), newlines=True)}", file=sys.stderr)
+        _say(f"error: {printable(exc.render(), newlines=True)}")
         if not sys.stderr.isatty():  # stderr.log under dettui: keep the trace for --debug
-            traceback.print_exc(file=sys.stderr)
+            _say(traceback.format_exc())
         if recorder is not None:
-            recorder.logger.error(exc.render())
-            recorder.emit("error", error_type=type(exc).__name__, message=exc.render(),
-                          traceback=traceback.format_exc(), user_error=True)
-            recorder.set_status("failed", exc.render(), exit_code=EXIT_USER_ERROR)
+            _record_failure(recorder, exc, exc.render(), log_message=exc.render(),
+                            user_error=True, exit_code=EXIT_USER_ERROR)
         return EXIT_USER_ERROR
     except StopTraining as exc:
         return _interrupted(recorder, str(exc))
@@ -153,23 +161,95 @@ def cmd_train(args: argparse.Namespace) -> int:
                             "checkpoint stands")
     except Exception as exc:  # the one place that turns a crash into an error event
         tb = traceback.format_exc()
-        print(printable(tb, newlines=True), file=sys.stderr, flush=True)
+        full = DiskFull.find(exc)
+        if full is not None:  # not a bug: say what to do, and keep the trace in stderr.log
+            message = f"{full}; " + _resume_hint(recorder)
+            _say(f"error: {printable(message, newlines=True)}\n{tb}")
+            if recorder is not None:
+                _record_failure(recorder, full, message, log_message=message,
+                                user_error=False, exit_code=EXIT_CRASH, traceback_text=tb,
+                                path=full.path)
+            return EXIT_CRASH
+        _say(printable(tb, newlines=True))
         if recorder is not None:
-            recorder.logger.error(f"crashed: {type(exc).__name__}: {exc}")
             details = {"losses": exc.losses} if isinstance(exc, NonFiniteLoss) else {}
-            recorder.emit("error", error_type=type(exc).__name__, message=str(exc),
-                          traceback=tb, user_error=False, iter=recorder.iter, **details)
-            recorder.set_status("failed", f"{type(exc).__name__}: {exc}", exit_code=EXIT_CRASH)
+            _record_failure(recorder, exc, str(exc),
+                            log_message=f"crashed: {type(exc).__name__}: {exc}",
+                            user_error=False, exit_code=EXIT_CRASH, traceback_text=tb,
+                            **details)
         return EXIT_CRASH
     finally:
         if recorder is not None:
             recorder.close()
 
 
+def _start_trackers(args: argparse.Namespace, recorder: RunRecorder,
+                    config_dict: dict) -> None:
+    """TensorBoard / W&B for this run (rank 0), recorded in run.json so that a resume
+    logs to the same place."""
+    from engine.trackers import TensorBoardSink, TrackerFeed, WandbSink, require
+
+    if args.tensorboard is not None:
+        require("tensorboard")
+    if args.wandb:
+        require("wandb")
+    if not recorder.active or (args.tensorboard is None and not args.wandb):
+        return
+    run = recorder.run
+    sinks: list = []
+    logdir = None
+    if args.tensorboard is not None:
+        logdir = Path(args.tensorboard or run.path / "tensorboard").resolve()
+        sinks.append(TensorBoardSink(logdir))
+    if args.wandb:
+        name = args.name or (run.read_meta().get("name") if run.exists() else None)
+        sinks.append(WandbSink(run.id, run.path, config_dict, name=name))
+
+    def warn(message: str) -> None:
+        recorder.logger.warning(message)
+        recorder.emit("log", level="warning", message=message)
+
+    recorder.attach_trackers(TrackerFeed(sinks, on_error=warn))
+    recorder.update_meta(trackers={"tensorboard": str(logdir) if logdir else None,
+                                   "wandb": bool(args.wandb)})
+    where = [f"TensorBoard scalars in {logdir}"] if logdir else []
+    where += ["Weights & Biases"] if args.wandb else []
+    recorder.logger.info("logging to " + " and ".join(where))
+
+
+def _say(text: str) -> None:
+    """A line on stderr (``stderr.log`` under dettui), if it can be written: on a full disk
+    it may not, and the failure is recorded in run.json all the same."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
+
+
+def _resume_hint(recorder: RunRecorder | None) -> str:
+    run = f" {recorder.run.id}" if recorder is not None and recorder.active else ""
+    return (f"the last good checkpoint is kept: free some space, then `dettui resume{run}` "
+            "goes on from it")
+
+
+def _record_failure(recorder: RunRecorder, exc: BaseException, message: str, *,
+                    log_message: str, user_error: bool, exit_code: int,
+                    traceback_text: str | None = None, **details: object) -> None:
+    """The failure in the run folder, each part best-effort (see ``record_failure``); what
+    did not fit is said on stderr."""
+    not_written = recorder.record_failure(
+        type(exc).__name__, message, log_message=log_message,
+        traceback=traceback_text if traceback_text is not None else traceback.format_exc(),
+        user_error=user_error, exit_code=exit_code, **details)
+    for line in not_written:
+        _say(f"could not record the failure in {line}")
+
+
 def _interrupted(recorder: RunRecorder | None, message: str) -> int:
     if recorder is not None:
-        recorder.logger.info(f"interrupted: {message}")
-        recorder.set_status("interrupted", message, exit_code=EXIT_INTERRUPTED)
+        try:
+            recorder.logger.info(f"interrupted: {message}")
+            recorder.set_status("interrupted", message, exit_code=EXIT_INTERRUPTED)
+        except (DiskFull, OSError) as exc:
+            _say(f"could not record the stop: {exc}")
     return EXIT_INTERRUPTED
 
 
@@ -203,8 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     # (SignalHook); before that there is nothing to save, and its default action
     # (terminate) must not end a starting run. Both are put back on the way out: called
     # in-process (tests), an ignored SIGUSR1 would be inherited by every later child.
+    # SIGXFSZ (a write past ``ulimit -f``) would kill the process by default; ignored, the
+    # write fails with EFBIG instead and the run ends as on a full disk, recorded
+    # (CPython ignores it at startup already; an embedding program may not).
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _sigterm_as_interrupt),
-                signal.SIGUSR1: signal.signal(signal.SIGUSR1, signal.SIG_IGN)}
+                signal.SIGUSR1: signal.signal(signal.SIGUSR1, signal.SIG_IGN),
+                signal.SIGXFSZ: signal.signal(signal.SIGXFSZ, signal.SIG_IGN)}
     try:
         if args.command == "train":
             return cmd_train(args)

@@ -23,12 +23,17 @@ never writes through a symbolic link in it (:meth:`RunDirectory.check_writable`,
 "epochs", "iter": steps done, "max_iters", "eta"}`` (rewritten at most every 2 s, and always
 at the end of each epoch and of each attempt); ``started``/``ended`` are the current
 attempt's; ``duration_s`` is the training time of every attempt that ended, summed
-(:func:`run_duration` adds the attempt under way).
+(:func:`run_duration` adds the attempt under way); ``error`` is ``{"type", "message"}``
+of the current attempt's failure (null while it runs; written even when ``events.jsonl``
+is too full for the error event);
+``trackers`` is ``{"tensorboard": folder or null, "wandb": bool}`` (a resume logs there too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import re
@@ -39,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from engine.errors import RunError
+from engine.errors import DiskFull, RunError
 from engine.runmeta import read_run_json
 from engine.safefiles import RefusedFile, open_append
 
@@ -64,20 +69,53 @@ def default_runs_dir() -> Path:
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write via a temp file in the same folder + fsync + os.replace: all or nothing.
-    A process killed at any moment leaves the old file or the new one, never a torn one."""
+    A process killed at any moment leaves the old file or the new one, never a torn one.
+    A write that fails for want of space removes the temp file and raises
+    :class:`~engine.errors.DiskFull` naming ``path``; the old file stays as it was."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # a delayed allocation can fail only here (ENOSPC)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        full = DiskFull.from_os_error(exc, path) if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from exc
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def append_whole(file: IO[bytes], data: bytes, path: str | Path) -> None:
+    """Append all of ``data`` to an unbuffered file opened for appending, or nothing.
+
+    Near a full disk or a file size limit a write is cut short, then the next one fails:
+    the bytes that did get in are cut off again (``ftruncate``), so a reader or a resumed
+    run never meets half a line. A failure for want of space raises
+    :class:`~engine.errors.DiskFull` naming ``path``; other errors pass through.
+    One writer per file is assumed (rank 0 alone writes a run folder)."""
+    fd = file.fileno()
+    done = 0
+    try:
+        while done < len(data):
+            n = os.write(fd, data[done:])
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done += n
+    except OSError as exc:
+        if done:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - done)
+        full = DiskFull.from_os_error(exc, path)
+        if full is not None:
+            raise full from exc
+        raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

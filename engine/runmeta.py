@@ -35,11 +35,13 @@ FIELDS: dict[str, str] = {
     "epochs": _INT, "max_iters": _INT, "exit_code": _INT,
     "pid": _INT, "pgid": _INT, "engine_pid": _INT, "pid_started": _NUMBER,
     "eval": _BOOL, "overrides": _STR_LIST, "command": _STR_LIST, "weights": _OBJECT,
-    "best": _OBJECT, "progress": _OBJECT,
+    "best": _OBJECT, "progress": _OBJECT, "error": _OBJECT,
+    "trackers": _OBJECT,
 }
 """Known keys and the type of their value (any may also be null)."""
 
 BEST_FIELDS = {"metric": _STR, "value": _NUMBER, "epoch": _INT, "checkpoint": _STR}
+ERROR_FIELDS = {"type": _STR, "message": _STR}
 PROGRESS_FIELDS = {"epoch": _INT, "epochs": _INT, "iter": _INT, "max_iters": _INT,
                    "eta": _NUMBER}
 
@@ -96,7 +98,8 @@ def check_meta(meta: Any) -> dict[str, Any]:
     if meta.get("status") is not None and meta["status"] not in STATUSES:
         raise RunError(f"key 'status' must be one of {', '.join(STATUSES)}, got "
                        f"{_shown(meta['status'])}")
-    for key, fields in (("best", BEST_FIELDS), ("progress", PROGRESS_FIELDS)):
+    for key, fields in (("best", BEST_FIELDS), ("progress", PROGRESS_FIELDS),
+                        ("error", ERROR_FIELDS)):
         if isinstance(meta.get(key), dict):
             _check_fields(meta[key], fields, f"{key}.")
     return meta

@@ -8,7 +8,8 @@ relaunches it with ``--resume auto`` after a backoff (2, 4, 8 ... 60 s; ``--back
 the first), keeping the same run id and appending to the same events and logs;
 ``run.json`` counts the attempts. It does not restart on a user error (exit 2), a graceful
 stop (130) or success (0), nor on a deterministic crash: one that happens at the same
-iteration twice in a row. The engine's own exit code is read from ``run.json`` (rank 0
+iteration twice in a row, nor after a full disk (run.json's ``error``; restarting cannot
+help until someone frees space). The engine's own exit code is read from ``run.json`` (rank 0
 writes it), so this holds under torchrun too, whose agent exits 1 whatever happened.
 
 SIGINT/SIGTERM/SIGUSR1 sent to the supervisor are forwarded to the engine; after a stop
@@ -24,9 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from engine.errors import RunError
+from engine.errors import DiskFull, RunError
 from engine.events import EventWriter, read_events
-from engine.rundir import ACTIVE, RunDirectory, open_run_file
+from engine.rundir import ACTIVE, RunDirectory, append_whole, open_run_file
 
 NO_RESTART_CODES = {0: "finished", 2: "a user error", 130: "a graceful stop"}
 MAX_BACKOFF_S = 60.0
@@ -49,10 +50,25 @@ class Supervisor:
             self.child.send_signal(signum)
 
     def _log(self, message: str, level: str = "warning") -> None:
-        with EventWriter(self.run.events) as w:
-            w.write("log", level=level, message=f"supervisor: {message}")
-        with open_run_file(self.run.train_log, "a", encoding="utf-8") as f:
-            f.write(time.strftime("%Y-%m-%d %H:%M:%S") + f" WARNING supervisor: {message}\n")
+        """A note in the run's events and log, as far as they can be written (on a full
+        disk they may not: the supervisor must still decide and exit cleanly)."""
+        try:
+            with EventWriter(self.run.events) as w:
+                w.write("log", level=level, message=f"supervisor: {message}")
+            with open_run_file(self.run.train_log, "ab", buffering=0) as f:
+                line = time.strftime("%Y-%m-%d %H:%M:%S") + f" WARNING supervisor: {message}\n"
+                append_whole(f, line.encode("utf-8"), self.run.train_log)
+        except (DiskFull, OSError, RunError) as exc:
+            print(f"supervisor: {message} (not recorded: {exc})", file=sys.stderr, flush=True)
+
+    def _disk_full(self) -> bool:
+        """Whether the attempt ended because the disk was full: restarting cannot help
+        until someone frees space (then ``dettui resume`` goes on)."""
+        try:
+            error = self.run.read_meta().get("error")
+        except RunError:
+            return False
+        return isinstance(error, dict) and error.get("type") == DiskFull.__name__
 
     def _crash_iter(self, since: float) -> int | None:
         """The iteration of the engine's last ``error`` event written after ``since``."""
@@ -101,6 +117,10 @@ class Supervisor:
             how = (f"killed by {signal.Signals(-code).name}" if code < 0
                    else f"exit code {code}")
             crash_iter = self._crash_iter(started)
+            if self._disk_full():
+                self._log(f"engine {how}: the disk is full; not restarting (free some "
+                          "space, then resume the run)")
+                return code
             if restarts >= self.max_restarts:
                 self._log(f"engine {how}; no restarts left ({self.max_restarts} used)")
                 return code

@@ -24,6 +24,7 @@ from engine.errors import EXIT_USER_ERROR, RunError, UserError
 from engine.rundir import RUNS_DIR_ENV
 from engine.safefiles import RefusedFile, open_regular
 from engine.termtext import printable
+from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,7 +104,7 @@ def _configs_dirs(extra: list[Path]) -> list[Path]:
     return dirs + [d for d in extra if d not in dirs]
 
 
-@app.command()
+@app.command(cls=OptionalValueCommand)
 @user_errors
 def run(
     config: Annotated[Path, typer.Argument(help="YAML config (with _BASE_ inheritance).")],
@@ -157,6 +158,8 @@ def run(
     sbatch: Annotated[list[str], typer.Option(
         "--sbatch", help="With --slurm: an extra #SBATCH option, e.g. --time=24:00:00 "
                          "(repeatable).")] = [],
+    tensorboard: Tensorboard = None,
+    wandb: Wandb = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Start a training run: the TUI's launch form, or --headless on a server."""
@@ -166,7 +169,8 @@ def run(
                       eval=eval, resume=resume, weights=weights, teacher=teacher,
                       student=student, enable_ce=ce, device=device, amp=amp, trainer=trainer,
                       nproc=nproc, force=force, max_restarts=max_restarts, nnodes=nnodes,
-                      node_rank=node_rank, master_addr=master_addr, master_port=master_port)
+                      node_rank=node_rank, master_addr=master_addr, master_port=master_port,
+                      tensorboard=tensorboard, wandb=wandb)
     if slurm:
         from tui.slurm import write_sbatch
 
@@ -460,6 +464,9 @@ def infer(
     for o in opt:
         args += ["-o", o]
     _engine(args)
+
+
+app.command("export")(user_errors(export))  # tui/cli_trackers.py
 
 
 @data_app.command("shapes")

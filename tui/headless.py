@@ -188,7 +188,8 @@ class HeadlessWatcher:
                       + Text("): ", style="bold red") + safe_text(ev.get("message") or "",
                                                                   newlines=True),
                       soft_wrap=True)
-            if not ev.get("user_error"):
+            # A full disk is no bug: its message says what to do, a traceback would not
+            if not ev.get("user_error") and ev.get("error_type") != "DiskFull":
                 out.print(safe_text(f"traceback: {self.run.stderr_log}", "dim"))
         elif kind == "status":
             # A new attempt (a resume, a supervisor restart) starts "running": whatever
@@ -304,8 +305,13 @@ class HeadlessWatcher:
                 else "")
         rows.append(("wall time", _fmt_seconds(run_duration(meta, status=status)) + over))
         if status == "failed":
-            rows += [("log", safe_markup(self.run.train_log)),
-                     ("traceback", safe_markup(self.run.stderr_log))]
+            # run.json's error: written even when events.jsonl was the file that was full
+            error = meta.get("error") if isinstance(meta.get("error"), dict) else {}
+            if error.get("message"):
+                rows.append(("error", safe_markup(error["message"])))
+            rows.append(("log", safe_markup(self.run.train_log)))
+            if error.get("type") != "DiskFull":
+                rows.append(("traceback", safe_markup(self.run.stderr_log)))
         if status in ("interrupted", "failed") and last:
             rows.append(("resume with", safe_markup(f"dettui resume {self.run.id}")))
         self.console.rule(f"[{color}]summary")

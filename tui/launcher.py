@@ -77,6 +77,8 @@ class LaunchSpec:
     master_port: int | None = None
     force: bool = False
     max_restarts: int = 0  # relaunch a crashed engine from its last checkpoint this often
+    tensorboard: str | None = None  # TensorBoard scalars: a folder, "" = RUN/tensorboard
+    wandb: bool = False  # Weights & Biases (WANDB_MODE=offline works without network)
 
     def flag_overrides(self) -> list[str]:
         """CLI flags as ``-o`` overrides; they come before the user's own ``-o`` (which win,
@@ -220,6 +222,7 @@ def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
         resolve_rendezvous(spec, cfg)
         check_device(cfg.device, spec.nproc)
     restart_backoff()
+    check_trackers(spec)
     return cfg
 
 
@@ -329,9 +332,33 @@ def train_argv(run_dir: Path | None, spec: LaunchSpec, *,
         args += ["--resume", resume or spec.resume]
     if spec.force:
         args.append("--force")
+    args += tracker_args(spec)
     for ov in spec.all_overrides():
         args += ["-o", ov]
     return args
+
+
+def tracker_args(spec: LaunchSpec) -> list[str]:
+    """The engine's ``--tensorboard [DIR]`` / ``--wandb`` (a DIR made absolute: the
+    engine may resume from another working directory)."""
+    args = []
+    if spec.tensorboard is not None:
+        args += (["--tensorboard", str(Path(spec.tensorboard).expanduser().resolve())]
+                 if spec.tensorboard else ["--tensorboard"])
+    if spec.wandb:
+        args.append("--wandb")
+    return args
+
+
+def check_trackers(spec: LaunchSpec) -> None:
+    """The packages of the chosen trackers are installed (else exit 2 with the command
+    that installs them, before anything starts)."""
+    from engine.trackers import require
+
+    if spec.tensorboard is not None:
+        require("tensorboard")
+    if spec.wandb:
+        require("wandb")
 
 
 def engine_argv(run_dir: Path | None, spec: LaunchSpec, *,
@@ -498,8 +525,13 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
     if run.last_checkpoint() is None and not any(run.checkpoints.glob("*.pt")):
         raise RunError(f"run {run.id} has no checkpoint to resume from",
                        hint="start it again with `dettui run`")
+    trackers = meta.get("trackers") if isinstance(meta.get("trackers"), dict) else {}
+    tensorboard = trackers.get("tensorboard")  # the same folder as before (absolute)
     spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
-                      else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))))
+                      else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))),
+                      tensorboard=tensorboard if isinstance(tensorboard, str) else None,
+                      wandb=trackers.get("wandb") is True)
+    check_trackers(spec)
     check_device(_resolved_device(run), spec.nproc)  # resumed on a machine without its GPU
     argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec, resume="auto"),
                       int(meta.get("max_restarts", 0)))

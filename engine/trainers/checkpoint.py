@@ -15,7 +15,7 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -26,11 +26,42 @@ from engine.rundir import atomic_write
 CHECKPOINT_FORMAT = 1
 
 
+class _WriteErrors:
+    """A file that remembers the ``OSError`` a write raised: ``torch.save`` turns it into
+    a ``RuntimeError`` ("unexpected pos ...") that no longer says the disk is full."""
+
+    def __init__(self, file: BinaryIO):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _torch_save(state: dict[str, Any], file: BinaryIO) -> None:
+    sink = _WriteErrors(file)
+    try:
+        torch.save(state, sink)
+    except RuntimeError:
+        if sink.error is not None:
+            raise sink.error from None
+        raise
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Atomically write ``state`` to ``path`` (temp file + fsync + os.replace)."""
+    """Atomically write ``state`` to ``path`` (temp file + fsync + os.replace). Out of
+    space, the temp file is removed, the old ``path`` is untouched, and
+    :class:`~engine.errors.DiskFull` names ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+    return atomic_write(path, lambda f: _torch_save({"format": CHECKPOINT_FORMAT, **state}, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
-from engine.errors import StopTraining
+from engine.errors import DiskFull, StopTraining
 from engine.sysinfo import SystemSampler
 
 if TYPE_CHECKING:
@@ -154,7 +154,12 @@ class SystemMonitor(HookBase):
 
     def _loop(self) -> None:
         while True:
-            self.trainer.recorder.emit("system", **self._sampler.sample())
+            try:
+                self.trainer.recorder.emit("system", **self._sampler.sample())
+            except DiskFull:
+                # The training thread meets the full disk at its own next write and
+                # records it; a traceback from this thread would only add noise.
+                return
             if self._stop.wait(self.interval):
                 return
 
@@ -286,8 +291,15 @@ def hardlink_replace(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # a copy cut short must not linger
+        full = DiskFull.from_os_error(exc, dst)
+        if full is not None:
+            raise full from exc
+        raise
 

@@ -80,7 +80,8 @@ class ErrorReport:
 
     @classmethod
     def from_run(cls, run_dir: Path) -> ErrorReport:
-        """Why a run failed, from its last ``error`` event, else from ``stderr.log``."""
+        """Why a run failed: run.json's ``error``, its last ``error`` event, else
+        ``stderr.log``."""
         run = RunDirectory(run_dir)
         try:
             meta = run.read_meta()
@@ -90,6 +91,12 @@ class ErrorReport:
         event = last_error_event(run_dir)
         stderr_tb = stderr_traceback(run_dir)
         origin = f"{STDERR_LOG} of run {run.id}"
+        # run.json's error is the current attempt's, written even when events.jsonl was
+        # the file that filled the disk (then the last error event is an older one).
+        error = meta.get("error")
+        if (isinstance(error, dict) and isinstance(error.get("message"), str)
+                and (event is None or event.get("message") != error["message"])):
+            return cls(title, error["message"], stderr_tb or None, origin)
         if event is not None:
             message = str(event.get("message") or "no message")
             if not event.get("user_error") and event.get("error_type"):

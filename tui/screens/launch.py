@@ -381,6 +381,8 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             master_addr=self.spec.master_addr,
             master_port=self.spec.master_port,
             force=self.spec.force,
+            tensorboard=self.spec.tensorboard,  # `dettui run CFG --tensorboard`: kept
+            wandb=self.spec.wandb,
         )
 
     def _unlabeled_override(self) -> str | None:
