@@ -90,7 +90,7 @@ def eval_fields(i: int, model: str) -> dict:
 
 def write_history(run: RunDirectory, n: int) -> None:
     """``n`` train events, a system event every 40 and two evals every 5,000 iterations."""
-    with EventWriter(run.events) as w:
+    with EventWriter(run.events, index=run.events_index) as w:  # as the engine writes
         w.write("start", run_id=run.id, epochs=n // 1000, iters_per_epoch=1000,
                 max_iters=n, start_epoch=0, start_iter=0)
         for i in range(1, n + 1):
@@ -104,19 +104,23 @@ def write_history(run: RunDirectory, n: int) -> None:
     run.stderr_log.write_text("")
 
 
-def bench_run(n: int, root: Path) -> RunDirectory:
-    """A fresh run folder holding ``n`` train events (generated once, then copied)."""
+def bench_run(n: int, root: Path, index: bool = True) -> RunDirectory:
+    """A fresh run folder holding ``n`` train events (generated once, then copied), with
+    the engine's ``events.idx`` unless ``index`` is False (a run written before it)."""
     cached = CACHE / f"events-{n}.jsonl"
-    if not cached.exists():
+    if not cached.exists() or not cached.with_suffix(".idx").exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         print(f"generating {n:,} events once into {cached} ...", file=sys.stderr)
         tmp = RunDirectory.create(CACHE, run_id=f"gen-{os.getpid()}")
         write_history(tmp, n)
         tmp.events.replace(cached)
+        tmp.events_index.replace(cached.with_suffix(".idx"))
         shutil.copy(tmp.train_log, cached.with_suffix(".log"))
         tmp.delete()
-    run = RunDirectory.create(root, run_id=f"bench-{n}")
+    run = RunDirectory.create(root, run_id=f"bench-{n}" + ("" if index else "-noidx"))
     shutil.copy(cached, run.events)
+    if index:
+        shutil.copy(cached.with_suffix(".idx"), run.events_index)
     shutil.copy(cached.with_suffix(".log"), run.train_log)
     run.stderr_log.write_text("")
     run.write_meta({"schema": 1, "id": run.id, "name": "bench", "trainer": "DenseTeacher",

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RunError
+from engine.eventindex import EventIndexWriter
 from engine.rundir import open_run_file
 from engine.safefiles import RefusedFile, open_regular
 
@@ -158,7 +159,7 @@ def decode(line: str) -> dict[str, Any] | None:
 class EventWriter:
     """Appends events to ``events.jsonl``, one line each, flushed per line."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, index: str | Path | None = None):
         self.path = Path(path)
         # A writer killed mid-line leaves a partial last line: start ours on a fresh line.
         needs_newline = False
@@ -171,14 +172,25 @@ class EventWriter:
         if needs_newline:
             self._file.write("\n")
             self._file.flush()
+        # ``events.idx`` (engine.eventindex), kept by the engine's one writer only: a second
+        # writer's lines are not indexed, and readers parse them from this file.
+        self._index = EventIndexWriter(index) if index is not None else None
 
     def write(self, type: str, **fields: Any) -> dict[str, Any]:
         line = encode(make_event(type, **fields))
         self._file.write(line + "\n")
         self._file.flush()
-        return json.loads(line)  # exactly what readers will see
+        event = json.loads(line)  # exactly what readers will see
+        if self._index is not None:
+            # O_APPEND: after the write the file position is the end of our line, even if
+            # another process appended before it (one write per line, flushed).
+            end = os.lseek(self._file.fileno(), 0, os.SEEK_CUR)
+            self._index.add(event, end, len(line) + 1)  # ASCII: json.dumps escapes
+        return event
 
     def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
         if not self._file.closed:
             self._file.close()
 

@@ -28,16 +28,16 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from engine.eventindex import INDEX_FIELDS, TERM_PREFIX
 from engine.events import decode
 
 __all__ = ["Block", "ScanWarning", "TRAIN_FIELDS", "TrainRows", "TrainTemplate",
            "iter_range", "line_boundary", "parse_block", "parse_range", "scan_parallel"]
 
-TRAIN_FIELDS = ("t", "iter", "loss", "lr", "ips")
+TRAIN_FIELDS = INDEX_FIELDS
 """Top-level numeric fields of a train event kept as series (``losses`` terms are kept
-too, as ``losses.<term>``); everything else is only shown from the latest train event."""
-
-TERM_PREFIX = "losses."
+too, as ``losses.<term>``); everything else is only shown from the latest train event.
+The engine's ``events.idx`` holds the same columns."""
 
 # Numbers are captured loosely (anything up to the next ',' or '}'): float() rejects what
 # isn't a number, and a value holding ',' or '}' breaks the match, so the block is then
