@@ -20,6 +20,8 @@ Event types and their fields (schema version 1):
 ``status``      status (starting|running|finished|failed|interrupted), message
 ``error``       error_type, message, traceback, user_error (bool)
 ``log``         level, message (notable log lines, e.g. skipped weights)
+``preview``     epoch (0-based), iter, model, dir (the run's previews/ folder), files (the
+                names of this evaluation's images in it: ``epochNNN_imgK.png``, NNN 1-based)
 
 Conventions (every reader follows them):
 
@@ -51,7 +53,8 @@ from engine.rundir import open_run_file
 from engine.safefiles import RefusedFile, open_regular
 
 SCHEMA_VERSION = 1
-EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log")
+EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log",
+               "preview")
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 MAX_LINE_BYTES = 1 << 20
 """Readers skip a longer line unparsed (the engine's longest, an error event with its
@@ -81,6 +84,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "error": {"error_type": _STR, "message": _STR, "traceback": _STR, "user_error": _BOOL,
               "iter": _INT},
     "log": {"level": _STR, "message": _STR},
+    "preview": {"epoch": _INT, "iter": _INT, "model": _STR, "dir": _STR, "files": _STR_LIST},
 }
 
 
