@@ -137,6 +137,10 @@ class HeadlessWatcher:
             for line in ev.get("summary") or []:
                 out.print(safe_text(line), highlight=False, soft_wrap=True)
             out.print(eval_table(ev))
+        elif kind == "preview":
+            files = ev.get("files") or []
+            out.print(safe_text(f"previews (epoch {_epoch(ev)}, {ev.get('model')}): "
+                                f"{len(files)} images in {ev.get('dir')}"), highlight=False)
         elif kind == "checkpoint" and ev.get("kind") != "last":  # last.pt: in the summary
             out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
