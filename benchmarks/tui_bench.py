@@ -134,7 +134,12 @@ def bench_run(n: int, root: Path, index: bool = True) -> RunDirectory:
 class Terminal:
     """A process on a pty of a given size; a thread collects what it draws (text only)."""
 
-    def __init__(self, argv: list[str], size: tuple[int, int] = (200, 60)) -> None:
+    def __init__(self, argv: list[str], size: tuple[int, int] = (200, 60),
+                 watch: tuple[str, ...] = ()) -> None:
+        self.seen: dict[str, float] = {}
+        """When each of ``watch`` was first drawn (``perf_counter``), as the reader saw it:
+        waiting for one needle must not delay the time taken of another."""
+        self._watch = watch
         master, slave = pty.openpty()
         cols, rows = size
         termios.tcsetwinsize(slave, (rows, cols))
@@ -164,6 +169,10 @@ class Terminal:
                     self._base += len(self._text) - (1 << 19)
                     self._text = self._text[-(1 << 19):]
                 self._text += plain
+                now = time.perf_counter()
+                for needle in self._watch:
+                    if needle not in self.seen and needle in self._text[-(len(plain) + 200):]:
+                        self.seen[needle] = now
                 self.changed.notify_all()
 
     def mark(self) -> int:
@@ -278,18 +287,35 @@ def measure_monitor(n: int, live_seconds: float, root: Path
     run = bench_run(n, root)
     size_mb = run.events.stat().st_size / 2**20
     rows: list[tuple[str, str, str, str]] = []
-    term = Terminal([sys.executable, str(Path(__file__).resolve()), "--serve", str(run.path)])
+    # The same history without the engine's events.idx: the JSON parser alone (the reader
+    # before the index; still how runs written before it open), on the same machine, now.
+    done = f"{n:,} iters"
+    old = Terminal([sys.executable, str(Path(__file__).resolve()), "--serve",
+                    str(bench_run(n, root, index=False).path)], watch=(done,))
     try:
-        shown = term.wait_for(f"iter {n:,}", timeout=120)
-        preview = term.wait_for("sampled preview", timeout=120)
-        complete = term.wait_for(f"{n:,} iters", timeout=120)
+        old.wait_for(done, timeout=600)
+        old_complete = _since(old.started, old.seen.get(done))
+    finally:
+        old.close()
+    needles = (f"iter {n:,}", "sampled preview", done)
+    term = Terminal([sys.executable, str(Path(__file__).resolve()), "--serve", str(run.path)],
+                    watch=needles)
+    try:
+        term.wait_for(done, timeout=120)
+        shown, preview, complete = (term.seen.get(k) for k in needles)
         rows.append((f"open a run of {n:,} train events ({size_mb:.0f} MB): monitor shown",
                      _since(term.started, shown), "< 2 s",
                      "header at the last iteration, evals, system, logs"))
         rows.append(("  ... sampled preview of the loss curves drawn",
-                     _since(term.started, preview), "", "256 windows of 16 KiB"))
-        rows.append(("  ... every curve drawn from all events", _since(term.started, complete),
-                     "", f"parsed on {min(8, os.cpu_count() or 1)} processes"))
+                     _since(term.started, preview) if preview else "skipped", "",
+                     "256 windows of 16 KiB, only for a run without events.idx"))
+        new_complete = _since(term.started, complete)
+        rows.append(("  ... every curve drawn from all events", new_complete, "< 2 s",
+                     "from events.idx (engine.eventindex), checked against events.jsonl"))
+        rows.append(("  ... the same run without events.idx", old_complete, "",
+                     f"the JSON parser on {min(8, os.cpu_count() or 1)} processes; "
+                     f"old/new {_ratio(old_complete, new_complete)}"))
+        rows += measure_compare_reader(run, n)
         if complete is None:
             return rows
         time.sleep(1.0)
@@ -333,6 +359,37 @@ def measure_monitor(n: int, live_seconds: float, root: Path
 
 def _since(start: float, seen: float | None) -> str:
     return "timed out" if seen is None else f"{seen - start:.2f} s"
+
+
+def _ratio(old: str, new: str) -> str:
+    try:
+        return f"{float(old.split()[0]) / float(new.split()[0]):.1f}x"
+    except ValueError:
+        return "n/a"
+
+
+def measure_compare_reader(run: RunDirectory, n: int) -> list[tuple[str, str, str, str]]:
+    """The compare screen's reader (``read_run_curves``, the monitor's RunModel) on the
+    same run, with and without its index, in a fresh process each (no warm caches)."""
+    code = ("import sys, time; from pathlib import Path; t = time.perf_counter()\n"
+            "from tui.screens.compare import read_run_curves\n"
+            "c = read_run_curves(Path(sys.argv[1])); assert len(c.loss['loss'][0]) == "
+            f"{n}\nprint(time.perf_counter() - t)")
+    times = {}
+    for label, path in (("with", run.path), ("without", run.path.parent / "bench-noidx")):
+        if label == "without":
+            copy = RunDirectory.create(run.path.parent, run_id="bench-noidx")
+            os.link(run.events, copy.events)
+            shutil.copy(run.run_json, copy.run_json)
+        done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO,
+                              capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+        times[label] = (f"{float(done.stdout):.2f} s" if done.returncode == 0
+                        else "failed: " + done.stderr.strip()[-200:])
+    return [("compare screen: read the curves of this run", times["with"], "",
+             "read_run_curves (the monitor's reader), imports included"),
+            ("  ... the same without events.idx", times["without"], "",
+             f"old/new {_ratio(times['without'], times['with'])}")]
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ __all__ = ["index_blocks"]
 
 _TRAIN = TYPE_CODES["train"]
 _SYSTEM = TYPE_CODES["system"]
+_START = TYPE_CODES["start"]
 _SKIPPED = (TYPE_CODES["log"],)
 """Event types the monitor does nothing with: counted, never read."""
 _CODE_TYPES = {code: name for name, code in TYPE_CODES.items()}
@@ -148,11 +149,18 @@ class _Reader:
             system = np.flatnonzero(codes == _SYSTEM)
             read[system[:skip_system]] = False
         block = Block(fast=True)
+        # Train rows are cut only where order matters: at a resume's start event (it
+        # rewinds them) and at lines parsed from the file; the other events read follow
+        # the rows before the next cut (the Block contract).
         cuts = sorted(set(np.flatnonzero(read).tolist()) | set(gaps.tolist()))
-        lo = 0
         gap_set = set(gaps.tolist())
+        lo, pending = 0, []
         for i in [*cuts, len(rows)]:
-            self._add_train(block, names, rows[lo:i])
+            is_start = i < len(rows) and codes[i] == _START
+            if i == len(rows) or i in gap_set or is_start:
+                self._add_train(block, names, rows[lo:i])
+                block.items.extend(pending)
+                lo, pending = i, []
             if i == len(rows):
                 break
             if i in gap_set:
@@ -165,8 +173,7 @@ class _Reader:
                 if event is None or event.get("type") != _CODE_TYPES.get(int(codes[i]),
                                                                          event.get("type")):
                     return None
-                block.items.append(event)
-            lo = i + (0 if codes[i] == _TRAIN else 1)
+                (block.items if is_start else pending).append(event)
         block.n_events += len(rows)
         if train.size:
             block.last_train = self._line(rows[train[-1]])

@@ -16,6 +16,7 @@ drives with :meth:`RunModel.poll`; the screen gets immutable :class:`RunSnapshot
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from collections.abc import Callable
@@ -452,6 +453,9 @@ class RunModel:
         end = self._complete_end()
         if end - self._tail.offset < samples * window * 4:
             return False  # small enough to read in full at once
+        with contextlib.suppress(OSError):
+            if self._tail.offset == 0 and self.run.events_index.stat().st_size > 4096:
+                return False  # the engine's index: the full curves come almost as fast
         rows: list[TrainRows] = []
         template = self._template
         with open(self.run.events, "rb") as f:
