@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from engine.eventindex import HEADER_TAG, INDEX_FIELDS, MAGIC, OTHER_CODE, TYPE_CODES
-from engine.events import decode
+from engine.events import MAX_LINE_BYTES, decode
 from engine.safefiles import open_regular
 from tui.eventscan import Block, TrainRows, TrainTemplate, parse_block
 
@@ -201,12 +201,13 @@ class _Reader:
 
 def _consistent_prefix(rows: np.ndarray, start: float, end: int) -> int:
     """How many leading rows point at ascending, non-overlapping lines inside
-    ``[start, end)`` of events.jsonl."""
+    ``[start, end)`` of events.jsonl, none longer than a reader accepts."""
     if not len(rows):
         return 0
     ends, lengths = rows[:, 1], rows[:, 2]
     starts = ends - lengths
     prev = np.concatenate(([start], ends[:-1]))
-    ok = (lengths >= 1) & (starts >= prev) & (ends <= end) & (ends % 1 == 0)
+    ok = ((lengths >= 1) & (lengths <= MAX_LINE_BYTES) & (starts >= prev) & (ends <= end)
+          & (ends % 1 == 0))
     bad = np.flatnonzero(~ok)
     return int(bad[0]) if bad.size else len(rows)
