@@ -108,7 +108,7 @@ class _Reader:
             pos += nbytes
             count = (len(data) - pos) // (8 * width)
             rows = np.frombuffer(data, "<f8", count * width, pos).reshape(count, width)
-            codes = rows[:, 0]
+            codes = rows[:, 0].copy()  # contiguous: the checks below pass over it often
             bad = np.flatnonzero((codes < _TRAIN) | (codes > OTHER_CODE) | (codes % 1 != 0))
             n = int(bad[0]) if bad.size else count
             n = _consistent_prefix(rows[:n], start, self.end)
@@ -181,10 +181,14 @@ class _Reader:
         return block
 
     def _add_train(self, block: Block, names: list[str], rows: np.ndarray) -> None:
-        rows = rows[rows[:, 0] == _TRAIN]
-        if len(rows):
-            block.items.append(TrainRows({name: np.ascontiguousarray(rows[:, 3 + j])
-                                          for j, name in enumerate(names)}, len(rows)))
+        train = rows[:, 0] == _TRAIN
+        n = int(np.count_nonzero(train))
+        if n == len(rows):  # each column copied once, straight out of the rows
+            columns = {name: rows[:, 3 + j].copy() for j, name in enumerate(names)}
+        else:
+            columns = {name: rows[train, 3 + j] for j, name in enumerate(names)}
+        if n:
+            block.items.append(TrainRows(columns, n))
 
     def _matches(self, names: list[str], row: np.ndarray) -> bool:
         event = self._line(row)
