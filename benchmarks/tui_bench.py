@@ -9,11 +9,32 @@ include Python start-up, imports, layout and the bytes written to the terminal.
 
 * open: spawn ``tui_bench.py --serve RUN`` (a bare app showing ``MonitorScreen(RUN)``) on a
   run whose events.jsonl holds N train events (plus eval and system events at realistic
-  rates), written with ``engine.events.EventWriter`` once into ``$TMPDIR/dettui-bench/``
-  (about 400 MB for a million; delete it to regenerate). "shown" is the first frame with the
-  header at the last iteration; "preview" the first frame with the sampled loss curves
-  (drawn while the history is read); "every curve" the first frame whose loss plot says
-  it holds all N iterations.
+  rates), written with ``engine.events.EventWriter`` (with the engine's ``events.idx``) once
+  into ``$TMPDIR/dettui-bench/`` (about 330 MB + a 90 MB index for a million; delete it to
+  regenerate). "shown" is the first frame with the header at the last iteration; "preview"
+  the first frame with the sampled loss curves (only drawn for a run without the index);
+  "every curve" the first frame whose loss plot says it holds all N iterations. The same run
+  without ``events.idx`` (the JSON parser alone: the reader before the index, and still the
+  one for runs written before it) is opened first, in the same bench run, for the old/new
+  ratio. Times are taken when the reader thread sees the text arrive.
+* compare: ``read_run_curves`` (the compare screen's reader, which is the monitor's
+  ``RunModel``) on the same run, with and without the index, in a fresh process each.
+
+Last measured (2 CPUs shared with other agents' test runs, load average ~11 before and ~10
+after: every number here is inflated by that load, see ``dettui --help`` at 1.65 s against
+its usual ~0.25 s; compare the old/new ratios, which were measured in the same run)::
+
+    dettui --help                                    1.65 s
+    home screen first paint                          8.40 s
+    open 1,000,000 train events: monitor shown       7.87 s
+      ... every curve drawn (events.idx)            13.11 s
+      ... the same run without events.idx           45.64 s   old/new 3.5x
+    compare: read the curves of this run             6.84 s
+      ... the same without events.idx               32.64 s   old/new 4.8x
+
+  In-process CPU time of reading the 1M-event history (``RunModel.load_history``, same
+  machine): about 0.55 s with the index (0.5 s of it in ``tui.eventindex``) against tens of
+  seconds of parsing without it.
 * live: once loaded, a writer process appends 2,000 events/s (train events, a system event
   a second, two evals every 10 s, 100 train.log lines a second). The TUI's CPU use is
   psutil ``cpu_times`` of its process over the window, divided by the wall time. Key
