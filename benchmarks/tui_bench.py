@@ -9,11 +9,32 @@ include Python start-up, imports, layout and the bytes written to the terminal.
 
 * open: spawn ``tui_bench.py --serve RUN`` (a bare app showing ``MonitorScreen(RUN)``) on a
   run whose events.jsonl holds N train events (plus eval and system events at realistic
-  rates), written with ``engine.events.EventWriter`` once into ``$TMPDIR/dettui-bench/``
-  (about 400 MB for a million; delete it to regenerate). "shown" is the first frame with the
-  header at the last iteration; "preview" the first frame with the sampled loss curves
-  (drawn while the history is read); "every curve" the first frame whose loss plot says
-  it holds all N iterations.
+  rates), written with ``engine.events.EventWriter`` (with the engine's ``events.idx``) once
+  into ``$TMPDIR/dettui-bench/`` (about 330 MB + a 90 MB index for a million; delete it to
+  regenerate). "shown" is the first frame with the header at the last iteration; "preview"
+  the first frame with the sampled loss curves (only drawn for a run without the index);
+  "every curve" the first frame whose loss plot says it holds all N iterations. The same run
+  without ``events.idx`` (the JSON parser alone: the reader before the index, and still the
+  one for runs written before it) is opened first, in the same bench run, for the old/new
+  ratio. Times are taken when the reader thread sees the text arrive.
+* compare: ``read_run_curves`` (the compare screen's reader, which is the monitor's
+  ``RunModel``) on the same run, with and without the index, in a fresh process each.
+
+Last measured (2 CPUs shared with other agents' test runs, load average ~11 before and ~10
+after: every number here is inflated by that load, see ``dettui --help`` at 1.65 s against
+its usual ~0.25 s; compare the old/new ratios, which were measured in the same run)::
+
+    dettui --help                                    1.65 s
+    home screen first paint                          8.40 s
+    open 1,000,000 train events: monitor shown       7.87 s
+      ... every curve drawn (events.idx)            13.11 s
+      ... the same run without events.idx           45.64 s   old/new 3.5x
+    compare: read the curves of this run             6.84 s
+      ... the same without events.idx               32.64 s   old/new 4.8x
+
+  CPU time of reading the 1M-event history in one process (``RunModel.load_history(
+  workers=1)``, ``time.process_time``, which the load inflates far less than wall time):
+  0.63 s with the index against 5.45 s parsing events.jsonl, 8.7x.
 * live: once loaded, a writer process appends 2,000 events/s (train events, a system event
   a second, two evals every 10 s, 100 train.log lines a second). The TUI's CPU use is
   psutil ``cpu_times`` of its process over the window, divided by the wall time. Key
@@ -90,7 +111,7 @@ def eval_fields(i: int, model: str) -> dict:
 
 def write_history(run: RunDirectory, n: int) -> None:
     """``n`` train events, a system event every 40 and two evals every 5,000 iterations."""
-    with EventWriter(run.events) as w:
+    with EventWriter(run.events, index=run.events_index) as w:  # as the engine writes
         w.write("start", run_id=run.id, epochs=n // 1000, iters_per_epoch=1000,
                 max_iters=n, start_epoch=0, start_iter=0)
         for i in range(1, n + 1):
@@ -104,19 +125,23 @@ def write_history(run: RunDirectory, n: int) -> None:
     run.stderr_log.write_text("")
 
 
-def bench_run(n: int, root: Path) -> RunDirectory:
-    """A fresh run folder holding ``n`` train events (generated once, then copied)."""
+def bench_run(n: int, root: Path, index: bool = True) -> RunDirectory:
+    """A fresh run folder holding ``n`` train events (generated once, then copied), with
+    the engine's ``events.idx`` unless ``index`` is False (a run written before it)."""
     cached = CACHE / f"events-{n}.jsonl"
-    if not cached.exists():
+    if not cached.exists() or not cached.with_suffix(".idx").exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         print(f"generating {n:,} events once into {cached} ...", file=sys.stderr)
         tmp = RunDirectory.create(CACHE, run_id=f"gen-{os.getpid()}")
         write_history(tmp, n)
         tmp.events.replace(cached)
+        tmp.events_index.replace(cached.with_suffix(".idx"))
         shutil.copy(tmp.train_log, cached.with_suffix(".log"))
         tmp.delete()
-    run = RunDirectory.create(root, run_id=f"bench-{n}")
+    run = RunDirectory.create(root, run_id=f"bench-{n}" + ("" if index else "-noidx"))
     shutil.copy(cached, run.events)
+    if index:
+        shutil.copy(cached.with_suffix(".idx"), run.events_index)
     shutil.copy(cached.with_suffix(".log"), run.train_log)
     run.stderr_log.write_text("")
     run.write_meta({"schema": 1, "id": run.id, "name": "bench", "trainer": "DenseTeacher",
@@ -130,7 +155,12 @@ def bench_run(n: int, root: Path) -> RunDirectory:
 class Terminal:
     """A process on a pty of a given size; a thread collects what it draws (text only)."""
 
-    def __init__(self, argv: list[str], size: tuple[int, int] = (200, 60)) -> None:
+    def __init__(self, argv: list[str], size: tuple[int, int] = (200, 60),
+                 watch: tuple[str, ...] = ()) -> None:
+        self.seen: dict[str, float] = {}
+        """When each of ``watch`` was first drawn (``perf_counter``), as the reader saw it:
+        waiting for one needle must not delay the time taken of another."""
+        self._watch = watch
         master, slave = pty.openpty()
         cols, rows = size
         termios.tcsetwinsize(slave, (rows, cols))
@@ -160,6 +190,10 @@ class Terminal:
                     self._base += len(self._text) - (1 << 19)
                     self._text = self._text[-(1 << 19):]
                 self._text += plain
+                now = time.perf_counter()
+                for needle in self._watch:
+                    if needle not in self.seen and needle in self._text[-(len(plain) + 200):]:
+                        self.seen[needle] = now
                 self.changed.notify_all()
 
     def mark(self) -> int:
@@ -274,18 +308,35 @@ def measure_monitor(n: int, live_seconds: float, root: Path
     run = bench_run(n, root)
     size_mb = run.events.stat().st_size / 2**20
     rows: list[tuple[str, str, str, str]] = []
-    term = Terminal([sys.executable, str(Path(__file__).resolve()), "--serve", str(run.path)])
+    # The same history without the engine's events.idx: the JSON parser alone (the reader
+    # before the index; still how runs written before it open), on the same machine, now.
+    done = f"{n:,} iters"
+    old = Terminal([sys.executable, str(Path(__file__).resolve()), "--serve",
+                    str(bench_run(n, root, index=False).path)], watch=(done,))
     try:
-        shown = term.wait_for(f"iter {n:,}", timeout=120)
-        preview = term.wait_for("sampled preview", timeout=120)
-        complete = term.wait_for(f"{n:,} iters", timeout=120)
+        old.wait_for(done, timeout=600)
+        old_complete = _since(old.started, old.seen.get(done))
+    finally:
+        old.close()
+    needles = (f"iter {n:,}", "sampled preview", done)
+    term = Terminal([sys.executable, str(Path(__file__).resolve()), "--serve", str(run.path)],
+                    watch=needles)
+    try:
+        term.wait_for(done, timeout=120)
+        shown, preview, complete = (term.seen.get(k) for k in needles)
         rows.append((f"open a run of {n:,} train events ({size_mb:.0f} MB): monitor shown",
                      _since(term.started, shown), "< 2 s",
                      "header at the last iteration, evals, system, logs"))
         rows.append(("  ... sampled preview of the loss curves drawn",
-                     _since(term.started, preview), "", "256 windows of 16 KiB"))
-        rows.append(("  ... every curve drawn from all events", _since(term.started, complete),
-                     "", f"parsed on {min(8, os.cpu_count() or 1)} processes"))
+                     _since(term.started, preview) if preview else "skipped", "",
+                     "256 windows of 16 KiB, only for a run without events.idx"))
+        new_complete = _since(term.started, complete)
+        rows.append(("  ... every curve drawn from all events", new_complete, "< 2 s",
+                     "from events.idx (engine.eventindex), checked against events.jsonl"))
+        rows.append(("  ... the same run without events.idx", old_complete, "",
+                     f"the JSON parser on {min(8, os.cpu_count() or 1)} processes; "
+                     f"old/new {_ratio(old_complete, new_complete)}"))
+        rows += measure_compare_reader(run, n)
         if complete is None:
             return rows
         time.sleep(1.0)
@@ -329,6 +380,37 @@ def measure_monitor(n: int, live_seconds: float, root: Path
 
 def _since(start: float, seen: float | None) -> str:
     return "timed out" if seen is None else f"{seen - start:.2f} s"
+
+
+def _ratio(old: str, new: str) -> str:
+    try:
+        return f"{float(old.split()[0]) / float(new.split()[0]):.1f}x"
+    except ValueError:
+        return "n/a"
+
+
+def measure_compare_reader(run: RunDirectory, n: int) -> list[tuple[str, str, str, str]]:
+    """The compare screen's reader (``read_run_curves``, the monitor's RunModel) on the
+    same run, with and without its index, in a fresh process each (no warm caches)."""
+    code = ("import sys, time; from pathlib import Path; t = time.perf_counter()\n"
+            "from tui.screens.compare import read_run_curves\n"
+            "c = read_run_curves(Path(sys.argv[1])); assert len(c.loss['loss'][0]) == "
+            f"{n}\nprint(time.perf_counter() - t)")
+    times = {}
+    for label, path in (("with", run.path), ("without", run.path.parent / "bench-noidx")):
+        if label == "without":
+            copy = RunDirectory.create(run.path.parent, run_id="bench-noidx")
+            os.link(run.events, copy.events)
+            shutil.copy(run.run_json, copy.run_json)
+        done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO,
+                              capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+        times[label] = (f"{float(done.stdout):.2f} s" if done.returncode == 0
+                        else "failed: " + done.stderr.strip()[-200:])
+    return [("compare screen: read the curves of this run", times["with"], "",
+             "read_run_curves (the monitor's reader), imports included"),
+            ("  ... the same without events.idx", times["without"], "",
+             f"old/new {_ratio(times['without'], times['with'])}")]
 
 
 def main() -> None:

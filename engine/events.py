@@ -28,6 +28,8 @@ Event types and their fields (schema version 1):
                 path (``DiskFull`` only: the file that did not fit). A full disk may keep
                 this event out of a full ``events.jsonl``: run.json's ``error`` has it too
 ``log``         level, message (notable log lines, e.g. skipped weights)
+``preview``     epoch (0-based), iter, model, dir (the run's previews/ folder), files (the
+                names of this evaluation's images in it: ``epochNNN_imgK.png``, NNN 1-based)
 
 Conventions (every reader follows them):
 
@@ -54,11 +56,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RunError
+from engine.eventindex import EventIndexWriter
 from engine.rundir import append_whole, open_run_file
 from engine.safefiles import RefusedFile, open_regular
 
 SCHEMA_VERSION = 1
-EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log")
+EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log",
+               "preview")
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 MAX_LINE_BYTES = 1 << 20
 """Readers skip a longer line unparsed (the engine's longest, an error event with its
@@ -90,6 +94,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "error": {"error_type": _STR, "message": _STR, "traceback": _STR, "user_error": _BOOL,
               "iter": _INT, "path": _STR},
     "log": {"level": _STR, "message": _STR},
+    "preview": {"epoch": _INT, "iter": _INT, "model": _STR, "dir": _STR, "files": _STR_LIST},
 }
 
 
@@ -171,7 +176,7 @@ class EventWriter:
     written: the write raises :class:`~engine.errors.DiskFull` and the file ends with the
     last whole line (:func:`engine.rundir.append_whole`)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, index: str | Path | None = None):
         self.path = Path(path)
         # A writer killed mid-line leaves a partial last line: start ours on a fresh line.
         needs_newline = False
@@ -183,13 +188,24 @@ class EventWriter:
         self._file = open_run_file(self.path, "ab", buffering=0)
         if needs_newline:
             append_whole(self._file, b"\n", self.path)
+        # ``events.idx`` (engine.eventindex), kept by the engine's one writer only: a second
+        # writer's lines are not indexed, and readers parse them from this file.
+        self._index = EventIndexWriter(index) if index is not None else None
 
     def write(self, type: str, **fields: Any) -> dict[str, Any]:
         line = encode(make_event(type, **fields))
         append_whole(self._file, (line + "\n").encode("utf-8"), self.path)
-        return json.loads(line)  # exactly what readers will see
+        event = json.loads(line)  # exactly what readers will see
+        if self._index is not None:
+            # O_APPEND: after the write the file position is the end of our line, even if
+            # another process appended before it (one write per line).
+            end = os.lseek(self._file.fileno(), 0, os.SEEK_CUR)
+            self._index.add(event, end, len(line) + 1)  # ASCII: json.dumps escapes
+        return event
 
     def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
         if not self._file.closed:
             self._file.close()
 

@@ -78,7 +78,8 @@ class RunRecorder:
         self.run = run if rank == 0 else None
         self.rank = rank
         self._lock = threading.Lock()
-        self._writer = EventWriter(run.events) if self.run is not None else None
+        self._writer = (EventWriter(run.events, index=run.events_index)
+                        if self.run is not None else None)
         self.logger = setup_logging(run.train_log if self.run is not None else None, rank)
         self._last_progress = 0.0
         self.iter: int | None = None  # the step in progress, for error events

@@ -5,6 +5,7 @@ runs/<run-id>/
   run.json        metadata + live status (atomically rewritten)
   config.yaml     the fully resolved config
   events.jsonl    append-only events (see engine.events)
+  events.idx      a binary index of events.jsonl with the train curves (engine.eventindex)
   train.log       human-readable log lines
   stderr.log      raw stdout/stderr of the engine process(es)
   checkpoints/    last.pt, best.pt, epoch_NNNN.pt
@@ -52,6 +53,8 @@ RUN_SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 EVENTS = "events.jsonl"
+EVENTS_INDEX = "events.idx"
+PREVIEWS = "previews"
 TRAIN_LOG = "train.log"
 STDERR_LOG = "stderr.log"
 CHECKPOINTS = "checkpoints"
@@ -188,6 +191,8 @@ class RunDirectory:
     run_json = property(lambda self: self.path / RUN_JSON)
     config_yaml = property(lambda self: self.path / CONFIG_YAML)
     events = property(lambda self: self.path / EVENTS)
+    events_index = property(lambda self: self.path / EVENTS_INDEX)
+    previews = property(lambda self: self.path / PREVIEWS)
     train_log = property(lambda self: self.path / TRAIN_LOG)
     stderr_log = property(lambda self: self.path / STDERR_LOG)
     checkpoints = property(lambda self: self.path / CHECKPOINTS)

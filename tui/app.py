@@ -97,6 +97,10 @@ def keep_running_message(active: list[str], runs_dir: Path = Path("runs")) -> Te
 def run_app(runs_dir: Path, configs_dirs: list[Path], launch: LaunchSpec | None = None,
             open_run: str | None = None) -> int:
     """Run the TUI until the user quits; the exit code for the CLI (0)."""
+    # textual-image asks the terminal which graphics it supports as it is imported, which
+    # it cannot do once Textual reads the terminal: import the previews screen first.
+    import tui.screens.previews  # noqa: F401
+
     app = DettuiApp(runs_dir, configs_dirs, launch=launch, open_run=open_run)
     app.run()
     return app.return_code or 0

@@ -28,18 +28,18 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from engine.eventindex import INDEX_FIELDS, STATS_PREFIX, TERM_PREFIX
 from engine.events import decode
 
 __all__ = ["Block", "STATS_PREFIX", "ScanWarning", "TRAIN_FIELDS", "TrainRows", "TrainTemplate",
            "iter_range", "line_boundary", "parse_block", "parse_range", "scan_parallel"]
 
-TRAIN_FIELDS = ("t", "iter", "loss", "lr", "ips")
+TRAIN_FIELDS = INDEX_FIELDS
 """Top-level numeric fields of a train event kept as series (``losses`` terms are kept
-too, as ``losses.<term>``); everything else is only shown from the latest train event."""
+too, as ``losses.<term>``); everything else is only shown from the latest train event.
+The engine's ``events.idx`` holds the same columns.
 
-TERM_PREFIX = "losses."
-STATS_PREFIX = "stats."
-"""A semi-supervised trainer's per-step ``stats`` (pseudo-label counts, teacher scores,
+A semi-supervised trainer's per-step ``stats`` (pseudo-label counts, teacher scores,
 the unsupervised loss weight) are kept as ``stats.<name>`` series, like loss terms."""
 NESTED_SERIES = {"losses": TERM_PREFIX, "stats": STATS_PREFIX}
 

@@ -178,6 +178,10 @@ class HeadlessWatcher:
             self.evals = [e for e in self.evals if e.get("model") != ev.get("model")] + [ev]
             if len(self.evals) > 1:
                 out.print(models_table(self.evals))
+        elif kind == "preview":
+            files = ev.get("files") or []
+            out.print(safe_text(f"previews (epoch {_epoch(ev)}, {ev.get('model')}): "
+                                f"{len(files)} images in {ev.get('dir')}"), highlight=False)
         elif kind == "checkpoint" and ev.get("kind") != "last":  # last.pt: in the summary
             out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):

@@ -16,6 +16,7 @@ drives with :meth:`RunModel.poll`; the screen gets immutable :class:`RunSnapshot
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import numpy as np
 
 from engine.errors import RunError
 from engine.rundir import RunDirectory
+from tui.eventindex import index_blocks
 from tui.eventscan import (
     STATS_PREFIX,
     TERM_PREFIX,
@@ -240,6 +242,7 @@ class RunModel:
         self.status = "unknown"
         self.train = TrainHistory()
         self._ap: dict[str, list[tuple[float, float, float, float]]] = {}
+        self._metrics: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         self.latest_train: dict[str, Any] | None = None
         self.latest_eval: dict[str, dict[str, Any]] = {}
         self.latest_system: dict[str, Any] | None = None
@@ -319,6 +322,15 @@ class RunModel:
         helper process failed: its part was read here instead)."""
         start = self._tail.offset
         end = self._complete_end()
+        if start == 0 and not cancelled():
+            # The engine's index of events.jsonl: the curves without parsing the JSON.
+            for offset, block in index_blocks(self.run.events, self.run.events_index, end,
+                                              keep_system=self.system.maxlen):
+                self._ingest(block, offset)
+                self._tail.offset = start = offset
+                on_block()
+                if cancelled():
+                    return None
         workers = workers or min(8, os.cpu_count() or 1)
         if workers < 2 or end - start < PARALLEL_MIN_BYTES:
             while not cancelled() and self.poll():
@@ -357,7 +369,7 @@ class RunModel:
         """events.jsonl was replaced (it shrank): forget everything read from it."""
         fresh = RunModel(self.run.path, system_history=self.system.maxlen,
                          error_history=self.errors.maxlen or 20)
-        for name in ("train", "_ap", "latest_train", "latest_eval", "latest_system",
+        for name in ("train", "_ap", "_metrics", "latest_train", "latest_eval", "latest_system",
                      "system", "last_checkpoint", "errors", "start", "events_read",
                      "_template", "_peeked_until", "_preview"):
             setattr(self, name, getattr(fresh, name))
@@ -372,6 +384,7 @@ class RunModel:
             self._ap.setdefault(model, []).append(
                 (_num(event.get("iter")), _num(event.get("t")), _num(event.get("epoch")),
                  _num(metrics.get("AP"))))
+            self._metrics.setdefault(model, []).append((_num(event.get("iter")), metrics))
             if fresh or model not in self.latest_eval:
                 self.latest_eval[model] = event
             self._versions["eval"] += 1
@@ -387,6 +400,8 @@ class RunModel:
                 self.train.rewind(start_iter)
                 for model, points in self._ap.items():
                     self._ap[model] = [p for p in points if not p[0] > start_iter]
+                for model, evals in self._metrics.items():
+                    self._metrics[model] = [e for e in evals if not e[0] > start_iter]
                 self._versions["train"] += 1
                 self._versions["eval"] += 1
         elif kind == "checkpoint":
@@ -470,6 +485,9 @@ class RunModel:
         end = self._complete_end()
         if end - self._tail.offset < samples * window * 4:
             return False  # small enough to read in full at once
+        with contextlib.suppress(OSError):
+            if self._tail.offset == 0 and self.run.events_index.stat().st_size > 4096:
+                return False  # the engine's index: the full curves come almost as fast
         rows: list[TrainRows] = []
         template = self._template
         with open(self.run.events, "rb") as f:
@@ -495,6 +513,20 @@ class RunModel:
         for model, points in self._ap.items():
             arr = np.array(points, dtype=np.float64).reshape(-1, 4)
             out[model] = ApSeries(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+        return out
+
+    def eval_metrics(self) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+        """Every metric of every evaluated model: ``{model: {metric: (iters, values)}}``
+        (points without a numeric iteration or value left out)."""
+        out: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+        for model, evals in self._metrics.items():
+            store = out.setdefault(model, {})
+            for x, metrics in evals:
+                for key, value in metrics.items():
+                    if x == x and type(value) in (int, float):
+                        xs, ys = store.setdefault(key, ([], []))
+                        xs.append(x)
+                        ys.append(float(value))
         return out
 
     def snapshot(self) -> RunSnapshot:

@@ -425,6 +425,11 @@ class Config:
     save_epoch_checkpoints: bool = doc("also keep checkpoints/epoch_NNNN.pt for every "
                                        "snapshot epoch", False)
     metric: Literal["COCO"] = doc("evaluation metric", "COCO")
+    preview_images: int = doc("at each evaluation, draw the predictions on this many of the "
+                              "first eval images into previews/ (0: none)", 4)
+    preview_score_threshold: float = doc("previews show predictions scoring at least this",
+                                         0.3)
+    preview_keep_epochs: int = doc("previews of this many latest evaluations are kept", 3)
 
     pretrain_weights: str | None = doc("weights-only init from a local file (.pt/.pth/"
                                        ".safetensors); mismatched tensors are skipped", None)
@@ -641,6 +646,13 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
     for keypath, value in positive.items():
         if value < 1:
             v.fail(keypath, f"must be >= 1, got {value}")
+    if cfg.preview_images < 0:
+        v.fail(("preview_images",), f"must be >= 0, got {cfg.preview_images}")
+    if cfg.preview_keep_epochs < 1:
+        v.fail(("preview_keep_epochs",), f"must be >= 1, got {cfg.preview_keep_epochs}")
+    if not 0.0 <= cfg.preview_score_threshold <= 1.0:
+        v.fail(("preview_score_threshold",),
+               f"must be between 0 and 1, got {cfg.preview_score_threshold}")
     for keypath, value in {("epoch_iter",): cfg.epoch_iter, ("worker_num",): cfg.worker_num,
                            ("checkpoint_interval",): cfg.checkpoint_interval,
                            ("nonfinite_skip_steps",): cfg.nonfinite_skip_steps,

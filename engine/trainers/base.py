@@ -32,7 +32,7 @@ from engine.config.schema import Config, trainer_name
 from engine.data.loader import Batch, build_datasets, build_eval_loader, build_train_loader
 from engine.env import DistEnv
 from engine.errors import ConfigError, NonFiniteLoss, WeightsError
-from engine.evaluation import EvalResult, evaluate_model
+from engine.evaluation import EvalObserver, EvalResult, evaluate_model
 from engine.models import build_model, count_parameters
 from engine.models.weights import LoadReport, load_pretrained
 from engine.recorder import RunRecorder
@@ -56,6 +56,7 @@ from engine.trainers.hooks import (
     hardlink_replace,
 )
 from engine.trainers.optim import build_lr_scheduler, build_optimizer
+from engine.trainers.previews import PreviewHook
 
 # Config keys that may change between a run and its resume without changing the result.
 RESUME_HARMLESS_KEYS = {"device", "worker_num", "log_iter", "EvalReader.batch_size"}
@@ -151,6 +152,7 @@ class Trainer:
         self.last_step = StepOutcome()
         self.step_stats: dict[str, float] = {}  # filled by forward_losses, read once applied
         self.best_model: nn.Module | None = None  # the model best.pt is written from
+        self.eval_observer: EvalObserver | None = None  # sees the outputs (PreviewHook)
         self.num_params = count_parameters(model)
 
     # ------------------------------------------------------------------------ factories
@@ -281,18 +283,19 @@ class Trainer:
             return [(self.ema.module, "ema")]
         return [(self.model_without_ddp, "model")]
 
-    def evaluate(self, model: nn.Module) -> EvalResult:
+    def evaluate(self, model: nn.Module, observe: EvalObserver | None = None) -> EvalResult:
         return evaluate_model(model, self.eval_loader, self.eval_ds, self.device,
-                              amp=self.use_amp)
+                              amp=self.use_amp, observe=observe)
 
     def run_evaluation(self) -> None:
-        """Evaluate every model of ``eval_models`` (rank 0) and report them."""
+        """Evaluate every model of ``eval_models`` (rank 0) and report them; the first one's
+        outputs are also shown to ``eval_observer`` (the previews), if set."""
         self.improved = False
         if self.env.is_main:
             results = []
-            for model, which in self.eval_models():
+            for i, (model, which) in enumerate(self.eval_models()):
                 t0 = time.perf_counter()
-                result = self.evaluate(model)
+                result = self.evaluate(model, self.eval_observer if i == 0 else None)
                 results.append((model, which, result, time.perf_counter() - t0))
             self.report(results)
         self.env.barrier()
@@ -460,6 +463,7 @@ class Trainer:
             LRSchedulerHook(),   # per-iteration lr, after the optimizer step
             EMAHook(),           # average the weights just updated
             EvalHook(),          # epoch end: evaluate before checkpointing (best.pt needs AP)
+            PreviewHook(),       # draws what the evaluation just predicted on a few images
             CheckpointHook(),    # interval checkpoints; last/best/epoch at epoch end
             SystemMonitor(),     # background sampling of CPU/RAM/GPU
             SignalHook(),        # stop/save requests, acted on once the step is complete

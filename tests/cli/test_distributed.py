@@ -30,8 +30,8 @@ from tests.faults.procs import (
     wait_iter,
 )
 
-RUN_FILES = {"run.json", "config.yaml", "events.jsonl", "train.log", "stderr.log",
-             "checkpoints"}
+RUN_FILES = {"run.json", "config.yaml", "events.jsonl", "events.idx", "train.log",
+             "stderr.log", "checkpoints", "previews"}
 
 
 def dettui(*args: str, env: dict | None = None, timeout: float = 240

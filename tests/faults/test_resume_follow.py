@@ -143,6 +143,9 @@ def test_epochs_count_from_1_everywhere_people_look(scenario: Scenario) -> None:
     summary = _summary(scenario.resume_out)
     assert summary["best AP"] == f"{best['value']:.3f} (epoch {best['epoch']})"
     assert f"COCO bbox eval, epoch {EPOCHS} " in scenario.resume_out
+    # the console names the folder of the prediction previews after each eval
+    assert f"previews (epoch {EPOCHS}, model): 4 images in {run / 'previews'}" \
+        in scenario.resume_out.replace("\n", "")
 
 
 def test_ap_is_a_three_decimal_fraction_in_the_console(scenario: Scenario) -> None:

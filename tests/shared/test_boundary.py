@@ -35,6 +35,8 @@ def test_tui_app_does_not_import_torch() -> None:
         raise AssertionError("tui.app is missing")
     assert _heavy_modules(["tui.app", "tui.screens.monitor", "tui.screens.compare",
                            "tui.screens.launch", "tui.runmodel", "tui.eventscan",
+                           "tui.eventindex", "tui.screens.previews", "engine.previews",
+                           "engine.eventindex",
                            "tui.screens.data_stats", "engine.data.check", "engine.data.voc",
                            "engine.data.yolo"]) == ""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -22,8 +23,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from engine.config.loader import read_yaml_mapping
-from engine.events import METRIC_KEYS, EventTail
+from engine.events import METRIC_KEYS
 from engine.rundir import RunDirectory
+from tui.eventscan import TERM_PREFIX
+from tui.runmodel import RunModel
 from tui.safetext import safe_text
 from tui.widgets.curves import PALETTE, Curve, CurvePlot
 
@@ -31,7 +34,6 @@ from tui.widgets.curves import PALETTE, Curve, CurvePlot
 EVAL_MODEL_PREFERENCE = ("model", "ema", "student", "teacher")
 MISSING = object()
 """A config key that a run does not have (shown as ``—``)."""
-READ_CHUNK = 8 * 2**20
 # plotext colour names of CurvePlot.PALETTE as Rich colours, for the table's legend.
 RICH_COLORS = {"cyan+": "bright_cyan", "orange": "dark_orange", "green+": "bright_green",
                "magenta+": "bright_magenta", "blue+": "bright_blue", "yellow": "yellow",
@@ -59,55 +61,35 @@ class RunCurves:
     eval_model: str | None = None
 
 
-def _append(store: dict[str, tuple[list[float], list[float]]], key: str, x: float,
-            y: Any) -> None:
-    if isinstance(y, (int, float)) and not isinstance(y, bool):
-        xs, ys = store.setdefault(key, ([], []))
-        xs.append(x)
-        ys.append(float(y))
-
-
-def _rewind(store: dict[str, tuple[list[float], list[float]]], last_iter: float) -> None:
-    """Drop points after ``last_iter``: a resumed run logs those iterations again."""
-    for xs, ys in store.values():
-        while xs and xs[-1] > last_iter:
-            xs.pop()
-            ys.pop()
+def _series(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
+    """The points with a numeric iteration and value."""
+    keep = ~(np.isnan(x) | np.isnan(y))
+    return x[keep].tolist(), y[keep].tolist()
 
 
 def read_run_curves(path: Path) -> RunCurves:
-    """Read a run's metadata, resolved config and loss/metric series (a resume's ``start``
-    event rewinds the series to its ``start_iter``, so iterations stay ascending)."""
+    """Read a run's metadata, resolved config and loss/metric series, with the run
+    monitor's reader (:class:`tui.runmodel.RunModel`: the engine's ``events.idx`` when it
+    checks out, else the parallel parser), so a resume's ``start`` event rewinds the series
+    to its ``start_iter`` exactly as the monitor shows it."""
     run = RunDirectory(path)
     meta = run.read_meta()
     # With the config loader's checks: a planted alias bomb or FIFO must not freeze the TUI.
     config = read_yaml_mapping(run.config_yaml) if run.config_yaml.exists() else {}
     curves = RunCurves(path, run.id, meta, config if isinstance(config, dict) else {})
-    evals: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
-    tail = EventTail(run.events)
-    while events := tail.read(READ_CHUNK):
-        for ev in events:
-            kind = ev.get("type")
-            if kind == "start" and isinstance(ev.get("start_iter"), (int, float)):
-                _rewind(curves.loss, ev["start_iter"])
-                for store in evals.values():
-                    _rewind(store, ev["start_iter"])
-                continue
-            x = ev.get("iter")
-            if not isinstance(x, (int, float)):
-                continue
-            if kind == "train":
-                _append(curves.loss, "loss", x, ev.get("loss"))
-                for term, value in (ev.get("losses") or {}).items():
-                    if term != "loss":
-                        _append(curves.loss, term, x, value)
-            elif kind == "eval":
-                store = evals.setdefault(str(ev.get("model") or "model"), {})
-                for key, value in (ev.get("metrics") or {}).items():
-                    _append(store, key, x, value)
-    for model in (*EVAL_MODEL_PREFERENCE, *sorted(evals)):
-        if model in evals:
-            curves.eval_model, curves.metrics = model, evals[model]
+    model = RunModel(path)
+    model.load_history()
+    model.catch_up()  # what was appended meanwhile
+    train = model.train.views()
+    iters = train["iter"]
+    for name in ["loss", *(TERM_PREFIX + t for t in model.train.terms() if t != "loss")]:
+        xs, ys = _series(iters, train[name])
+        if xs:
+            curves.loss[name.removeprefix(TERM_PREFIX)] = (xs, ys)
+    evals = model.eval_metrics()
+    for name in (*EVAL_MODEL_PREFERENCE, *sorted(evals)):
+        if name in evals:
+            curves.eval_model, curves.metrics = name, evals[name]
             break
     return curves
 

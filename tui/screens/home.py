@@ -42,7 +42,8 @@ class HomeScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_run", "New run"),
-        Binding("v", "toggle_resolved", "Resolved"),
+        # the config view's own title names this key (the footer has no room at 80 columns)
+        Binding("v", "toggle_resolved", "Resolved", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("D", "data_stats", "Data check of the config", show=False),
         Binding("tab", "app.focus_next", "Focus", show=False),

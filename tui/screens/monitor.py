@@ -126,10 +126,12 @@ class MonitorScreen(Screen[None]):
         Binding("3", "pane('system')", "System pane", show=False),
         Binding("4", "pane('logs')", "Logs pane", show=False),
         Binding("5", "pane('semi')", "Semi pane", show=False),
+        Binding("p", "previews", "Previews"),
         Binding("z", "zoom", "Zoom"),
-        Binding("m", "toggle_smooth", "Smooth"),
+        # plot toggles: named in the loss plot's subtitle and in help, not in the footer
+        Binding("m", "toggle_smooth", "Smooth", show=False),
         Binding("y", "toggle_log_y", "Log y"),
-        Binding("x", "toggle_x", "X axis"),
+        Binding("x", "toggle_x", "X axis", show=False),
         Binding("slash", "search", "Find", key_display="/"),
         Binding("e", "first_error", "Error"),
         Binding("s", "stop", "Stop"),
@@ -515,6 +517,12 @@ class MonitorScreen(Screen[None]):
 
     def action_switch_log(self) -> None:
         self._show_logs().switch_source()
+
+    def action_previews(self) -> None:
+        """The prediction previews of the run, as images (a screen of their own)."""
+        from tui.screens.previews import PreviewScreen  # textual-image: see run_app
+
+        self.app.push_screen(PreviewScreen(self.run_dir))
 
     def action_first_error(self) -> None:
         if not self._show_logs().jump_to_first_error():

@@ -156,10 +156,12 @@ class RunsTable(DataTable[object]):
         Binding("c", "compare", "Compare"),
         Binding("r", "run_action('resume')", "Resume"),
         Binding("s", "run_action('stop')", "Stop"),
-        Binding("d", "run_action('delete')", "Delete"),
-        Binding("e", "run_action('error')", "Error"),
-        Binding("o", "cycle_sort", "Sort by next column", group=SORT_GROUP),
-        Binding("O", "reverse_sort", "Reverse sort", group=SORT_GROUP),
+        # Keys for some runs only, or seldom used: in help (?), not in an 80-column footer,
+        # which must keep room for the home screen's keys and "? Help".
+        Binding("d", "run_action('delete')", "Delete", show=False),
+        Binding("e", "run_action('error')", "Error", show=False),
+        Binding("o", "cycle_sort", "Sort by next column", group=SORT_GROUP, show=False),
+        Binding("O", "reverse_sort", "Reverse sort", group=SORT_GROUP, show=False),
     ]
 
     sort_key: reactive[str] = reactive("created", init=False)

@@ -206,9 +206,10 @@ class YamlView(VerticalScroll):
             self._load(self.path, self.resolved)
 
     def _update_title(self) -> None:
-        mode = "resolved" if self.resolved else "source"
+        mode, other = ("resolved", "source") if self.resolved else ("source", "resolved")
         name = short_path(self.path, self.roots) if self.path else "preview"
-        self.border_title = safe_text(f"{name} · {mode}")  # a file name is not markup
+        # the key is named here: the footer has no room for it at 80 columns
+        self.border_title = safe_text(f"{name} · {mode} (v: {other})")  # not markup
 
     @work(thread=True, exclusive=True, group="yaml-view", exit_on_error=False)
     def _load(self, path: Path, resolved: bool) -> None:
