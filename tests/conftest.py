@@ -86,3 +86,20 @@ def semi_overrides(data_dir: Path, *, epochs: int = 2, epoch_iter: int = 3,
         "worker_num=0", "EvalReader.batch_size=8", "LearningRate.warmup_iters=1",
         f"semi_start_iters={semi_start}", f"ema_start_iters={ema_start}",
     ]
+
+
+def train_in_process(runs: Path, config: Path, overrides: list[str], *,
+                     no_eval: bool = False) -> tuple[int, Path]:
+    """``python -m engine train CONFIG --runs-dir RUNS -o ...`` in this process; returns the
+    exit code and the one run folder it made."""
+    from engine.main import main as engine_main  # torch: only the tests that train need it
+
+    argv = ["train", str(config), "--runs-dir", str(runs)]
+    if no_eval:
+        argv.append("--no-eval")
+    for o in overrides:
+        argv += ["-o", o]
+    before = set(runs.iterdir()) if runs.exists() else set()
+    code = engine_main(argv)
+    (run,) = set(runs.iterdir()) - before
+    return code, run

@@ -29,7 +29,6 @@ from torchvision.models.detection import FCOS
 from engine.config.schema import Config
 from engine.data.semi import SemiBatch
 from engine.env import DistEnv
-from engine.errors import ConfigError
 from engine.recorder import RunRecorder
 from engine.ssod.arsl import ARSLStudent, CRSettings, arsl_unsup_losses, pseudo_weight_at
 from engine.ssod.fcos_dense import dense_outputs
@@ -57,13 +56,8 @@ class ARSLTrainer(SemiTrainer):
         burn_up = resolve_iters(self.cfg.SEMISUPNET.BURN_UP_STEP, self.max_iters)
         return burn_up, burn_up
 
-    def build_model(self) -> nn.Module:
-        model = super().build_model()
-        if not isinstance(model, FCOS):
-            raise ConfigError(f"ARSL trains FCOS with an IoU branch; architecture "
-                              f"{self.cfg.architecture} is not supported",
-                              key="architecture", hint="use architecture: FCOS")
-        return model
+    model_class = FCOS
+    model_purpose = "trains FCOS with an IoU branch"
 
     def train_module(self) -> nn.Module:
         milc = self.cfg.FCOSLossMILC

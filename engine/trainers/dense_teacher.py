@@ -27,13 +27,8 @@ DISTILL_TERMS = ("distill_loss_cls", "distill_loss_box", "distill_loss_quality")
 class DenseTeacherTrainer(SemiTrainer):
     """PaddleDetection's ``Trainer_DenseTeacher``."""
 
-    def build_model(self) -> nn.Module:
-        model = super().build_model()
-        if not isinstance(model, FCOS):
-            raise ConfigError(f"DenseTeacher distils FCOS's dense outputs; architecture "
-                              f"{self.cfg.architecture} is not supported",
-                              key="architecture", hint="use architecture: FCOS")
-        return model
+    model_class = FCOS
+    model_purpose = "distils FCOS's dense outputs"
 
     def train_module(self) -> nn.Module:
         if self.env.distributed and not self.cfg.DenseTeacher.train_cfg.concat_sup_data:

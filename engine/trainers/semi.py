@@ -28,7 +28,7 @@ from engine.config.schema import Config
 from engine.data.loader import build_eval_dataset, build_eval_loader
 from engine.data.semi import SemiBatch, build_semi_loader
 from engine.env import DistEnv
-from engine.errors import WeightsError
+from engine.errors import ConfigError, WeightsError
 from engine.recorder import RunRecorder
 from engine.trainers.base import Trainer
 from engine.trainers.teacher import Teacher
@@ -53,6 +53,21 @@ class SemiTrainer(Trainer):
         self.semi_start, self.ema_start = self.schedule_starts()
         self.teacher_loaded = False
         self._warn_about_schedule()
+
+    # --------------------------------------------------------------------------- model
+    # The detector class the method trains (another architecture is refused before
+    # training, naming why) and the reason, as "<method> <model_purpose>".
+    model_class: type[nn.Module] | None = None
+    model_purpose = ""
+
+    def build_model(self) -> nn.Module:
+        model = super().build_model()
+        cls = self.model_class
+        if cls is not None and not isinstance(model, cls):
+            raise ConfigError(f"{self.cfg.ssod_method} {self.model_purpose}; architecture "
+                              f"{self.cfg.architecture} is not supported", key="architecture",
+                              hint=f"use architecture: {cls.__name__}")
+        return model
 
     # ---------------------------------------------------------------------------- data
     def build_data(self) -> None:

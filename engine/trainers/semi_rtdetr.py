@@ -45,7 +45,6 @@ from torch import Tensor, nn
 from engine.config.schema import Config
 from engine.data.semi import SemiBatch
 from engine.env import DistEnv
-from engine.errors import ConfigError
 from engine.models.rtdetr import RTDETR
 from engine.recorder import RunRecorder
 from engine.trainers.semi import SemiTrainer, resolve_iters
@@ -121,13 +120,8 @@ class SemiRTDETRTrainer(SemiTrainer):
         start = resolve_iters(self.cfg.ema_start_iters, self.max_iters)
         return start, start
 
-    def build_model(self) -> nn.Module:
-        model = super().build_model()
-        if not isinstance(model, RTDETR):
-            raise ConfigError(f"Semi_RTDETR trains RT-DETR on its pseudo-labels; architecture "
-                              f"{self.cfg.architecture} is not supported",
-                              key="architecture", hint="use architecture: RTDETR")
-        return model
+    model_class = RTDETR
+    model_purpose = "trains RT-DETR on its pseudo-labels"
 
     def train_module(self) -> nn.Module:
         return SemiRTDETRStudent(self.model_without_ddp)

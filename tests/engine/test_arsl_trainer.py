@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 
 from engine.events import read_events
-from engine.main import main as engine_main
 from engine.trainers.checkpoint import load_checkpoint
-from tests.conftest import REPO, SEMI_DIR, engine_env, semi_overrides
+from tests.conftest import REPO, SEMI_DIR, engine_env, semi_overrides, train_in_process
 
 ARSL = SEMI_DIR / "arsl" / "arsl_fcos_tiny_shapes.yml"
 
@@ -28,15 +27,8 @@ def arsl_overrides(data: Path, *, burn_up: float = 2, epochs: int = 2, epoch_ite
 
 
 def train(tmp_path: Path, *extra: str, no_eval: bool = False, **kw) -> tuple[int, Path]:
-    argv = ["train", str(ARSL), "--runs-dir", str(tmp_path / "runs")]
-    if no_eval:
-        argv.append("--no-eval")
-    for o in [*arsl_overrides(tmp_path / "data", **kw), *extra]:
-        argv += ["-o", o]
-    before = set((tmp_path / "runs").iterdir()) if (tmp_path / "runs").exists() else set()
-    code = engine_main(argv)
-    (run,) = set((tmp_path / "runs").iterdir()) - before
-    return code, run
+    return train_in_process(tmp_path / "runs", ARSL,
+                            [*arsl_overrides(tmp_path / "data", **kw), *extra], no_eval=no_eval)
 
 
 def events(run: Path, kind: str) -> list[dict]:

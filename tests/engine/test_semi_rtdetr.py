@@ -24,7 +24,7 @@ from engine.trainers.semi_rtdetr import (
     pseudo_terms,
     select_pseudo_labels,
 )
-from tests.conftest import SEMI_DIR, semi_overrides
+from tests.conftest import SEMI_DIR, semi_overrides, train_in_process
 from tests.engine.test_rtdetr import TINY, batch, tiny_model
 
 SEMI_RTDETR = SEMI_DIR / "semi_rtdetr" / "semi_rtdetr_tiny_shapes.yml"
@@ -40,15 +40,9 @@ def rtdetr_semi_overrides(data: Path, *, ema_start: float = 3, thr: float = 0.0,
 
 
 def train(tmp_path: Path, *extra: str, no_eval: bool = False, **kw) -> tuple[int, Path]:
-    argv = ["train", str(SEMI_RTDETR), "--runs-dir", str(tmp_path / "runs")]
-    if no_eval:
-        argv.append("--no-eval")
-    for o in [*rtdetr_semi_overrides(tmp_path / "data", **kw), *extra]:
-        argv += ["-o", o]
-    before = set((tmp_path / "runs").iterdir()) if (tmp_path / "runs").exists() else set()
-    code = engine_main(argv)
-    (run,) = set((tmp_path / "runs").iterdir()) - before
-    return code, run
+    return train_in_process(tmp_path / "runs", SEMI_RTDETR,
+                            [*rtdetr_semi_overrides(tmp_path / "data", **kw), *extra],
+                            no_eval=no_eval)
 
 
 def events(run: Path, kind: str) -> list[dict]:

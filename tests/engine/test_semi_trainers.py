@@ -16,22 +16,16 @@ import torch
 
 from engine.config import load_and_validate
 from engine.events import read_events
-from engine.main import main as engine_main
 from engine.models import build_model
 from engine.trainers.checkpoint import load_checkpoint
-from tests.conftest import REPO, SEMI_DIR, engine_env, semi_overrides
+from tests.conftest import REPO, SEMI_DIR, engine_env, semi_overrides, train_in_process
 
 DENSE = SEMI_DIR / "denseteacher" / "denseteacher_fcos_tiny_shapes.yml"
 
 
 def train(tmp_path: Path, config: Path, *extra: str, **kw) -> tuple[int, Path]:
-    argv = ["train", str(config), "--runs-dir", str(tmp_path / "runs")]
-    for o in [*semi_overrides(tmp_path / "data", **kw), *extra]:
-        argv += ["-o", o]
-    before = set((tmp_path / "runs").iterdir()) if (tmp_path / "runs").exists() else set()
-    code = engine_main(argv)
-    (run,) = set((tmp_path / "runs").iterdir()) - before
-    return code, run
+    return train_in_process(tmp_path / "runs", config,
+                            [*semi_overrides(tmp_path / "data", **kw), *extra])
 
 
 def events(run: Path, kind: str) -> list[dict]:
