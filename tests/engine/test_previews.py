@@ -26,7 +26,8 @@ def test_previews_are_written_at_each_eval_and_pruned(tmp_path: Path) -> None:
     previews = events(run, "preview")
     assert [e["epoch"] for e in previews] == [0, 1, 2]
     assert previews[-1]["files"] == ["epoch003_img0.png", "epoch003_img1.png"]
-    assert previews[-1]["model"] == "model" and previews[-1]["dir"] == str(run / "previews")
+    # the model that decides best.pt: the demo evaluates the EMA of its weights
+    assert previews[-1]["model"] == "ema" and previews[-1]["dir"] == str(run / "previews")
     assert sorted(p.name for p in (run / "previews").iterdir()) == [
         "epoch002_img0.png", "epoch002_img1.png", "epoch003_img0.png", "epoch003_img1.png"]
     assert list(preview_epochs(run / "previews")) == [2, 3]
@@ -38,7 +39,7 @@ def test_previews_are_written_at_each_eval_and_pruned(tmp_path: Path) -> None:
     top = image[y0, x0 + 1:x1]  # the first ground-truth box's top edge is outlined
     assert (top == GT_COLOUR).all(axis=-1).mean() > 0.5
     assert not np.array_equal(image, raw.permute(1, 2, 0).numpy())
-    assert "previews (model, epoch 3)" in (run / "train.log").read_text()
+    assert "previews (ema, epoch 3)" in (run / "train.log").read_text()
 
 
 def test_a_linked_previews_folder_is_refused_and_training_goes_on(tmp_path: Path) -> None:

@@ -143,10 +143,10 @@ def test_epochs_count_from_1_everywhere_people_look(scenario: Scenario) -> None:
     assert f"training finished: best AP {best['value']:.3f} at epoch {best['epoch']}" in log
     assert f"Eval epoch {EPOCHS} " in log and "Eval epoch 0 " not in log
     summary = _summary(scenario.resume_out)
-    assert summary["best AP"] == f"{best['value']:.3f} (epoch {best['epoch']})"
+    assert summary["best AP"] == f"{best['value']:.3f} ({label}epoch {best['epoch']})"
     assert f"COCO bbox eval, epoch {EPOCHS} " in scenario.resume_out
     # the console names the folder of the prediction previews after each eval
-    assert f"previews (epoch {EPOCHS}, model): 4 images in {run / 'previews'}" \
+    assert f"previews (epoch {EPOCHS}, {best.get('model', 'model')}): 4 images in {run / 'previews'}" \
         in scenario.resume_out.replace("\n", "")
 
 
