@@ -20,21 +20,21 @@ include Python start-up, imports, layout and the bytes written to the terminal.
 * compare: ``read_run_curves`` (the compare screen's reader, which is the monitor's
   ``RunModel``) on the same run, with and without the index, in a fresh process each.
 
-Last measured (2 CPUs shared with other agents' test runs, load average ~11 before and ~10
-after: every number here is inflated by that load, see ``dettui --help`` at 1.65 s against
-its usual ~0.25 s; compare the old/new ratios, which were measured in the same run)::
+Last measured on a quiet machine (2 CPUs, load average 0.7, nothing else running)::
 
-    dettui --help                                    1.65 s
-    home screen first paint                          8.40 s
-    open 1,000,000 train events: monitor shown       7.87 s
-      ... every curve drawn (events.idx)            13.11 s
-      ... the same run without events.idx           45.64 s   old/new 3.5x
-    compare: read the curves of this run             6.84 s
-      ... the same without events.idx               32.64 s   old/new 4.8x
+    dettui --help                                    0.24 s
+    home screen first paint                          1.16 s
+    open 1,000,000 train events: monitor shown       1.01 s
+      ... every curve drawn (events.idx)             1.72 s   (five more runs: 1.61-2.08 s,
+                                                               median 1.77 s)
+      ... the same run without events.idx            5.74 s   old/new 3.3x
+    compare: read the curves of this run             1.39 s
+      ... the same without events.idx                4.69 s   old/new 3.4x
 
-  CPU time of reading the 1M-event history in one process (``RunModel.load_history(
-  workers=1)``, ``time.process_time``, which the load inflates far less than wall time):
-  0.63 s with the index against 5.45 s parsing events.jsonl, 8.7x.
+  With the index, the history is read while the first picture is painted (its numpy work
+  leaves the GIL free much of the time); reading it alone (``RunModel.load_history()``)
+  takes about 0.45 s of the 1.7 s, the rest is Python, Textual and plotext starting (about
+  0.9 s) and the first plot drawn (0.15 s).
 * live: once loaded, a writer process appends 2,000 events/s (train events, a system event
   a second, two evals every 10 s, 100 train.log lines a second). The TUI's CPU use is
   psutil ``cpu_times`` of its process over the window, divided by the wall time. Key

@@ -109,7 +109,8 @@ class _Reader:
             count = (len(data) - pos) // (8 * width)
             rows = np.frombuffer(data, "<f8", count * width, pos).reshape(count, width)
             codes = rows[:, 0].copy()  # contiguous: the checks below pass over it often
-            bad = np.flatnonzero((codes < _TRAIN) | (codes > OTHER_CODE) | (codes % 1 != 0))
+            bad = np.flatnonzero((codes < _TRAIN) | (codes > OTHER_CODE)
+                                 | (codes != np.floor(codes)))
             n = int(bad[0]) if bad.size else count
             n = _consistent_prefix(rows[:n], start, self.end)
             yield names, int(start), rows[:n]
@@ -137,7 +138,7 @@ class _Reader:
         codes = rows[:, 0]
         train = np.flatnonzero(codes == _TRAIN)
         # Spot checks: rows spread over the segment, its last one included.
-        checked = train[np.unique(np.linspace(0, train.size - 1, _CHECKS).astype(int))] \
+        checked = train[sorted(set(np.linspace(0, train.size - 1, _CHECKS).astype(int)))] \
             if train.size else train
         if not all(self._matches(names, rows[i]) for i in checked):
             return None
@@ -181,14 +182,13 @@ class _Reader:
         return block
 
     def _add_train(self, block: Block, names: list[str], rows: np.ndarray) -> None:
-        train = rows[:, 0] == _TRAIN
-        n = int(np.count_nonzero(train))
-        if n == len(rows):  # each column copied once, straight out of the rows
-            columns = {name: rows[:, 3 + j].copy() for j, name in enumerate(names)}
-        else:
-            columns = {name: rows[train, 3 + j] for j, name in enumerate(names)}
-        if n:
-            block.items.append(TrainRows(columns, n))
+        train = np.flatnonzero(rows[:, 0] == _TRAIN)
+        if not train.size:
+            return
+        # Each column gathered once (a strided take is faster than a boolean mask).
+        columns = {name: (rows[:, 3 + j].copy() if train.size == len(rows)
+                          else rows[:, 3 + j].take(train)) for j, name in enumerate(names)}
+        block.items.append(TrainRows(columns, int(train.size), owned=True))
 
     def _matches(self, names: list[str], row: np.ndarray) -> bool:
         event = self._line(row)
@@ -211,10 +211,10 @@ def _consistent_prefix(rows: np.ndarray, start: float, end: int) -> int:
     ``[start, end)`` of events.jsonl, none longer than a reader accepts."""
     if not len(rows):
         return 0
-    ends, lengths = rows[:, 1], rows[:, 2]
+    ends, lengths = rows[:, 1].copy(), rows[:, 2].copy()  # contiguous: several passes
     starts = ends - lengths
-    prev = np.concatenate(([start], ends[:-1]))
-    ok = ((lengths >= 1) & (lengths <= MAX_LINE_BYTES) & (starts >= prev) & (ends <= end)
-          & (ends % 1 == 0))
+    ok = (lengths >= 1) & (lengths <= MAX_LINE_BYTES) & (ends <= end) & (ends == np.floor(ends))
+    ok[0] &= starts[0] >= start
+    ok[1:] &= starts[1:] >= ends[:-1]
     bad = np.flatnonzero(~ok)
     return int(bad[0]) if bad.size else len(rows)

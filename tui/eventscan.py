@@ -56,10 +56,12 @@ _NUM_WIDTH = "S32"  # a float's repr is at most 24 characters
 
 @dataclass
 class TrainRows:
-    """Consecutive train events as columns: ``columns[name]`` has ``n`` float64 values."""
+    """Consecutive train events as columns: ``columns[name]`` has ``n`` float64 values;
+    ``owned``: the arrays are fresh and held by nothing else (a reader may keep them)."""
 
     columns: dict[str, np.ndarray]
     n: int
+    owned: bool = False
 
 
 @dataclass

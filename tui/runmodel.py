@@ -16,7 +16,6 @@ drives with :meth:`RunModel.poll`; the screen gets immutable :class:`RunSnapshot
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import deque
 from collections.abc import Callable
@@ -62,7 +61,14 @@ class Column:
         self._buf[: values.size] = values
         self.n = values.size
 
-    def extend(self, values: np.ndarray) -> None:
+    def extend(self, values: np.ndarray, owned: bool = False) -> None:
+        """Append ``values``; ``owned``: nobody else holds them, so an empty column takes
+        the array as its buffer instead of copying it (a first load's million rows)."""
+        if owned and self.n == 0 and values.dtype == np.float64 and values.ndim == 1 \
+                and values.flags.c_contiguous and values.flags.writeable \
+                and values.base is None:
+            self._buf, self.n = values, values.size
+            return
         need = self.n + values.size
         if need > self._buf.size:
             bigger = np.empty(max(need, 2 * self._buf.size))
@@ -100,7 +106,8 @@ class TrainHistory:
                 self.columns[name] = Column(np.full(self.n, np.nan))
         for name, column in self.columns.items():
             values = rows.columns.get(name)
-            column.extend(values if values is not None else np.full(rows.n, np.nan))
+            column.extend(values if values is not None else np.full(rows.n, np.nan),
+                          owned=rows.owned)
         self.n += rows.n
 
     def rewind(self, last_iter: float) -> None:
@@ -477,6 +484,15 @@ class RunModel:
         for key in ("train", "eval", "system"):
             self._versions[key] += 1
 
+    @property
+    def indexed(self) -> bool:
+        """Whether the history can come from the engine's ``events.idx`` (a first load of a
+        run that has a non-trivial one; the reader still checks it against the file)."""
+        try:
+            return self._tail.offset == 0 and self.run.events_index.stat().st_size > 4096
+        except OSError:
+            return False
+
     def load_preview(self, samples: int = 256, window: int = 16 << 10) -> bool:
         """Sample the train curves from ``samples`` windows spread over the file, so a long
         history can be drawn (approximately: a spike between windows is missed) in a few
@@ -485,9 +501,8 @@ class RunModel:
         end = self._complete_end()
         if end - self._tail.offset < samples * window * 4:
             return False  # small enough to read in full at once
-        with contextlib.suppress(OSError):
-            if self._tail.offset == 0 and self.run.events_index.stat().st_size > 4096:
-                return False  # the engine's index: the full curves come almost as fast
+        if self.indexed:
+            return False  # the engine's index: the full curves come almost as fast
         rows: list[TrainRows] = []
         template = self._template
         with open(self.run.events, "rb") as f:

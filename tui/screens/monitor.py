@@ -261,7 +261,12 @@ class MonitorScreen(Screen[None]):
         self.post_message(self.LogLines({s: tail.read() for s, tail in tails.items()}))
         # Let the screen paint what it has (and then the sampled curves) before reading
         # the whole history takes the CPU and the GIL.
-        self._post_and_wait(model.snapshot())
+        if model.indexed:
+            # The engine's index reads in well under a second, much of it outside the GIL:
+            # read it while the first picture is painted.
+            self.post_message(self.Updated(model.snapshot()))
+        else:
+            self._post_and_wait(model.snapshot())
         if model.load_preview():
             self._post_and_wait(model.snapshot())
         last_post = time.monotonic()
