@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from engine.config.schema import SSOD_METHODS, Config
 from engine.env import DistEnv
 from engine.errors import ConfigError
 from engine.recorder import RunRecorder
-from engine.trainers.arsl import ARSLTrainer
 from engine.trainers.base import Trainer
 from engine.trainers.cotuning import CoTuningTrainer
-from engine.trainers.dense_teacher import DenseTeacherTrainer
-from engine.trainers.semi_rtdetr import SemiRTDETRTrainer
 
-# ssod_method -> trainer class (one per name of SSOD_METHODS).
-SSOD_TRAINERS: dict[str, type[Trainer]] = {
-    "DenseTeacher": DenseTeacherTrainer,
-    "ARSL": ARSLTrainer,
-    "Semi_RTDETR": SemiRTDETRTrainer,
+# ssod_method -> "module:class" of its trainer (one per name of SSOD_METHODS), imported when
+# a run uses it: Semi_RTDETR's transformers alone takes seconds to import, which every FCOS
+# run (and every engine process a test starts) would otherwise pay.
+SSOD_TRAINERS: dict[str, str] = {
+    "DenseTeacher": "engine.trainers.dense_teacher:DenseTeacherTrainer",
+    "ARSL": "engine.trainers.arsl:ARSLTrainer",
+    "Semi_RTDETR": "engine.trainers.semi_rtdetr:SemiRTDETRTrainer",
 }
+
+
+def ssod_trainer(method: str) -> type[Trainer]:
+    """The trainer class of ``ssod_method: method``."""
+    module, name = SSOD_TRAINERS[method].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_trainer(cfg: Config, env: DistEnv, recorder: RunRecorder, config_dict: dict[str, Any],
@@ -30,7 +36,7 @@ def build_trainer(cfg: Config, env: DistEnv, recorder: RunRecorder, config_dict:
         if cfg.ssod_method not in SSOD_TRAINERS:
             raise ConfigError(f"unsupported ssod_method {cfg.ssod_method!r}; supported: "
                               + ", ".join(SSOD_METHODS), key="ssod_method")
-        return SSOD_TRAINERS[cfg.ssod_method](cfg, env, recorder, config_dict, seed=seed)
+        return ssod_trainer(cfg.ssod_method)(cfg, env, recorder, config_dict, seed=seed)
     if cfg.use_cot:
         return CoTuningTrainer(cfg, env, recorder, config_dict, seed=seed)
     return Trainer(cfg, env, recorder, config_dict, seed=seed)
