@@ -2,22 +2,36 @@
 
 The built-in shapes dataset (2000 training images) with 10% of the images labeled and the
 rest unlabeled; every method trains for the same number of iterations on the same labeled
-images, then is COCO-evaluated on the shapes val set. Each method runs once per seed, one
-run at a time (runs in parallel would share 2 cores and slow each other unevenly).
+images, then is COCO-evaluated on the shapes val set. Each run is its own engine process,
+one at a time (runs in parallel would share 2 cores and slow each other unevenly).
 
     python benchmarks/semi_gain.py [--seeds 3] [--methods supervised DenseTeacher ARSL
-                                   supervised_rtdetr Semi_RTDETR] [--json] [-o key=value ...]
+                                   supervised_rtdetr Semi_RTDETR] [--burn-in N] [--iters N]
+                                   [--json] [-o key=value ...]
 
 Two families, each against its own supervised baseline: the tiny FCOS (``supervised``,
-``DenseTeacher``, ``ARSL``) and the tiny RT-DETR (``supervised_rtdetr``, ``Semi_RTDETR``);
-``--methods supervised_rtdetr Semi_RTDETR`` runs just the RT-DETR pair.
+``DenseTeacher``, ``ARSL``) and the tiny RT-DETR (``supervised_rtdetr``, ``Semi_RTDETR``).
+The default runs the FCOS family (about 35 minutes on 2 quiet cores);
+``--methods supervised_rtdetr Semi_RTDETR`` runs just the RT-DETR pair. ``labeled_views`` is
+an ablation, not a method: the DenseTeacher config with its unlabeled loss weight 0 (the
+labeled weak + strong views and the EMA teacher alone), so a gain can be told apart from
+what the strong augmentation of the labeled views gives by itself.
+
+Schedule, per family and seed: one supervised burn-in of ``--burn-in`` iterations (the
+family's supervised config), shared by every method of the family; then each method trains
+``--iters`` more iterations from the burn-in's weights (``pretrain_weights``, a fresh
+warm-up and cosine schedule for all alike), the semi-supervised ones with their teacher
+copied from those weights and their unlabeled losses on from the first step. This is the
+methods' own burn-in (supervised until ``semi_start_iters`` / ``BURN_UP_STEP``) made once
+and identical for all, so every method sees the same labeled images for the same
+``burn-in + iters`` iterations, and the comparison is only what the unlabeled images add.
 
 The AP of a run is the AP of its last evaluation, of the model the method evaluates first
-(the teacher for the semi-supervised methods, once it exists; the model itself for the
-supervised baselines). The table gives mean +- std over the seeds, the mean gain of each
-semi-supervised method over its supervised baseline, and images/s (measured by the engine,
-so compare runs of one invocation only). With ``--json`` the last line is one JSON object
-of mean AP (0-1) per method.
+(the teacher for the semi-supervised methods; the model itself for the supervised
+baselines). The table gives mean +- std over the seeds, the mean gain of each
+semi-supervised method over its supervised baseline, seconds per run (the burn-in apart) and
+images/s (measured by the engine, so compare runs of one invocation only). With ``--json``
+the last line is one JSON object of mean AP (0-1) per method.
 """
 
 from __future__ import annotations
@@ -40,23 +54,44 @@ from engine.events import read_events  # noqa: E402
 
 
 @dataclass(frozen=True)
+class Family:
+    config: str       # the supervised config the shared burn-in runs
+    burn_in: int      # its iterations
+    iters: int        # iterations of each method after it
+
+
+@dataclass(frozen=True)
 class Method:
     config: str
-    baseline: str | None  # the supervised method it must beat
-    target_gain: float    # AP points over the baseline
+    family: str
+    baseline: str | None    # the supervised method it must beat
+    target_gain: float      # AP points over the baseline
+    start_now: tuple[str, ...] = ()  # overrides: semi losses and teacher from step 0
 
 
-METHODS: dict[str, Method] = {
-    "supervised": Method("configs/semi_det/baseline/fcos_tiny_shapes_sup10.yml", None, 0.0),
-    "DenseTeacher": Method("configs/semi_det/denseteacher/denseteacher_fcos_tiny_shapes.yml",
-                           "supervised", 3.0),
-    "ARSL": Method("configs/semi_det/arsl/arsl_fcos_tiny_shapes.yml", "supervised", 3.0),
-    "supervised_rtdetr": Method("configs/semi_det/baseline/rtdetr_tiny_shapes_sup10.yml",
-                                None, 0.0),
-    "Semi_RTDETR": Method("configs/semi_det/semi_rtdetr/semi_rtdetr_tiny_shapes.yml",
-                          "supervised_rtdetr", 2.0),
+FAMILIES: dict[str, Family] = {
+    "fcos": Family("configs/semi_det/baseline/fcos_tiny_shapes_sup10.yml", 600, 400),
+    "rtdetr": Family("configs/semi_det/baseline/rtdetr_tiny_shapes_sup10.yml", 200, 200),
 }
-DEFAULT_METHODS = ("supervised", "DenseTeacher", "ARSL", "supervised_rtdetr", "Semi_RTDETR")
+METHODS: dict[str, Method] = {
+    "supervised": Method(FAMILIES["fcos"].config, "fcos", None, 0.0),
+    "DenseTeacher": Method("configs/semi_det/denseteacher/denseteacher_fcos_tiny_shapes.yml",
+                           "fcos", "supervised", 3.0,
+                           ("semi_start_iters=0", "ema_start_iters=0")),
+    "ARSL": Method("configs/semi_det/arsl/arsl_fcos_tiny_shapes.yml", "fcos", "supervised",
+                   3.0, ("SEMISUPNET.BURN_UP_STEP=0",)),
+    # Not a method: DenseTeacher with its unlabeled loss off (the same labeled weak + strong
+    # views, the same EMA teacher evaluated), to tell what the unlabeled images add from
+    # what the strong labeled views and the teacher's averaging add.
+    "labeled_views": Method("configs/semi_det/denseteacher/denseteacher_fcos_tiny_shapes.yml",
+                            "fcos", None, 0.0,
+                            ("semi_start_iters=0", "ema_start_iters=0",
+                             "DenseTeacher.train_cfg.unsup_weight=0")),
+    "supervised_rtdetr": Method(FAMILIES["rtdetr"].config, "rtdetr", None, 0.0),
+    "Semi_RTDETR": Method("configs/semi_det/semi_rtdetr/semi_rtdetr_tiny_shapes.yml",
+                          "rtdetr", "supervised_rtdetr", 2.0, ("ema_start_iters=0",)),
+}
+DEFAULT_METHODS = ("supervised", "DenseTeacher", "ARSL")
 
 
 @dataclass
@@ -69,20 +104,41 @@ class RunResult:
     model: str
 
 
-def run_once(method: str, seed: int, workdir: Path, overrides: list[str]) -> RunResult:
-    run = workdir / "runs" / f"{method}-seed{seed}"
+def train(config: str, run: Path, workdir: Path, overrides: list[str]) -> float:
+    """One engine run (``python -m engine train``); its wall seconds."""
     run.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "engine", "train", str(REPO / METHODS[method].config),
-           "--run-dir", str(run), "-o", f"seed={seed}"]
+    cmd = [sys.executable, "-m", "engine", "train", str(REPO / config), "--run-dir", str(run)]
     for o in overrides:
         cmd += ["-o", o]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"{method} seed {seed} failed (exit {proc.returncode}); see {run}")
+        raise SystemExit(f"{run.name} failed (exit {proc.returncode}); see {run}")
+    return time.perf_counter() - t0
+
+
+def burn_in(family: str, seed: int, workdir: Path, steps: int, user: list[str]) -> Path:
+    """The family's supervised burn-in for ``seed`` (run once); its last checkpoint."""
+    run = workdir / "runs" / f"burn-in-{family}-seed{seed}"
+    if not run.exists():
+        seconds = train(FAMILIES[family].config, run, workdir,
+                        [f"seed={seed}", "epoch=1", f"epoch_iter={steps}", "snapshot_epoch=1",
+                         *user])
+        ap = [e for e in read_events(run / "events.jsonl") if e["type"] == "eval"][-1]
+        print(f"{'burn-in ' + family:<18} seed {seed}: AP {ap['metrics']['AP']:.4f}, "
+              f"{steps} iters, {seconds:.0f} s", flush=True)
+    return run / "checkpoints" / "last.pt"
+
+
+def run_once(method: str, seed: int, workdir: Path, weights: Path, steps: int,
+             user: list[str]) -> RunResult:
+    spec = METHODS[method]
+    run = workdir / "runs" / f"{method}-seed{seed}"
+    seconds = train(spec.config, run, workdir,
+                    [f"seed={seed}", "epoch=1", f"epoch_iter={steps}", "snapshot_epoch=1",
+                     f"pretrain_weights={weights}", *spec.start_now, *user])
     events = read_events(run / "events.jsonl")
     evals = [e for e in events if e["type"] == "eval"]
     trains = [e for e in events if e["type"] == "train"]
@@ -105,43 +161,60 @@ def main() -> int:
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                     choices=list(METHODS), metavar="NAME",
                     help="methods to run: " + ", ".join(METHODS))
+    ap.add_argument("--burn-in", type=int, metavar="N",
+                    help="supervised burn-in iterations shared by a family's methods "
+                         "(default: FCOS 600, RT-DETR 200)")
+    ap.add_argument("--iters", type=int, metavar="N",
+                    help="iterations of each method after the burn-in "
+                         "(default: FCOS 400, RT-DETR 200)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of mean AP")
     ap.add_argument("-o", "--opt", action="append", default=[],
-                    help="override for every run (e.g. epoch=2 for a quick check)")
+                    help="override for every run, burn-ins included (after the bench's own)")
     args = ap.parse_args()
 
     results: dict[str, list[RunResult]] = {}
     with tempfile.TemporaryDirectory(prefix="dettui-semi-") as tmp:
         for method in args.methods:
+            family = FAMILIES[METHODS[method].family]
             for seed in range(args.seeds):
-                r = run_once(method, seed, Path(tmp), args.opt)
+                weights = burn_in(METHODS[method].family, seed, Path(tmp),
+                                  args.burn_in or family.burn_in, args.opt)
+                r = run_once(method, seed, Path(tmp), weights, args.iters or family.iters,
+                             args.opt)
                 results.setdefault(method, []).append(r)
                 print(f"{method:<18} seed {seed}: AP {r.ap:.4f} ({r.model}), best "
                       f"{r.best_ap:.4f}, {r.iters} iters, {r.seconds:.0f} s, "
                       f"{r.ips:.1f} images/s", flush=True)
 
     print(f"\n{'method':<18} {'AP (mean +- std)':>18} {'best AP':>9} {'gain':>7} "
-          f"{'target':>7} {'met':>4} {'s/run':>6} {'img/s':>6}")
-    print("-" * 84)
+          f"{'target':>7} {'met':>4} {'vs views':>8} {'s/run':>6} {'img/s':>6}")
+    print("-" * 93)
     means: dict[str, float] = {}
     for method, runs in results.items():
         m, s = mean_std([r.ap for r in runs])
         means[method] = m
         best = statistics.mean(r.best_ap for r in runs)
         spec = METHODS[method]
-        gain = target = met = ""
+        gain = target = met = views = ""
         if spec.baseline and spec.baseline in means:
             g = 100 * (m - means[spec.baseline])
             gain, target = f"{g:+.1f}", f"+{spec.target_gain:.0f}"
             met = "yes" if g >= spec.target_gain else "NO"
+        if spec.family == "fcos" and spec.baseline and "labeled_views" in means:
+            views = f"{100 * (m - means['labeled_views']):+.1f}"
         print(f"{method:<18} {m:>9.4f} +- {s:.4f} {best:>9.4f} {gain:>7} {target:>7} "
-              f"{met:>4} {statistics.mean(r.seconds for r in runs):>6.0f} "
+              f"{met:>4} {views:>8} {statistics.mean(r.seconds for r in runs):>6.0f} "
               f"{statistics.mean(r.ips for r in runs):>6.1f}")
     print("gain: AP points over the method's supervised baseline (same labeled images, same "
-          "iterations)")
+          "iterations); vs views: over labeled_views (the semi reader's labeled views and "
+          "teacher, no unlabeled loss), when it ran")
     extra = "".join(f" -o {o}" for o in args.opt)
+    steps = "".join(f" --{k.replace('_', '-')} {v}" for k, v in
+                    (("burn_in", args.burn_in), ("iters", args.iters)) if v)
+    print("every method: the same supervised burn-in, then the same number of iterations of "
+          "its own (see the module docstring)")
     print(f"reproduce: python benchmarks/semi_gain.py --seeds {args.seeds} --methods "
-          f"{' '.join(args.methods)}{extra}{' --json' if args.json else ''}")
+          f"{' '.join(args.methods)}{steps}{extra}{' --json' if args.json else ''}")
     if args.json:
         print(json.dumps(means))
     return 0

@@ -61,11 +61,15 @@ def test_shapes_semi_config_validates_and_splits_the_same_json() -> None:
     assert cfg.TrainDataset.anno_path == cfg.UnsupTrainDataset.anno_path
     assert cfg.TrainDataset.semi_split == cfg.UnsupTrainDataset.semi_split
     assert cfg.TrainDataset.semi_split.percent == 10.0
-    assert cfg.SemiTrainReader.strong_aug == list(DEFAULT_STRONG_AUG)  # written out equal
+    # shapes scale: milder than StrongAugImage (see semi_shapes_reader.yml); COCO: the paper's
+    assert cfg.SemiTrainReader.strong_aug != list(DEFAULT_STRONG_AUG)
+    assert [next(iter(op)) for op in cfg.SemiTrainReader.strong_aug] == [
+        'ColorJitter', 'RandomErasing', 'GaussianBlur', 'RandomGrayscale']
     assert cfg.EvalDataset.anno_path == "annotations/val.json"
     _, coco = load_and_validate(SEMI_BASE / "coco_semi_10pct.yml",
                                 ["ssod_method=ARSL"])
     assert coco.UnsupTrainDataset.anno_path.endswith("unlabeled.json")
+    assert coco.SemiTrainReader.strong_aug == list(DEFAULT_STRONG_AUG)
 
 
 @pytest.mark.parametrize(("patch", "expect"), [
