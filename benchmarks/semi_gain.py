@@ -11,7 +11,7 @@ one at a time (runs in parallel would share 2 cores and slow each other unevenly
 
 Two families, each against its own supervised baseline: the tiny FCOS (``supervised``,
 ``DenseTeacher``, ``ARSL``) and the tiny RT-DETR (``supervised_rtdetr``, ``Semi_RTDETR``).
-The default runs the FCOS family (about 30 minutes on 2 quiet cores; README, "Semi-supervised
+The default runs the FCOS family (about 25 minutes on 2 quiet cores; README, "Semi-supervised
 evidence", has the measured table);
 ``--methods supervised_rtdetr Semi_RTDETR`` runs just the RT-DETR pair. ``labeled_views`` is
 an ablation, not a method: the DenseTeacher config with its unlabeled loss weight 0 (the
