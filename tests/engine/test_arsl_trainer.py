@@ -38,7 +38,8 @@ def events(run: Path, kind: str) -> list[dict]:
 def test_arsl_burns_in_then_learns_from_pseudo_labels(tmp_path: Path) -> None:
     # 2 epochs x 3 iterations, burn-up at iteration 3 (0-based, the first of epoch 1),
     # pseudo weight ramping over 2 iterations.
-    code, run = train(tmp_path, burn_up=3)
+    # UNSUP_LOSS_WEIGHT 1 (the shapes config has 0.25), so the ramp below reads 0, 0.5, 1.
+    code, run = train(tmp_path, "SEMISUPNET.UNSUP_LOSS_WEIGHT=1.0", burn_up=3)
     assert code == 0
     meta = json.loads((run / "run.json").read_text())
     assert meta["trainer"] == "ARSL" and meta["status"] == "finished"

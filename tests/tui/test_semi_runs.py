@@ -41,7 +41,9 @@ def semi_run(tmp_path_factory: pytest.TempPathFactory) -> SemiRun:
     root = tmp_path_factory.mktemp("semi")
     argv = [PYTHON, "-m", "tui.cli", "run", str(DENSE), "--headless", "--runs-dir",
             str(root / "runs"), "--name", "dense"]
-    for o in semi_overrides(root / "data", epochs=2, epoch_iter=2, semi_start=2, ema_start=1):
+    # unsup_weight 1 (the shapes config has 0.25): the console test reads its half-ramp, 0.5.
+    for o in [*semi_overrides(root / "data", epochs=2, epoch_iter=2, semi_start=2, ema_start=1),
+              "DenseTeacher.train_cfg.unsup_weight=1.0"]:
         argv += ["-o", o]
     proc = subprocess.run(argv, cwd=REPO, env=engine_env(), capture_output=True, text=True,
                           timeout=300)
