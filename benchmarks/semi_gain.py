@@ -2,21 +2,22 @@
 
 The built-in shapes dataset (2000 training images) with 10% of the images labeled and the
 rest unlabeled; every method trains for the same number of iterations on the same labeled
-images, then is COCO-evaluated on the shapes val set. Each run is its own engine process,
-one at a time (runs in parallel would share 2 cores and slow each other unevenly).
+images, then is COCO-evaluated on a shapes val set. Each run is its own engine process, one
+at a time by default (runs in parallel share the cores and slow each other unevenly).
 
     python benchmarks/semi_gain.py [--seeds 3] [--methods supervised DenseTeacher ARSL
                                    supervised_rtdetr Semi_RTDETR] [--burn-in N] [--iters N]
-                                   [--json] [-o key=value ...]
+                                   [--jobs N] [--json] [-o key=value ...]
 
 Two families, each against its own supervised baseline: the tiny FCOS (``supervised``,
 ``DenseTeacher``, ``ARSL``) and the tiny RT-DETR (``supervised_rtdetr``, ``Semi_RTDETR``).
 The default runs the FCOS family (about 25 minutes on 2 quiet cores; README, "Semi-supervised
-evidence", has the measured table);
-``--methods supervised_rtdetr Semi_RTDETR`` runs just the RT-DETR pair. ``labeled_views`` is
-an ablation, not a method: the DenseTeacher config with its unlabeled loss weight 0 (the
-labeled weak + strong views and the EMA teacher alone), so a gain can be told apart from
-what the strong augmentation of the labeled views gives by itself.
+evidence", has the measured tables); ``--methods supervised_rtdetr Semi_RTDETR`` runs just
+the RT-DETR pair (46 minutes on 2 cores with ``--jobs 3``, the three seeds at once, one
+thread each; about 70, estimated, one run at a time). ``labeled_views`` is an ablation, not a
+method: the DenseTeacher config with its unlabeled loss weight 0 (the labeled weak + strong
+views and the EMA teacher alone), so a gain can be told apart from what the strong
+augmentation of the labeled views gives by itself.
 
 Schedule, per family and seed: one supervised burn-in of ``--burn-in`` iterations (the
 family's supervised config), shared by every method of the family; then each method trains
@@ -26,13 +27,19 @@ copied from those weights and their unlabeled losses on from the first step. Thi
 methods' own burn-in (supervised until ``semi_start_iters`` / ``BURN_UP_STEP``) made once
 and identical for all, so every method sees the same labeled images for the same
 ``burn-in + iters`` iterations, and the comparison is only what the unlabeled images add.
+FCOS: 600 + 400 iterations, evaluated on the configs' 100 val images. RT-DETR: 1600 + 400,
+evaluated on 1000 val images (the same generator, ``dataset/shapes/val1000``): the burn-in
+is a whole supervised schedule on the labeled images, as PaddleDetection's Semi-RT-DETR
+starts from the supervised RT-DETR of the same labels (notes section 6.1); a 200-iteration
+burn-in gave a teacher no better than its student, whose pseudo-labels cost 6 points.
 
 The AP of a run is the AP of its last evaluation, of the model the method evaluates first
 (the teacher for the semi-supervised methods; the model itself for the supervised
 baselines). The table gives mean +- std over the seeds, the mean gain of each
 semi-supervised method over its supervised baseline, seconds per run (the burn-in apart) and
-images/s (measured by the engine, so compare runs of one invocation only). With ``--json``
-the last line is one JSON object of mean AP (0-1) per method.
+images/s (measured by the engine, so compare runs of one invocation only; with ``--jobs``
+they are shared-core numbers). With ``--json`` the last line is one JSON object of mean AP
+(0-1) per method.
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +68,17 @@ class Family:
     config: str       # the supervised config the shared burn-in runs
     burn_in: int      # its iterations
     iters: int        # iterations of each method after it
+    val_images: int = 0  # evaluate on a shapes val set of this many images (0: the config's)
+
+    def eval_overrides(self) -> list[str]:
+        """A larger val set than the configs' 100 images (generated once, seed 1, under
+        ``dataset/shapes/val<N>``): on 100 images one AP moves by 0.01-0.02 between runs
+        that differ in nothing but thread count, the size of the gains to be measured."""
+        if not self.val_images:
+            return []
+        n = self.val_images
+        return [f"EvalDataset.image_dir=val{n}", f"EvalDataset.anno_path=annotations/val{n}.json",
+                f"EvalDataset.synthesize.num_images={n}"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,13 @@ class Method:
 
 FAMILIES: dict[str, Family] = {
     "fcos": Family("configs/semi_det/baseline/fcos_tiny_shapes_sup10.yml", 600, 400),
-    "rtdetr": Family("configs/semi_det/baseline/rtdetr_tiny_shapes_sup10.yml", 200, 200),
+    # The burn-in is a whole supervised schedule on the labeled 10% (its cosine run to the
+    # end): PaddleDetection's Semi-RT-DETR starts teacher and student from the supervised
+    # RT-DETR trained on the same labels (notes section 6.1, the "no_warmup" configs its
+    # README recommends). From 200 iterations (AP 0.44) the teacher was no better than its
+    # student and its pseudo-labels cost 6 points (README, "Semi-supervised evidence").
+    "rtdetr": Family("configs/semi_det/baseline/rtdetr_tiny_shapes_sup10.yml", 1600, 400,
+                     val_images=1000),
 }
 METHODS: dict[str, Method] = {
     "supervised": Method(FAMILIES["fcos"].config, "fcos", None, 0.0),
@@ -105,13 +131,17 @@ class RunResult:
     model: str
 
 
-def train(config: str, run: Path, workdir: Path, overrides: list[str]) -> float:
-    """One engine run (``python -m engine train``); its wall seconds."""
+def train(config: str, run: Path, workdir: Path, overrides: list[str],
+          threads: int | None = None) -> float:
+    """One engine run (``python -m engine train``, ``threads`` CPU threads when given); its
+    wall seconds."""
     run.mkdir(parents=True)
     cmd = [sys.executable, "-m", "engine", "train", str(REPO / config), "--run-dir", str(run)]
     for o in overrides:
         cmd += ["-o", o]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -120,13 +150,32 @@ def train(config: str, run: Path, workdir: Path, overrides: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def burn_in(family: str, seed: int, workdir: Path, steps: int, user: list[str]) -> Path:
+def prepare_data(methods: list[str], workdir: Path) -> None:
+    """Generate the shapes data every method will read (train split, the families' val sets)."""
+    from engine.config import load_and_validate
+    from engine.data.shapes import ensure_dataset
+
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        for family in {METHODS[m].family for m in methods}:
+            spec = FAMILIES[family]
+            _, cfg = load_and_validate(REPO / spec.config, spec.eval_overrides())
+            ensure_dataset(cfg.TrainDataset, section="TrainDataset")
+            ensure_dataset(cfg.EvalDataset, section="EvalDataset")
+    finally:
+        os.chdir(cwd)
+
+
+def burn_in(family: str, seed: int, workdir: Path, steps: int, user: list[str],
+            threads: int | None = None) -> Path:
     """The family's supervised burn-in for ``seed`` (run once); its last checkpoint."""
     run = workdir / "runs" / f"burn-in-{family}-seed{seed}"
     if not run.exists():
-        seconds = train(FAMILIES[family].config, run, workdir,
+        spec = FAMILIES[family]
+        seconds = train(spec.config, run, workdir,
                         [f"seed={seed}", "epoch=1", f"epoch_iter={steps}", "snapshot_epoch=1",
-                         *user])
+                         *spec.eval_overrides(), *user], threads)
         ap = [e for e in read_events(run / "events.jsonl") if e["type"] == "eval"][-1]
         print(f"{'burn-in ' + family:<18} seed {seed}: AP {ap['metrics']['AP']:.4f}, "
               f"{steps} iters, {seconds:.0f} s", flush=True)
@@ -134,12 +183,13 @@ def burn_in(family: str, seed: int, workdir: Path, steps: int, user: list[str]) 
 
 
 def run_once(method: str, seed: int, workdir: Path, weights: Path, steps: int,
-             user: list[str]) -> RunResult:
+             user: list[str], threads: int | None = None) -> RunResult:
     spec = METHODS[method]
     run = workdir / "runs" / f"{method}-seed{seed}"
     seconds = train(spec.config, run, workdir,
                     [f"seed={seed}", "epoch=1", f"epoch_iter={steps}", "snapshot_epoch=1",
-                     f"pretrain_weights={weights}", *spec.start_now, *user])
+                     f"pretrain_weights={weights}", *spec.start_now,
+                     *FAMILIES[spec.family].eval_overrides(), *user], threads)
     events = read_events(run / "events.jsonl")
     evals = [e for e in events if e["type"] == "eval"]
     trains = [e for e in events if e["type"] == "train"]
@@ -164,34 +214,52 @@ def main() -> int:
                     help="methods to run: " + ", ".join(METHODS))
     ap.add_argument("--burn-in", type=int, metavar="N",
                     help="supervised burn-in iterations shared by a family's methods "
-                         "(default: FCOS 600, RT-DETR 200)")
+                         "(default: FCOS 600, RT-DETR 1600)")
     ap.add_argument("--iters", type=int, metavar="N",
                     help="iterations of each method after the burn-in "
-                         "(default: FCOS 400, RT-DETR 200)")
+                         "(default: FCOS 400, RT-DETR 400)")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="seeds run at once, each with cores/N threads (default 1: one run at "
+                         "a time; images/s are then comparable; with N > 1 they are shared)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of mean AP")
     ap.add_argument("-o", "--opt", action="append", default=[],
                     help="override for every run, burn-ins included (after the bench's own)")
     args = ap.parse_args()
 
-    results: dict[str, list[RunResult]] = {}
-    with tempfile.TemporaryDirectory(prefix="dettui-semi-") as tmp:
+    # Each seed's runs (its burn-ins, then the methods in order) go one after the other;
+    # with --jobs N, N seeds at once, each engine process given its share of the cores.
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    results: dict[str, dict[int, RunResult]] = {m: {} for m in args.methods}
+    lock = threading.Lock()
+
+    def one_seed(seed: int, tmp: Path) -> None:
         for method in args.methods:
             family = FAMILIES[METHODS[method].family]
-            for seed in range(args.seeds):
-                weights = burn_in(METHODS[method].family, seed, Path(tmp),
-                                  args.burn_in or family.burn_in, args.opt)
-                r = run_once(method, seed, Path(tmp), weights, args.iters or family.iters,
-                             args.opt)
-                results.setdefault(method, []).append(r)
+            weights = burn_in(METHODS[method].family, seed, tmp,
+                              args.burn_in or family.burn_in, args.opt, threads)
+            r = run_once(method, seed, tmp, weights, args.iters or family.iters, args.opt,
+                         threads)
+            with lock:
+                results[method][seed] = r
                 print(f"{method:<18} seed {seed}: AP {r.ap:.4f} ({r.model}), best "
                       f"{r.best_ap:.4f}, {r.iters} iters, {r.seconds:.0f} s, "
                       f"{r.ips:.1f} images/s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="dettui-semi-") as tmp:
+        # The shapes data is generated by the first run that needs it: make it before
+        # seeds run at once, so no two processes write it together.
+        prepare_data(args.methods, Path(tmp))
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for future in [pool.submit(one_seed, seed, Path(tmp))
+                           for seed in range(args.seeds)]:
+                future.result()
 
     print(f"\n{'method':<18} {'AP (mean +- std)':>18} {'best AP':>9} {'gain':>7} "
           f"{'target':>7} {'met':>4} {'vs views':>8} {'s/run':>6} {'img/s':>6}")
     print("-" * 93)
     means: dict[str, float] = {}
-    for method, runs in results.items():
+    for method, by_seed in results.items():
+        runs = [by_seed[seed] for seed in sorted(by_seed)]
         m, s = mean_std([r.ap for r in runs])
         means[method] = m
         best = statistics.mean(r.best_ap for r in runs)
@@ -214,8 +282,11 @@ def main() -> int:
                     (("burn_in", args.burn_in), ("iters", args.iters)) if v)
     print("every method: the same supervised burn-in, then the same number of iterations of "
           "its own (see the module docstring)")
+    jobs = f" --jobs {args.jobs}" if args.jobs > 1 else ""
+    if jobs:
+        print(f"images/s: {args.jobs} runs at once, {threads} threads each (shared cores)")
     print(f"reproduce: python benchmarks/semi_gain.py --seeds {args.seeds} --methods "
-          f"{' '.join(args.methods)}{steps}{extra}{' --json' if args.json else ''}")
+          f"{' '.join(args.methods)}{steps}{jobs}{extra}{' --json' if args.json else ''}")
     if args.json:
         print(json.dumps(means))
     return 0
