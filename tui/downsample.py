@@ -82,8 +82,11 @@ def envelope(xs: object, ys: object, width: int,
     """A polyline of at most ``2 * width`` points that draws the min/max band of the curve.
 
     With no more points than columns the data come back unchanged (nothing to merge).
-    Otherwise each column contributes its min then its max at its centre x, so a line plot
-    of the result draws a vertical stroke covering the column's whole range.
+    Otherwise each column contributes its min and its max at its centre x, so a line plot
+    of the result draws a vertical stroke covering the column's whole range. Each stroke
+    starts at whichever end is nearer to where the previous one ended: the line then steps
+    between neighbouring extremes instead of crossing the band diagonally, which draws the
+    same band with about a fifth fewer pixels (plotext rasterises every pixel in Python).
     """
     x = _as_float(xs)
     y = _as_float(ys)
@@ -91,11 +94,14 @@ def envelope(xs: object, ys: object, width: int,
         keep = ~np.isnan(y)
         return x[keep], y[keep]
     cols = minmax_columns(x, y, width, x_range)
-    out_x = np.repeat(cols.x, 2)
-    out_y = np.empty(out_x.size)
-    out_y[0::2] = cols.y_min
-    out_y[1::2] = cols.y_max
-    return out_x, out_y
+    out_y: list[float] = []
+    end = float(cols.y_min[0]) if cols.y_min.size else 0.0
+    for lo, hi in zip(cols.y_min.tolist(), cols.y_max.tolist(), strict=True):
+        if abs(hi - end) < abs(lo - end):
+            lo, hi = hi, lo
+        out_y += (lo, hi)
+        end = hi
+    return np.repeat(cols.x, 2), np.asarray(out_y, dtype=np.float64)
 
 
 def smoothing_alpha(n_points: int, fraction: float = 0.02) -> float:

@@ -203,9 +203,12 @@ def run_pilot(app: Any, scenario: Callable[[Any], Any], size: tuple[int, int] = 
     asyncio.run(main())
 
 
-async def wait_for(pilot: Any, predicate: Callable[[], bool], timeout: float = 5.0,
+async def wait_for(pilot: Any, predicate: Callable[[], bool], timeout: float = 15.0,
                    what: str = "condition") -> None:
-    """Let the app run until ``predicate()`` holds (workers and timers are real threads)."""
+    """Let the app run until ``predicate()`` holds (workers and timers are real threads).
+
+    The timeout is generous: the suite runs on two workers, so a TUI test may share its
+    two cores with a training engine and another pytest process."""
     import time as _time
 
     deadline = _time.monotonic() + timeout

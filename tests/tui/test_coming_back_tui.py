@@ -348,7 +348,7 @@ def test_n_after_the_launch_form_of_the_command_line_uses_that_config(
         await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))
         await wait_for(pilot, lambda: len(tree.checks) == 4, what="the configs checked")
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: app.screen is app.home, what="the home screen")
         assert tree.current_path == chosen
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))

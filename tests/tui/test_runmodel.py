@@ -73,6 +73,22 @@ def test_envelope_is_bounded_and_passes_small_data_through() -> None:
     assert small_x.tolist() == [1, 3] and small_y.tolist() == [3.0, 1.0]
 
 
+def test_envelope_strokes_each_column_and_steps_to_the_nearer_end() -> None:
+    """Every column's whole min..max range is one stroke, and each stroke starts at the end
+    nearer the previous stroke's end (a rising curve is not crossed diagonally)."""
+    x = np.arange(4000, dtype=float)
+    y = x / 40_000 + np.where(x % 2 == 0, 0.0, 1.0)  # a slowly rising band 1.0 thick
+    ex, ey = envelope(x, y, 100)
+    cols = minmax_columns(x, y, 100)
+    pairs = ey.reshape(-1, 2)
+    assert np.array_equal(np.sort(pairs, axis=1), np.stack([cols.y_min, cols.y_max], 1))
+    assert np.array_equal(ex, np.repeat(cols.x, 2))
+    # the strokes alternate up and down, each starting beside where the last one ended...
+    jumps = np.abs(pairs[1:, 0] - pairs[:-1, 1])
+    assert jumps.max() < 0.01  # ...never a diagonal across the band (a jump of 1.0)
+    assert (pairs[1:, 0] > pairs[1:, 1]).sum() == 50  # every second stroke goes down
+
+
 def test_ema_matches_the_recurrence_and_carries_over_nans() -> None:
     rng = np.random.default_rng(0)
     y = rng.random(3000)
