@@ -154,4 +154,4 @@ def test_slurm_time_limit_checkpoints_requeues_and_the_requeued_job_resumes(
     start = events(run, "start")[-1]
     assert start["resume_from"].endswith("last.pt") and start["start_iter"] == stopped_at
     assert start["world_size"] == 2
-    wait_until(lambda: last_iter(run) == 80, timeout=5, what="all 80 iterations")
+    wait_until(lambda: last_iter(run) == 80, timeout=15, what="all 80 iterations")

@@ -96,7 +96,6 @@ def test_a_missing_configs_dir_does_not_crash(runs_dir: Path, tmp_path: Path) ->
 
     async def scenario(pilot) -> None:
         tree = app.screen.query_one(ConfigTree)
-        await pilot.pause(0.2)
-        assert "missing" in str(tree.root.children[0].label)
+        await wait_for(pilot, lambda: "missing" in str(tree.root.children[0].label))
 
     run_pilot(app, scenario)

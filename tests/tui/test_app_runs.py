@@ -61,7 +61,7 @@ def test_new_runs_appear_live(runs_dir: Path, three_runs) -> None:
     async def scenario(pilot) -> None:
         table = await _ready(pilot, app, 3)
         make_run(runs_dir, "20250102-090000-delta", offset=86400)
-        await wait_for(pilot, lambda: table.row_count == 4, timeout=4, what="polled new run")
+        await wait_for(pilot, lambda: table.row_count == 4, timeout=15, what="polled new run")
         assert _names(table)[0] == "delta"
 
     run_pilot(app, scenario)
@@ -168,7 +168,7 @@ def test_stop_asks_first_then_signals_the_engine_process(runs_dir: Path) -> None
             assert engine.poll() is None and not isinstance(app.screen, ConfirmScreen)
             await pilot.press("s", "y")
             await pilot.pause()
-            assert engine.wait(timeout=5) != 0  # SIGINT: KeyboardInterrupt in the sleeper
+            assert engine.wait(timeout=15) != 0  # SIGINT: KeyboardInterrupt in the sleeper
             assert any("Stopping" in str(n.message) for n in app._notifications)
 
         run_pilot(app, scenario)
@@ -224,7 +224,7 @@ def test_a_run_that_crashes_while_watched_opens_the_error_modal(runs_dir: Path) 
         live.stderr_log.write_text("Traceback (most recent call last):\n  boom\n"
                                    "MemoryError\n", encoding="utf-8")
         live.update_meta(pid=999_999_99)
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), timeout=4,
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), timeout=15,
                        what="error modal")
         report = app.screen.report
         assert "engine process is gone" in report.message

@@ -67,8 +67,8 @@ def test_runs_table_keeps_ids_whole_and_fits_the_width(runs_dir: Path,
     async def scenario(pilot: Any) -> None:
         table = app.home.query_one(RunsTable)
         await wait_for(pilot, lambda: table.row_count == 3)
-        await pilot.pause(0.2)
-        assert table.virtual_size.width <= table.size.width  # nothing off to the right
+        await wait_for(
+            pilot, lambda: table.virtual_size.width <= table.size.width)  # nothing off to the right
         assert not table.show_horizontal_scrollbar
         ids = [plain(table.get_row(key)[2]).strip() for key in LONG_IDS]
         assert ids == LONG_IDS  # whole
@@ -111,8 +111,8 @@ def test_the_latest_eval_row_is_visible_in_the_default_layout(tmp_path: Path,
             await pilot.pause(0.2)
         summary = screen.query_one("#eval-summary", DataTable)
         await wait_for(pilot, lambda: summary.row_count == 2, what="the eval rows")
-        await pilot.pause(0.2)
-        assert summary.size.height >= summary.row_count + 1  # header + every model
+        await wait_for(
+            pilot, lambda: summary.size.height >= summary.row_count + 1)  # header + every model
         assert summary.virtual_size.width <= summary.size.width  # no sideways scroll
         assert not summary.show_horizontal_scrollbar  # (it used to cover the one row)
         row = [str(c).strip() for c in summary.get_row_at(0)]
@@ -185,8 +185,7 @@ def test_a_finished_runs_log_shows_its_last_line_and_scrolls_sideways(tmp_path: 
         screen = await loaded(pilot)
         view = screen.query_one(LogPanel).view
         await wait_for(pilot, lambda: len(view.lines) == 120, what="the log")
-        await pilot.pause(0.3)
-        assert view.follow
+        await wait_for(pilot, lambda: view.follow)
         assert not view.show_horizontal_scrollbar  # no bar (nor its stray block)
         visible = view.scroll_offset.y + view.scrollable_content_region.height
         assert visible >= len(view.lines)  # the last line is on screen
@@ -270,7 +269,7 @@ def test_stop_in_the_monitor_asks_first(tmp_path: Path) -> None:
             await pilot.pause(0.3)
             assert engine.poll() is None  # not stopped
             await pilot.press("s", "y")
-            assert engine.wait(timeout=5) != 0  # the real SIGINT
+            assert engine.wait(timeout=15) != 0  # the real SIGINT
 
         run_pilot(MonitorHost(run.path), scenario, size=(120, 36))
     finally:

@@ -82,7 +82,7 @@ def test_launch_watch_and_resume_the_demo(tmp_path: Path) -> None:
                        what="form validated")
         await pilot.press("ctrl+s")
         # The monitor of the new run opens while the engine trains.
-        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=10,
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=30,
                        what="monitor of the new run")
         run = _only_run(runs_dir)
         assert run["name"] == "e2e demo"

@@ -66,18 +66,15 @@ def test_halfcell_previews_step_through_images_and_epochs(tmp_path: Path) -> Non
     async def scenario(pilot: Any) -> None:
         screen = pilot.app.screen
         await wait_for(pilot, lambda: screen.shown is not None, what="the first preview")
-        await pilot.pause(0.1)
-        assert screen.shown.name == "epoch003_img0.png"
+        await wait_for(pilot, lambda: screen.shown.name == "epoch003_img0.png")
         assert "epoch 3 (3/3 kept) · image 1/2" in text(screen)
         assert halfcell_colours(screen) == {colour(3, 0)}
         await pilot.press("right")
         assert screen.shown.name == "epoch003_img1.png"
-        await pilot.pause(0.1)
-        assert halfcell_colours(screen) == {colour(3, 1)}
+        await wait_for(pilot, lambda: halfcell_colours(screen) == {colour(3, 1)})
         await pilot.press("down", "left")
         assert screen.shown.name == "epoch002_img0.png"
-        await pilot.pause(0.1)
-        assert halfcell_colours(screen) == {colour(2, 0)}
+        await wait_for(pilot, lambda: halfcell_colours(screen) == {colour(2, 0)})
         assert "epoch 2 (2/3 kept) · image 1/2" in text(screen)
         await pilot.press("down", "down")  # stops at the oldest kept
         assert screen.epoch == 1
@@ -113,18 +110,16 @@ def test_terminal_graphics_previews_place_the_image(tmp_path: Path) -> None:
 def test_no_previews_yet_and_files_that_must_not_be_read(tmp_path: Path) -> None:
     async def scenario(pilot: Any) -> None:
         screen = pilot.app.screen
-        await pilot.pause(0.1)
-        assert screen.epoch is None and "No previews yet" in text(screen)
+        await wait_for(pilot, lambda: screen.epoch is None and "No previews yet" in text(screen))
         folder = tmp_path / "previews"
         folder.mkdir()
         os.mkfifo(folder / "epoch001_img0.png")  # would block a reader for ever
         (folder / "epoch001_img1.png").write_bytes(b"not a png")
         screen.rescan()
-        await pilot.pause(0.1)
-        assert screen.shown is None and "not a regular file" in text(screen)
+        await wait_for(
+            pilot, lambda: screen.shown is None and "not a regular file" in text(screen))
         await pilot.press("right")
-        await pilot.pause(0.1)
-        assert screen.shown is None and "cannot show" in text(screen)
+        await wait_for(pilot, lambda: screen.shown is None and "cannot show" in text(screen))
 
     run_pilot(Host(tmp_path, HalfcellImage), scenario, size=(80, 24))
 
