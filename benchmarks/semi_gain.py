@@ -5,9 +5,10 @@ rest unlabeled; every method trains for the same number of iterations on the sam
 images, then is COCO-evaluated on a shapes val set. Each run is its own engine process, one
 at a time by default (runs in parallel share the cores and slow each other unevenly).
 
-    python benchmarks/semi_gain.py [--seeds 3] [--methods supervised DenseTeacher ARSL
-                                   supervised_rtdetr Semi_RTDETR] [--burn-in N] [--iters N]
-                                   [--jobs N] [--json] [-o key=value ...]
+    python benchmarks/semi_gain.py [--seeds 3] [--first-seed 0] [--methods supervised
+                                   DenseTeacher ARSL supervised_rtdetr Semi_RTDETR]
+                                   [--burn-in N] [--iters N] [--val-images N] [--jobs N]
+                                   [--json] [-o key=value ...]
 
 Two families, each against its own supervised baseline: the tiny FCOS (``supervised``,
 ``DenseTeacher``, ``ARSL``) and the tiny RT-DETR (``supervised_rtdetr``, ``Semi_RTDETR``).
@@ -27,11 +28,13 @@ copied from those weights and their unlabeled losses on from the first step. Thi
 methods' own burn-in (supervised until ``semi_start_iters`` / ``BURN_UP_STEP``) made once
 and identical for all, so every method sees the same labeled images for the same
 ``burn-in + iters`` iterations, and the comparison is only what the unlabeled images add.
-FCOS: 600 + 400 iterations, evaluated on the configs' 100 val images. RT-DETR: 1600 + 400,
-evaluated on 1000 val images (the same generator, ``dataset/shapes/val1000``): the burn-in
-is a whole supervised schedule on the labeled images, as PaddleDetection's Semi-RT-DETR
-starts from the supervised RT-DETR of the same labels (notes section 6.1); a 200-iteration
-burn-in gave a teacher no better than its student, whose pseudo-labels cost 6 points.
+FCOS: 600 + 400 iterations, evaluated on the configs' 100 val images (README: also measured
+with ``--burn-in 1250 --val-images 1000``, the sup10 config's whole schedule as burn-in).
+RT-DETR: 1600 + 400, evaluated on 1000 val images (the same generator,
+``dataset/shapes/val1000``): the burn-in is a whole supervised schedule on the labeled
+images, as PaddleDetection's Semi-RT-DETR starts from the supervised RT-DETR of the same
+labels (notes section 6.1); a 200-iteration burn-in gave a teacher no better than its
+student, whose pseudo-labels cost 6 points.
 
 The AP of a run is the AP of its last evaluation, of the model the method evaluates first
 (the teacher for the semi-supervised methods; the model itself for the supervised
@@ -45,6 +48,7 @@ they are shared-core numbers). With ``--json`` the last line is one JSON object 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -213,7 +217,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3, help="runs per method (seeds 0..N-1)")
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="runs per method (seeds FIRST..FIRST+N-1)")
+    ap.add_argument("--first-seed", type=int, default=0, metavar="FIRST",
+                    help="the first seed (default 0): more seeds later, each run once")
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                     choices=list(METHODS), metavar="NAME",
                     help="methods to run: " + ", ".join(METHODS))
@@ -223,6 +230,9 @@ def main() -> int:
     ap.add_argument("--iters", type=int, metavar="N",
                     help="iterations of each method after the burn-in "
                          "(default: FCOS 400, RT-DETR 400)")
+    ap.add_argument("--val-images", type=int, metavar="N",
+                    help="evaluate every family on a generated shapes val set of N images "
+                         "(default: FCOS the configs' 100, RT-DETR 1000)")
     ap.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="seeds run at once, each with cores/N threads (default 1: one run at "
                          "a time; images/s are then comparable; with N > 1 they are shared)")
@@ -230,6 +240,11 @@ def main() -> int:
     ap.add_argument("-o", "--opt", action="append", default=[],
                     help="override for every run, burn-ins included (after the bench's own)")
     args = ap.parse_args()
+    if args.val_images is not None:
+        if args.val_images < 1:
+            ap.error("--val-images: at least 1")
+        for name, family in FAMILIES.items():
+            FAMILIES[name] = dataclasses.replace(family, val_images=args.val_images)
 
     # Each seed's runs (its burn-ins, then the methods in order) go one after the other;
     # with --jobs N, N seeds at once, each engine process given its share of the cores.
@@ -257,7 +272,8 @@ def main() -> int:
         pool = ThreadPoolExecutor(max_workers=args.jobs)
         try:
             for future in [pool.submit(one_seed, seed, Path(tmp))
-                           for seed in range(args.seeds)]:
+                           for seed in range(args.first_seed,
+                                             args.first_seed + args.seeds)]:
                 future.result()
         finally:
             # A failed run stops the benchmark: seeds not started yet are dropped (the ones
@@ -289,13 +305,15 @@ def main() -> int:
           "teacher, no unlabeled loss), when it ran")
     extra = "".join(f" -o {o}" for o in args.opt)
     steps = "".join(f" --{k.replace('_', '-')} {v}" for k, v in
-                    (("burn_in", args.burn_in), ("iters", args.iters)) if v)
+                    (("burn_in", args.burn_in), ("iters", args.iters),
+                     ("val_images", args.val_images)) if v)
     print("every method: the same supervised burn-in, then the same number of iterations of "
           "its own (see the module docstring)")
     jobs = f" --jobs {args.jobs}" if args.jobs > 1 else ""
     if jobs:
         print(f"images/s: {args.jobs} runs at once, {threads} threads each (shared cores)")
-    print(f"reproduce: python benchmarks/semi_gain.py --seeds {args.seeds} --methods "
+    first = f" --first-seed {args.first_seed}" if args.first_seed else ""
+    print(f"reproduce: python benchmarks/semi_gain.py --seeds {args.seeds}{first} --methods "
           f"{' '.join(args.methods)}{steps}{jobs}{extra}{' --json' if args.json else ''}")
     if args.json:
         print(json.dumps(means))
