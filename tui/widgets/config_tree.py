@@ -176,18 +176,32 @@ class ConfigTree(Tree[Path]):
 
     def select_path(self, path: Path) -> bool:
         """Move the cursor to ``path`` (expanding its folders). A path the tree does not
-        show (yet) is remembered and selected once it appears; False then."""
-        node = self._node_of(Path(path))
+        show (yet) is remembered and selected once it appears; False then.
+
+        The cursor moves after the next refresh (the expanded folders must be laid out
+        first), and not before the home screen shows again when a launch form covers it:
+        until then ``path`` stays the wanted one, so the first verdicts of the configs
+        cannot move the cursor to the first runnable config instead."""
+        path = Path(path)
+        self._wanted = path
+        node = self._node_of(path)
         if node is None:
-            self._wanted = Path(path)
             return False
-        self._wanted = None
         parent = node.parent
         while parent is not None:
             parent.expand()
             parent = parent.parent
-        self.call_after_refresh(self.move_cursor, node)
+        self.call_after_refresh(self._move_to, node, path)
         return True
+
+    def _move_to(self, node: TreeNode[Path], path: Path) -> None:
+        if self._wanted != path:
+            return  # another config was asked for since
+        self._wanted = None
+        if any(n is node for n in self._path_nodes.values()):
+            self.move_cursor(node)
+        else:  # the tree was rebuilt meanwhile: its node for the same file
+            self.select_path(path)
 
     def _node_of(self, path: Path) -> TreeNode[Path] | None:
         node = self._path_nodes.get(path)
