@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import semi_gain
+from benchmarks import cot_gain, semi_gain
 from benchmarks.paired import DEFAULT_THREADS, paired_gain, paired_over, run_env
 
 # --- the interval, on numbers worked by hand ------------------------------------------------
@@ -118,3 +118,44 @@ def test_semi_gain_jobs_1_and_2_give_the_same_ap_per_seed(tmp_path: Path) -> Non
     assert out[1]["supervised"][0].ap > 0  # a real AP, not two empty detectors agreeing
     assert out[1]["supervised"][0].losses != out[1]["supervised"][1].losses  # seeds differ
     assert DEFAULT_THREADS == 1
+
+
+# A tiny source Faster R-CNN (3 iterations on 16 images) and 2-iteration transfers from it.
+COT_SOURCE = ["TrainDataset.synthesize.num_images=16", "EvalDataset.synthesize.num_images=8",
+              "epoch=1", "epoch_iter=3", "snapshot_epoch=1", "TrainReader.batch_size=4",
+              "EvalReader.batch_size=8", "log_iter=1", "LearningRate.warmup_iters=1"]
+COT_TARGET = ["EvalDataset.synthesize.num_images=8", "epoch=1", "epoch_iter=2",
+              "snapshot_epoch=1", "log_iter=1", "LearningRate.warmup_iters=1",
+              "EvalReader.batch_size=8", "model.score_thresh=0.001"]
+
+
+@pytest.mark.slow
+def test_cot_gain_jobs_1_and_2_give_the_same_ap_per_seed(tmp_path: Path) -> None:
+    """Transfers one after the other and two side by side: bit-identical APs and losses
+    (on 1 vs 2 threads this very transfer's loss_box_reg and loss_cot differ)."""
+    source, _ = cot_gain.train_source(tmp_path, opts=COT_SOURCE)
+    out = {jobs: cot_gain.run_transfers(["cotuning"], [0, 1], source, tmp_path / f"jobs{jobs}",
+                                        opts=COT_TARGET, jobs=jobs, echo=False)["cotuning"]
+           for jobs in (1, 2)}
+    for seed in (0, 1):
+        assert out[1][seed].ap == out[2][seed].ap, f"seed {seed}"
+        assert out[1][seed].last_losses == out[2][seed].last_losses, f"seed {seed}"
+        assert out[1][seed].first_losses == out[2][seed].first_losses, f"seed {seed}"
+    assert out[1][0].ap > 0  # a real AP, not two empty detectors agreeing
+    assert out[1][0].last_losses != out[1][1].last_losses  # the seeds differ
+
+
+def test_cot_report_gives_the_interval_and_says_no_when_it_holds_zero(capsys) -> None:
+    def result(ap: float) -> cot_gain.RunResult:
+        return cot_gain.RunResult(ap=ap, seconds=1.0, ips=1.0, iters=1, curve={1: ap},
+                                  first_losses={"loss_classifier": 1.0},
+                                  last_losses={"loss_classifier": 0.5})
+
+    # co-tuning - fine-tuning per seed: +1, +2, +3 points -> mean +2, 95% CI [-0.5, +4.5]
+    results = {"finetune": {s: result(0.70) for s in range(3)},
+               "cotuning": {s: result(0.70 + d / 100) for s, d in enumerate([1, 2, 3])}}
+    means = cot_gain.report(results, 0.87, "python benchmarks/cot_gain.py --seeds 3")
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("gain"))
+    assert "+2.0 AP points, 95% CI [-0.5, +4.5]" in line
+    assert "better on 3 of 3 seeds; better over seeds: NO" in line
+    assert means == pytest.approx({"finetune": 0.70, "cotuning": 0.72})
