@@ -6,21 +6,25 @@ transferred to three other kinds (ring, frame, diamond) with 10 boxes per class
 (configs/cot/cotuning_shapes.yml) twice from the same source weights, for the same
 iterations: plain fine-tuning (``-o use_cot=false``: the source classifier is dropped) and
 co-tuning (the source classifier is kept as a second head and trained towards the learned
-target -> source relationship). Each runs once per seed, one run at a time (parallel runs
-would share the CPU cores and slow each other unevenly); the AP is COCO AP on 200 val images
-of the target kinds.
+target -> source relationship). Each runs once per seed (5 by default); the AP is COCO AP on
+200 val images of the target kinds. Every run (the source training too) has ``--threads``
+intra-op CPU threads (default 1) whatever ``--jobs`` is: ``--jobs N`` only runs N transfers
+side by side, so it changes the wall time and never an AP.
 
-    python benchmarks/cot_gain.py [--seeds 3] [--source best.pt] [--shots 10]
-                                  [--json] [-o key=value ...] [--cot-opt key=value ...]
+    python benchmarks/cot_gain.py [--seeds 5] [--source best.pt] [--shots 10] [--jobs N]
+                                  [--threads T] [--json] [-o key=value ...]
+                                  [--cot-opt key=value ...]
 
-Without ``--source`` the source detector is trained first (12 epochs on 2000 images: more
-than an hour on two CPU cores); ``--source PATH`` reuses its ``checkpoints/best.pt``, which
-is then COCO-evaluated on the source val set so the table says how good it is. ``-o`` goes
-to every transfer run, ``--cot-opt`` to the co-tuning runs only (e.g.
-``BBoxHead.loss_cot.cot_lambda=0.1``). ``--keep DIR`` keeps the run folders.
+Without ``--source`` the source detector is trained first (12 epochs on 2000 images: about
+1.5 h measured on two threads, about 2 h estimated on the default one); ``--source PATH``
+reuses its ``checkpoints/best.pt``, which is then COCO-evaluated on the source val set so the
+table says how good it is. ``-o`` goes to every transfer run, ``--cot-opt`` to the co-tuning
+runs only (e.g. ``BBoxHead.loss_cot.cot_lambda=0.1``). ``--keep DIR`` keeps the run folders.
 
 The AP of a run is the AP of its last evaluation. The table gives mean +- std over seeds,
-the gain, images/s (measured by the engine: compare runs of one invocation only), the AP at
+the gain (the mean of the per-seed differences, with a 95% Student-t interval on them;
+"better" only when the interval's lower end is above 0), images/s (measured by the engine:
+compare runs of one invocation only), the AP at
 every evaluation (mean over seeds: does either overfit?), the loss terms at the start and end
 of training, and the relationship the co-tuning runs learned (top source class per target
 class, from RUN/cot_relationship.json). With ``--json`` the last line is one JSON object of

@@ -2,20 +2,24 @@
 
 The built-in shapes dataset (2000 training images) with 10% of the images labeled and the
 rest unlabeled; every method trains for the same number of iterations on the same labeled
-images, then is COCO-evaluated on a shapes val set. Each run is its own engine process, one
-at a time by default (runs in parallel share the cores and slow each other unevenly).
+images, then is COCO-evaluated on a shapes val set. Each run is its own engine process on
+``--threads`` intra-op CPU threads (default 1) whatever ``--jobs`` is: ``--jobs N`` only runs
+N seeds side by side, so it changes the wall time and never an AP (a CPU reduction's
+rounding depends on how many threads split it; over a few thousand iterations that moved a
+seed's AP by 0.01-0.02). AP can still differ on another CPU type or another ``--threads``.
 
-    python benchmarks/semi_gain.py [--seeds 3] [--first-seed 0] [--methods supervised
+    python benchmarks/semi_gain.py [--seeds 5] [--first-seed 0] [--methods supervised
                                    DenseTeacher ARSL supervised_rtdetr Semi_RTDETR]
                                    [--burn-in N] [--iters N] [--val-images N] [--jobs N]
-                                   [--json] [-o key=value ...]
+                                   [--threads T] [--json] [-o key=value ...]
 
 Two families, each against its own supervised baseline: the tiny FCOS (``supervised``,
 ``DenseTeacher``, ``ARSL``) and the tiny RT-DETR (``supervised_rtdetr``, ``Semi_RTDETR``).
-The default runs the FCOS family (about 25 minutes on 2 quiet cores; README, "Semi-supervised
-evidence", has the measured tables); ``--methods supervised_rtdetr Semi_RTDETR`` runs just
-the RT-DETR pair (46 minutes on 2 cores with ``--jobs 3``, the three seeds at once, one
-thread each; about 70, estimated, one run at a time). ``labeled_views`` is an ablation, not a
+The default runs the FCOS family, 5 seeds (README, "Semi-supervised evidence", has the
+tables and the commands); on 2 cores with ``--jobs 3``, estimated from earlier timings: about
+35 minutes for the FCOS family with ``labeled_views``, about 65 with ``--burn-in 1250
+--val-images 1000``, about 77 for ``--methods supervised_rtdetr Semi_RTDETR`` (3 seeds of it
+took 46 minutes side by side, one thread each). ``labeled_views`` is an ablation, not a
 method: the DenseTeacher config with its unlabeled loss weight 0 (the labeled weak + strong
 views and the EMA teacher alone), so a gain can be told apart from what the strong
 augmentation of the labeled views gives by itself.
@@ -38,11 +42,14 @@ student, whose pseudo-labels cost 6 points.
 
 The AP of a run is the AP of its last evaluation, of the model the method evaluates first
 (the teacher for the semi-supervised methods; the model itself for the supervised
-baselines). The table gives mean +- std over the seeds, the mean gain of each
-semi-supervised method over its supervised baseline, seconds per run (the burn-in apart) and
-images/s (measured by the engine, so compare runs of one invocation only; with ``--jobs``
-they are shared-core numbers). With ``--json`` the last line is one JSON object of mean AP
-(0-1) per method.
+baselines). The first table gives mean +- std over the seeds, seconds per run (the burn-in
+apart) and images/s (measured by the engine, so compare runs of one invocation only; with
+``--jobs`` they are shared-core numbers). The second gives each semi-supervised method's
+gain over its supervised baseline (and over ``labeled_views`` when it ran): the mean of the
+per-seed AP differences (same seed, same burn-in) with a 95% Student-t interval on them;
+the target is "met" only when that mean reaches it AND the interval's lower end is above 0
+(never from one seed). With ``--json`` the last line is one JSON object of mean AP (0-1) per
+method.
 """
 
 from __future__ import annotations
