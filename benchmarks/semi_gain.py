@@ -2,20 +2,24 @@
 
 The built-in shapes dataset (2000 training images) with 10% of the images labeled and the
 rest unlabeled; every method trains for the same number of iterations on the same labeled
-images, then is COCO-evaluated on a shapes val set. Each run is its own engine process, one
-at a time by default (runs in parallel share the cores and slow each other unevenly).
+images, then is COCO-evaluated on a shapes val set. Each run is its own engine process on
+``--threads`` intra-op CPU threads (default 1) whatever ``--jobs`` is: ``--jobs N`` only runs
+N seeds side by side, so it changes the wall time and never an AP (a CPU reduction's
+rounding depends on how many threads split it; over a few thousand iterations that moved a
+seed's AP by 0.01-0.02). AP can still differ on another CPU type or another ``--threads``.
 
-    python benchmarks/semi_gain.py [--seeds 3] [--first-seed 0] [--methods supervised
+    python benchmarks/semi_gain.py [--seeds 5] [--first-seed 0] [--methods supervised
                                    DenseTeacher ARSL supervised_rtdetr Semi_RTDETR]
                                    [--burn-in N] [--iters N] [--val-images N] [--jobs N]
-                                   [--json] [-o key=value ...]
+                                   [--threads T] [--json] [-o key=value ...]
 
 Two families, each against its own supervised baseline: the tiny FCOS (``supervised``,
 ``DenseTeacher``, ``ARSL``) and the tiny RT-DETR (``supervised_rtdetr``, ``Semi_RTDETR``).
-The default runs the FCOS family (about 25 minutes on 2 quiet cores; README, "Semi-supervised
-evidence", has the measured tables); ``--methods supervised_rtdetr Semi_RTDETR`` runs just
-the RT-DETR pair (46 minutes on 2 cores with ``--jobs 3``, the three seeds at once, one
-thread each; about 70, estimated, one run at a time). ``labeled_views`` is an ablation, not a
+The default runs the FCOS family, 5 seeds (README, "Semi-supervised evidence", has the
+tables and the commands); on 2 cores with ``--jobs 3``, estimated from earlier timings: about
+35 minutes for the FCOS family with ``labeled_views``, about 65 with ``--burn-in 1250
+--val-images 1000``, about 77 for ``--methods supervised_rtdetr Semi_RTDETR`` (3 seeds of it
+took 46 minutes side by side, one thread each). ``labeled_views`` is an ablation, not a
 method: the DenseTeacher config with its unlabeled loss weight 0 (the labeled weak + strong
 views and the EMA teacher alone), so a gain can be told apart from what the strong
 augmentation of the labeled views gives by itself.
@@ -38,11 +42,14 @@ student, whose pseudo-labels cost 6 points.
 
 The AP of a run is the AP of its last evaluation, of the model the method evaluates first
 (the teacher for the semi-supervised methods; the model itself for the supervised
-baselines). The table gives mean +- std over the seeds, the mean gain of each
-semi-supervised method over its supervised baseline, seconds per run (the burn-in apart) and
-images/s (measured by the engine, so compare runs of one invocation only; with ``--jobs``
-they are shared-core numbers). With ``--json`` the last line is one JSON object of mean AP
-(0-1) per method.
+baselines). The first table gives mean +- std over the seeds, seconds per run (the burn-in
+apart) and images/s (measured by the engine, so compare runs of one invocation only; with
+``--jobs`` they are shared-core numbers). The second gives each semi-supervised method's
+gain over its supervised baseline (and over ``labeled_views`` when it ran): the mean of the
+per-seed AP differences (same seed, same burn-in) with a 95% Student-t interval on them;
+the target is "met" only when that mean reaches it AND the interval's lower end is above 0
+(never from one seed). With ``--json`` the last line is one JSON object of mean AP (0-1) per
+method.
 """
 
 from __future__ import annotations
@@ -64,6 +71,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.paired import (  # noqa: E402
+    DEFAULT_THREADS,
+    PairedGain,
+    format_ci,
+    paired_over,
+    run_env,
+)
 from engine.events import read_events  # noqa: E402
 
 
@@ -133,19 +147,18 @@ class RunResult:
     ips: float
     iters: int
     model: str
+    losses: dict[str, float]  # the last logged step's loss terms
 
 
 def train(config: str, run: Path, workdir: Path, overrides: list[str],
-          threads: int | None = None) -> float:
-    """One engine run (``python -m engine train``, ``threads`` CPU threads when given); its
+          threads: int = DEFAULT_THREADS) -> float:
+    """One engine run (``python -m engine train`` on ``threads`` intra-op CPU threads); its
     wall seconds."""
     run.mkdir(parents=True)
     cmd = [sys.executable, "-m", "engine", "train", str(REPO / config), "--run-dir", str(run)]
     for o in overrides:
         cmd += ["-o", o]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    if threads:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env = run_env(threads, {**os.environ, "PYTHONPATH": str(REPO)})
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -155,29 +168,34 @@ def train(config: str, run: Path, workdir: Path, overrides: list[str],
 
 
 def prepare_data(methods: list[str], workdir: Path, user: list[str]) -> None:
-    """Generate the shapes data every method will read (train split, the families' val sets,
-    with the user's overrides)."""
+    """Generate the shapes data every run will read (the train split, the families' val
+    sets, the semi configs' unlabeled sets, with the user's overrides) before any run starts,
+    so runs side by side never generate it (the generator locks, but one run would wait)."""
     from engine.config import load_and_validate
     from engine.data.shapes import ensure_dataset
     from engine.errors import UserError
 
     cwd = os.getcwd()
     os.chdir(workdir)
+    configs = {(FAMILIES[METHODS[m].family].config, METHODS[m].family) for m in methods}
+    configs |= {(METHODS[m].config, METHODS[m].family) for m in methods}
     try:
-        for family in {METHODS[m].family for m in methods}:
+        for config, family in sorted(configs):
             spec = FAMILIES[family]
-            _, cfg = load_and_validate(REPO / spec.config, [*spec.eval_overrides(), *user])
+            _, cfg = load_and_validate(REPO / config, [*spec.eval_overrides(), *user])
             ensure_dataset(cfg.TrainDataset, section="TrainDataset")
             ensure_dataset(cfg.EvalDataset, section="EvalDataset")
+            if cfg.UnsupTrainDataset is not None:
+                ensure_dataset(cfg.UnsupTrainDataset, section="UnsupTrainDataset")
     except UserError as exc:  # bad input: one line, exit 2, as the engine itself
-        print(f"error: {spec.config}: {exc}", file=sys.stderr)
+        print(f"error: {config}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         os.chdir(cwd)
 
 
 def burn_in(family: str, seed: int, workdir: Path, steps: int, user: list[str],
-            threads: int | None = None) -> Path:
+            threads: int = DEFAULT_THREADS) -> Path:
     """The family's supervised burn-in for ``seed`` (run once); its last checkpoint."""
     run = workdir / "runs" / f"burn-in-{family}-seed{seed}"
     if not run.exists():
@@ -192,7 +210,7 @@ def burn_in(family: str, seed: int, workdir: Path, steps: int, user: list[str],
 
 
 def run_once(method: str, seed: int, workdir: Path, weights: Path, steps: int,
-             user: list[str], threads: int | None = None) -> RunResult:
+             user: list[str], threads: int = DEFAULT_THREADS) -> RunResult:
     spec = METHODS[method]
     run = workdir / "runs" / f"{method}-seed{seed}"
     seconds = train(spec.config, run, workdir,
@@ -207,18 +225,109 @@ def run_once(method: str, seed: int, workdir: Path, weights: Path, steps: int,
     meta = json.loads((run / "run.json").read_text())
     ips = statistics.mean(e["ips"] for e in trains) if trains else float("nan")
     return RunResult(ap=final["metrics"]["AP"], best_ap=meta["best"]["value"],
-                     seconds=seconds, ips=ips, iters=trains[-1]["iter"], model=final["model"])
+                     seconds=seconds, ips=ips, iters=trains[-1]["iter"], model=final["model"],
+                     losses=dict(trains[-1]["losses"]))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def run_seeds(methods: list[str], seeds: list[int], workdir: Path, *, jobs: int = 1,
+              threads: int = DEFAULT_THREADS, burn_in_steps: int | None = None,
+              iters: int | None = None, user: list[str] | None = None,
+              echo: bool = True) -> dict[str, dict[int, RunResult]]:
+    """Every method on every seed under ``workdir``: per method and seed, its AP and timing.
+
+    Each seed's runs (its burn-ins, then the methods in order) go one after the other; with
+    ``jobs`` > 1 that many seeds run side by side. Nothing a run computes depends on
+    ``jobs``: every run gets ``threads`` intra-op threads, its seed from the seed list (not
+    from a worker slot), its own run folder, and data generated before any run starts."""
+    user = list(user or [])
+    results: dict[str, dict[int, RunResult]] = {m: {} for m in methods}
+    lock = threading.Lock()
+
+    def one_seed(seed: int) -> None:
+        for method in methods:
+            family = FAMILIES[METHODS[method].family]
+            weights = burn_in(METHODS[method].family, seed, workdir,
+                              burn_in_steps or family.burn_in, user, threads)
+            r = run_once(method, seed, workdir, weights, iters or family.iters, user, threads)
+            with lock:
+                results[method][seed] = r
+                if echo:
+                    print(f"{method:<18} seed {seed}: AP {r.ap:.4f} ({r.model}), best "
+                          f"{r.best_ap:.4f}, {r.iters} iters, {r.seconds:.0f} s, "
+                          f"{r.ips:.1f} images/s", flush=True)
+
+    # The shapes data is generated by the first run that needs it: make it before seeds
+    # run at once, so no two processes write it together.
+    workdir.mkdir(parents=True, exist_ok=True)
+    prepare_data(methods, workdir, user)
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        for future in [pool.submit(one_seed, seed) for seed in seeds]:
+            future.result()
+    finally:
+        # A failed run stops the benchmark: seeds not started yet are dropped (the ones
+        # running finish, as their engine processes cannot be joined half-way).
+        pool.shutdown(cancel_futures=True)
+    return results
+
+
+def gains(results: dict[str, dict[int, RunResult]]) -> list[tuple[str, str, PairedGain]]:
+    """(method, what it is compared with, paired gain in AP points) for every method whose
+    baseline ran, and for the FCOS semi methods also over ``labeled_views`` when it ran."""
+    ap = {m: {seed: r.ap for seed, r in by_seed.items()} for m, by_seed in results.items()}
+    rows = []
+    for method in results:
+        spec = METHODS[method]
+        if spec.baseline and ap.get(spec.baseline):
+            rows.append((method, spec.baseline, paired_over(ap[method], ap[spec.baseline])))
+        if spec.family == "fcos" and spec.baseline and ap.get("labeled_views"):
+            rows.append((method, "labeled_views", paired_over(ap[method], ap["labeled_views"])))
+    return rows
+
+
+def print_report(results: dict[str, dict[int, RunResult]]) -> dict[str, float]:
+    """The per-method table and the paired gains with their intervals; mean AP per method."""
+    print(f"\n{'method':<18} {'AP (mean +- std)':>18} {'best AP':>9} {'seeds':>5} "
+          f"{'s/run':>6} {'img/s':>6}")
+    print("-" * 67)
+    means: dict[str, float] = {}
+    for method, by_seed in results.items():
+        runs = [by_seed[seed] for seed in sorted(by_seed)]
+        m, s = mean_std([r.ap for r in runs])
+        means[method] = m
+        best = statistics.mean(r.best_ap for r in runs)
+        print(f"{method:<18} {m:>9.4f} +- {s:.4f} {best:>9.4f} {len(runs):>5} "
+              f"{statistics.mean(r.seconds for r in runs):>6.0f} "
+              f"{statistics.mean(r.ips for r in runs):>6.1f}")
+    rows = gains(results)
+    if rows:
+        print(f"\n{'method':<18} {'over':<18} {'gain':>6} {'95% CI':>14} {'target':>7} "
+              f"{'met':>4}  per seed")
+        print("-" * 93)
+        for method, over, g in rows:
+            target = METHODS[method].target_gain if over == METHODS[method].baseline else None
+            met = "" if target is None else ("yes" if g.met(target) else "NO")
+            goal = "" if target is None else f"+{target:.0f}"
+            per_seed = " ".join(f"{d:+.1f}" for d in g.diffs)
+            print(f"{method:<18} {over:<18} {g.mean:>+6.1f} {format_ci(g):>14} {goal:>7} "
+                  f"{met:>4}  {per_seed}")
+        print("gain: mean over seeds of the per-seed AP difference in points (same seed, same "
+              "burn-in, same labeled images, same iterations); 95% CI: Student-t interval on "
+              "those differences (n-1 degrees of freedom); met: the mean reaches the target "
+              "AND the interval's lower end is above 0 (never with 1 seed); over "
+              "labeled_views: what the unlabeled images add")
+    return means
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3,
-                    help="runs per method (seeds FIRST..FIRST+N-1)")
+    ap.add_argument("--seeds", type=int, default=5,
+                    help="runs per method (seeds FIRST..FIRST+N-1; default 5)")
     ap.add_argument("--first-seed", type=int, default=0, metavar="FIRST",
                     help="the first seed (default 0): more seeds later, each run once")
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
@@ -234,87 +343,46 @@ def main() -> int:
                     help="evaluate every family on a generated shapes val set of N images "
                          "(default: FCOS the configs' 100, RT-DETR 1000)")
     ap.add_argument("--jobs", type=int, default=1, metavar="N",
-                    help="seeds run at once, each with cores/N threads (default 1: one run at "
-                         "a time; images/s are then comparable; with N > 1 they are shared)")
+                    help="seeds run side by side (default 1); it changes only the wall time, "
+                         "never an AP: every run has --threads threads whatever N is")
+    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",
+                    help=f"intra-op CPU threads of every run (default {DEFAULT_THREADS}); "
+                         "AP is reproducible only at the same T (and CPU type)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of mean AP")
     ap.add_argument("-o", "--opt", action="append", default=[],
                     help="override for every run, burn-ins included (after the bench's own)")
     args = ap.parse_args()
+    for name in ("seeds", "jobs", "threads"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name}: at least 1")
     if args.val_images is not None:
         if args.val_images < 1:
             ap.error("--val-images: at least 1")
         for name, family in FAMILIES.items():
             FAMILIES[name] = dataclasses.replace(family, val_images=args.val_images)
 
-    # Each seed's runs (its burn-ins, then the methods in order) go one after the other;
-    # with --jobs N, N seeds at once, each engine process given its share of the cores.
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
-    results: dict[str, dict[int, RunResult]] = {m: {} for m in args.methods}
-    lock = threading.Lock()
-
-    def one_seed(seed: int, tmp: Path) -> None:
-        for method in args.methods:
-            family = FAMILIES[METHODS[method].family]
-            weights = burn_in(METHODS[method].family, seed, tmp,
-                              args.burn_in or family.burn_in, args.opt, threads)
-            r = run_once(method, seed, tmp, weights, args.iters or family.iters, args.opt,
-                         threads)
-            with lock:
-                results[method][seed] = r
-                print(f"{method:<18} seed {seed}: AP {r.ap:.4f} ({r.model}), best "
-                      f"{r.best_ap:.4f}, {r.iters} iters, {r.seconds:.0f} s, "
-                      f"{r.ips:.1f} images/s", flush=True)
-
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     with tempfile.TemporaryDirectory(prefix="dettui-semi-") as tmp:
-        # The shapes data is generated by the first run that needs it: make it before
-        # seeds run at once, so no two processes write it together.
-        prepare_data(args.methods, Path(tmp), args.opt)
-        pool = ThreadPoolExecutor(max_workers=args.jobs)
-        try:
-            for future in [pool.submit(one_seed, seed, Path(tmp))
-                           for seed in range(args.first_seed,
-                                             args.first_seed + args.seeds)]:
-                future.result()
-        finally:
-            # A failed run stops the benchmark: seeds not started yet are dropped (the ones
-            # running finish, as their engine processes cannot be joined half-way).
-            pool.shutdown(cancel_futures=True)
-
-    print(f"\n{'method':<18} {'AP (mean +- std)':>18} {'best AP':>9} {'gain':>7} "
-          f"{'target':>7} {'met':>4} {'vs views':>8} {'s/run':>6} {'img/s':>6}")
-    print("-" * 93)
-    means: dict[str, float] = {}
-    for method, by_seed in results.items():
-        runs = [by_seed[seed] for seed in sorted(by_seed)]
-        m, s = mean_std([r.ap for r in runs])
-        means[method] = m
-        best = statistics.mean(r.best_ap for r in runs)
-        spec = METHODS[method]
-        gain = target = met = views = ""
-        if spec.baseline and spec.baseline in means:
-            g = 100 * (m - means[spec.baseline])
-            gain, target = f"{g:+.1f}", f"+{spec.target_gain:.0f}"
-            met = "yes" if g >= spec.target_gain else "NO"
-        if spec.family == "fcos" and spec.baseline and "labeled_views" in means:
-            views = f"{100 * (m - means['labeled_views']):+.1f}"
-        print(f"{method:<18} {m:>9.4f} +- {s:.4f} {best:>9.4f} {gain:>7} {target:>7} "
-              f"{met:>4} {views:>8} {statistics.mean(r.seconds for r in runs):>6.0f} "
-              f"{statistics.mean(r.ips for r in runs):>6.1f}")
-    print("gain: AP points over the method's supervised baseline (same labeled images, same "
-          "iterations); vs views: over labeled_views (the semi reader's labeled views and "
-          "teacher, no unlabeled loss), when it ran")
+        results = run_seeds(args.methods, seeds, Path(tmp), jobs=args.jobs,
+                            threads=args.threads, burn_in_steps=args.burn_in,
+                            iters=args.iters, user=args.opt)
+    means = print_report(results)
     extra = "".join(f" -o {o}" for o in args.opt)
     steps = "".join(f" --{k.replace('_', '-')} {v}" for k, v in
                     (("burn_in", args.burn_in), ("iters", args.iters),
                      ("val_images", args.val_images)) if v)
     print("every method: the same supervised burn-in, then the same number of iterations of "
           "its own (see the module docstring)")
+    cores = os.cpu_count() or 1
+    print(f"threads: {args.threads} per run, {args.jobs} run(s) at once on {cores} cores"
+          + (" (images/s are shared-core numbers)" if args.jobs > 1 else "")
+          + (" - oversubscribed: slower, same APs" if args.jobs * args.threads > cores else ""))
     jobs = f" --jobs {args.jobs}" if args.jobs > 1 else ""
-    if jobs:
-        print(f"images/s: {args.jobs} runs at once, {threads} threads each (shared cores)")
+    threads = f" --threads {args.threads}" if args.threads != DEFAULT_THREADS else ""
     first = f" --first-seed {args.first_seed}" if args.first_seed else ""
     print(f"reproduce: python benchmarks/semi_gain.py --seeds {args.seeds}{first} --methods "
-          f"{' '.join(args.methods)}{steps}{jobs}{extra}{' --json' if args.json else ''}")
+          f"{' '.join(args.methods)}{steps}{jobs}{threads}{extra}"
+          f"{' --json' if args.json else ''}")
     if args.json:
         print(json.dumps(means))
     return 0
