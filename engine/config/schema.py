@@ -25,10 +25,10 @@ from engine.config.ops import DEFAULT_STRONG_AUG, PHOTOMETRIC_OPS, TRANSFORM_OPS
 from engine.errors import ConfigError
 from engine.trainers.catalogue import (
     SSOD_METHODS,
-    TrainerInfo,
     closest,
     for_architecture,
     trainer_for,
+    trainer_of,
 )
 
 ARCHITECTURES = ("FCOS", "RetinaNet", "FasterRCNN", "RTDETR")
@@ -815,24 +815,15 @@ def _check_trainer(cfg: Config, v: _Validator) -> None:
         if getattr(cfg, key) and key not in info.weights:
             v.fail((key,), f"{key} is for a semi-supervised trainer (ssod_method: "
                    f"{', '.join(SSOD_METHODS)}); this config trains with {info.label}, "
-                   "which takes "
-                   + ", ".join(info.weights),
+                   f"which takes {', '.join(info.weights)}",
                    hint="use pretrain_weights (--weights), or a semi-supervised trainer")
-
-
-def trainer_info(cfg: Config) -> TrainerInfo:
-    """The catalogue's entry of the trainer ``cfg`` trains with (a validated config)."""
-    info = trainer_for(cfg.ssod_method, cfg.use_cot)
-    if info is None:
-        raise ConfigError(f"unsupported ssod_method {cfg.ssod_method!r}; supported: "
-                          + ", ".join(SSOD_METHODS), key="ssod_method")
-    return info
 
 
 def cotuning_enabled(cfg: Config) -> bool:
     """Whether the co-tuning trainer (and model) runs: ``use_cot`` without ``ssod_method``,
     which the seed's dispatch checks first."""
-    return trainer_info(cfg).use_cot
+    info = trainer_for(cfg.ssod_method, cfg.use_cot)
+    return info is not None and info.use_cot
 
 
 def _check_cotuning(cfg: Config, v: _Validator) -> None:
@@ -990,7 +981,7 @@ def validate(loaded: LoadedConfig | dict) -> Config:
 def trainer_name(cfg: Config) -> str:
     """The name of the trainer ``cfg`` trains with, as the engine and every front-end show
     it (and as checkpoints record it)."""
-    return trainer_info(cfg).name
+    return trainer_of(cfg).name
 
 
 def field_docs(cls: type = Config, prefix: str = "") -> dict[str, str]:

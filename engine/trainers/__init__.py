@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ConfigError
-from engine.trainers.catalogue import SSOD_METHODS, trainer_for
+from engine.trainers.catalogue import trainer_of
 
 if TYPE_CHECKING:
     from engine.config.schema import Config
@@ -23,8 +22,4 @@ def build_trainer(cfg: Config, env: DistEnv, recorder: RunRecorder, config_dict:
                   seed: int) -> Trainer:
     """The trainer the catalogue dispatches ``cfg`` to (``ssod_method`` > ``use_cot`` >
     the supervised ``Trainer``), built."""
-    info = trainer_for(cfg.ssod_method, cfg.use_cot)
-    if info is None:  # the schema refuses it first; a Config built by hand may not be checked
-        raise ConfigError(f"unsupported ssod_method {cfg.ssod_method!r}; supported: "
-                          + ", ".join(SSOD_METHODS), key="ssod_method")
-    return info.load()(cfg, env, recorder, config_dict, seed=seed)
+    return trainer_of(cfg).load()(cfg, env, recorder, config_dict, seed=seed)

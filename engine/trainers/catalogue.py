@@ -24,7 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.errors import ConfigError
+
 if TYPE_CHECKING:
+    from engine.config.schema import Config
     from engine.trainers.base import Trainer
 
 SUPERVISED_WEIGHTS = ("pretrain_weights",)
@@ -145,6 +148,16 @@ def trainer_for(ssod_method: str | None, use_cot: bool) -> TrainerInfo | None:
     if ssod_method is not None:
         return next((t for t in TRAINERS if t.ssod_method == ssod_method), None)
     return next(t for t in TRAINERS if not t.semi and t.use_cot == use_cot)
+
+
+def trainer_of(cfg: Config) -> TrainerInfo:
+    """The trainer ``cfg`` trains with (the schema has refused an unknown ``ssod_method``;
+    a ``Config`` built without it gets the same refusal here)."""
+    info = trainer_for(cfg.ssod_method, cfg.use_cot)
+    if info is None:
+        raise ConfigError(f"unsupported ssod_method {cfg.ssod_method!r}; supported: "
+                          + ", ".join(SSOD_METHODS), key="ssod_method")
+    return info
 
 
 def by_choice(choice: str) -> TrainerInfo | None:

@@ -55,9 +55,9 @@ def test_only_a_semi_rtdetr_run_imports_its_trainer() -> None:
     builds its trainer class without Semi-RT-DETR's module and transformers (seconds)."""
     code = ("import sys\nimport engine.main, engine.run\n"
             "from engine.config import load_and_validate\n"
-            "from engine.config.schema import trainer_info\n"
+            "from engine.trainers.catalogue import trainer_of\n"
             f"_, cfg = load_and_validate({str(DEMO_CONFIG)!r})\n"
-            "print(trainer_info(cfg).load().__name__)\n"
+            "print(trainer_of(cfg).load().__name__)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'"
             " or m == 'engine.trainers.semi_rtdetr')[:3])\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
