@@ -2,7 +2,8 @@
 
 1. environment: join torch.distributed when torchrun started several processes;
 2. ``enable_ce``: seed every RNG with 0 and use deterministic algorithms;
-3. trainer dispatch: ``ssod_method`` > ``use_cot`` > the supervised ``Trainer``;
+3. trainer dispatch: ``ssod_method`` > ``use_cot`` > the supervised ``Trainer`` (the trainer
+   catalogue, ``engine.trainers.catalogue``);
 4. weights: resume > teacher + student > ``pretrain_weights`` (first match only);
 5. ``trainer.train(validate)``.
 """

@@ -47,6 +47,9 @@ class DettuiApp(App[int]):
         self.home = HomeScreen(self.runs_dir, self.configs_dirs)
         self.exit_message: Text | None = None
         """What the terminal is told on quitting (runs that keep training)."""
+        self.started_runs: set[Path] = set()
+        """Run folders (resolved) this TUI launched or resumed: their failure opens the
+        error modal; a run started elsewhere only notifies (tui.screens.error)."""
 
     def on_mount(self) -> None:
         self.push_screen(self.home)

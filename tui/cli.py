@@ -24,6 +24,7 @@ from engine.errors import EXIT_USER_ERROR, RunError, UserError
 from engine.rundir import RUNS_DIR_ENV
 from engine.safefiles import RefusedFile, open_regular
 from engine.termtext import printable
+from engine.trainers.catalogue import TRAINERS
 from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +53,9 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV,
 Overrides = Annotated[list[str], typer.Option(
     "-o", "--opt", help="Override a config key: key.sub.leaf=value (YAML value); repeatable.")]
 DEFAULT_RUNS = Path("runs")
+TRAINER_HELP = ("config (whatever the config selects), or one of: "
+                + "; ".join(t.summary() for t in TRAINERS)
+                + ". A trainer is refused on an architecture it cannot train.")
 DEBUG = {"on": os.environ.get("DETTUI_DEBUG") == "1"}
 
 
@@ -129,8 +133,7 @@ def run(
     opt: Overrides = [],
     name: Annotated[str | None, typer.Option("--name", help="Run name.")] = None,
     trainer: Annotated[str, typer.Option(
-        "--trainer", help="config (as the config says), Trainer, DenseTeacher, ARSL, "
-                          "Semi_RTDETR or co-tuning.")] = "config",
+        "--trainer", help=TRAINER_HELP)] = "config",
     nproc: Annotated[int, typer.Option(
         "--nproc", help="Processes (GPUs) on this machine; >1 runs torchrun.")] = 1,
     force: Annotated[bool, typer.Option(

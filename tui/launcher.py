@@ -41,9 +41,8 @@ from engine.rundir import (
     open_run_file,
 )
 from engine.sysinfo import cuda_device_count
+from engine.trainers.catalogue import CHOICES, TrainerInfo, by_choice, closest, trainer_for
 
-TRAINER_CHOICES = ("config", "Trainer", "DenseTeacher", "ARSL", "Semi_RTDETR", "co-tuning")
-SEMI_TRAINERS = ("DenseTeacher", "ARSL", "Semi_RTDETR")
 DEFAULT_MASTER_PORT = 29500
 RESTART_BACKOFF_ENV = "DETTUI_RESTART_BACKOFF"  # first supervisor backoff, seconds
 # With ``fleet: true`` and no rendezvous flags, the rendezvous comes from these variables
@@ -69,7 +68,7 @@ class LaunchSpec:
     enable_ce: bool = False
     device: str | None = None
     amp: bool = False
-    trainer: str = "config"  # one of TRAINER_CHOICES
+    trainer: str = "config"  # one of engine.trainers.catalogue.CHOICES
     nproc: int = 1
     nnodes: int = 1
     node_rank: int = 0
@@ -102,15 +101,14 @@ class LaunchSpec:
             put("amp", True)
         if self.device:
             put("device", self.device)
-        if self.trainer == "Trainer":
-            out += ["ssod_method=null", "use_cot=false"]
-        elif self.trainer == "co-tuning":
-            out += ["ssod_method=null", "use_cot=true"]
-        elif self.trainer in ("DenseTeacher", "ARSL", "Semi_RTDETR"):
-            put("ssod_method", self.trainer)
-        elif self.trainer != "config":
+        if self.trainer not in CHOICES:
+            close = closest(self.trainer, CHOICES)
             raise ConfigError(f"unknown trainer {self.trainer!r}; allowed: "
-                              + ", ".join(TRAINER_CHOICES), key="trainer")
+                              + ", ".join(CHOICES), key="trainer",
+                              hint=f"did you mean {close!r}?" if close else None)
+        chosen = by_choice(self.trainer)
+        if chosen is not None:
+            out += chosen.overrides()
         return out
 
     def all_overrides(self) -> list[str]:
@@ -124,8 +122,10 @@ class ConfigFacts:
     form can show the right fields for a config that does not validate yet)."""
 
     trainer: str
-    """As ``engine.config.schema.trainer_name`` names it: an ``ssod_method``, ``CoTuning``
-    or ``Trainer``."""
+    """As ``engine.config.schema.trainer_name`` names it (the catalogue's name), or an
+    unknown ``ssod_method`` as written."""
+    info: TrainerInfo | None
+    """The catalogue's entry of that trainer (None: an unknown ``ssod_method``)."""
     unlabeled_dir: str | None
     unlabeled_what: str
     """The rest of the unlabeled set: kind, annotation file, image folder."""
@@ -133,11 +133,11 @@ class ConfigFacts:
 
     @property
     def semi(self) -> bool:
-        return self.trainer in SEMI_TRAINERS
+        return self.info is not None and self.info.semi
 
     @property
     def cotuning(self) -> bool:
-        return self.trainer == "CoTuning"
+        return self.info is not None and self.info.use_cot
 
 
 def config_facts(spec: LaunchSpec) -> ConfigFacts | None:
@@ -148,8 +148,9 @@ def config_facts(spec: LaunchSpec) -> ConfigFacts | None:
     except (UserError, OSError):
         return None
     ssod = data.get("ssod_method")
-    trainer = ssod if isinstance(ssod, str) else \
-        ("CoTuning" if data.get("use_cot") is True else "Trainer")
+    ssod = ssod if isinstance(ssod, str) else None
+    info = trainer_for(ssod, data.get("use_cot") is True)
+    trainer = info.name if info is not None else str(ssod)
     unsup = data.get("UnsupTrainDataset")
     unsup = unsup if isinstance(unsup, dict) else {}
     folder = unsup.get("dataset_dir")
@@ -163,7 +164,7 @@ def config_facts(spec: LaunchSpec) -> ConfigFacts | None:
     if isinstance(unsup.get("image_dir"), str):
         parts.append(f"images: {unsup['image_dir']}")
     weights = data.get("pretrain_weights")
-    return ConfigFacts(trainer, folder if isinstance(folder, str) else None,
+    return ConfigFacts(trainer, info, folder if isinstance(folder, str) else None,
                        " · ".join(parts) if unsup else "no UnsupTrainDataset in the config",
                        weights if isinstance(weights, str) and weights else None)
 

@@ -23,10 +23,16 @@ from typing import Any, Literal
 from engine.config.loader import KeyPath, LoadedConfig
 from engine.config.ops import DEFAULT_STRONG_AUG, PHOTOMETRIC_OPS, TRANSFORM_OPS
 from engine.errors import ConfigError
+from engine.trainers.catalogue import (
+    SSOD_METHODS,
+    closest,
+    for_architecture,
+    trainer_for,
+    trainer_of,
+)
 
 ARCHITECTURES = ("FCOS", "RetinaNet", "FasterRCNN", "RTDETR")
 BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3")
-SSOD_METHODS = ("DenseTeacher", "ARSL", "Semi_RTDETR")
 # Shape kinds the built-in shapes generator can draw (engine/data/shapes.py draws them); the
 # first four are its default classes, the others are drawn only when a config asks for them.
 SHAPE_KINDS = ("circle", "square", "triangle", "cross", "ellipse", "ring", "diamond",
@@ -631,9 +637,7 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
         close = difflib.get_close_matches(cfg.backbone.name, BACKBONES, n=1)
         v.fail(("backbone", "name"), f"unknown backbone {cfg.backbone.name!r}; supported: "
                + ", ".join(BACKBONES), hint=f"did you mean {close[0]!r}?" if close else None)
-    if cfg.ssod_method is not None and cfg.ssod_method not in SSOD_METHODS:
-        v.fail(("ssod_method",), f"unsupported ssod_method {cfg.ssod_method!r}; supported: "
-               + ", ".join(SSOD_METHODS))
+    _check_trainer(cfg, v)
     _check_rtdetr(cfg.rtdetr, v)
     if cfg.num_classes < 1:
         v.fail(("num_classes",), "num_classes must be set to the number of object classes (>= 1)")
@@ -789,10 +793,37 @@ def _check_semi(cfg: Config, v: _Validator) -> None:
         _check_transforms(v, ("SemiTrainReader", key), getattr(reader, key), PHOTOMETRIC_OPS)
 
 
+def _check_trainer(cfg: Config, v: _Validator) -> None:
+    """The trainer the config selects exists, trains its architecture and takes its weights
+    keys (the catalogue says which): refused here, before any run folder exists, not by the
+    engine once it has built the model."""
+    info = trainer_for(cfg.ssod_method, cfg.use_cot)
+    if info is None:
+        close = closest(str(cfg.ssod_method), SSOD_METHODS)
+        v.fail(("ssod_method",), f"unsupported ssod_method {cfg.ssod_method!r}; supported: "
+               + ", ".join(SSOD_METHODS), hint=f"did you mean {close!r}?" if close else None)
+        return
+    chosen_by = ("ssod_method",) if info.semi else ("use_cot",)
+    if not info.supports(cfg.architecture) and cfg.architecture in ARCHITECTURES:
+        others = ", ".join(t.choice for t in for_architecture(cfg.architecture))
+        needed = " or ".join(info.architectures or ())
+        v.fail(chosen_by, f"{info.choice} {info.why}, so it needs architecture {needed}; "
+               f"this config has architecture {cfg.architecture}",
+               hint=f"use a config of architecture {needed}, or a trainer for "
+                    f"{cfg.architecture}: {others}")
+    for key in ("pretrain_teacher_weights", "pretrain_student_weights"):
+        if getattr(cfg, key) and key not in info.weights:
+            v.fail((key,), f"{key} is for a semi-supervised trainer (ssod_method: "
+                   f"{', '.join(SSOD_METHODS)}); this config trains with {info.label}, "
+                   f"which takes {', '.join(info.weights)}",
+                   hint="use pretrain_weights (--weights), or a semi-supervised trainer")
+
+
 def cotuning_enabled(cfg: Config) -> bool:
     """Whether the co-tuning trainer (and model) runs: ``use_cot`` without ``ssod_method``,
     which the seed's dispatch checks first."""
-    return cfg.use_cot and cfg.ssod_method is None
+    info = trainer_for(cfg.ssod_method, cfg.use_cot)
+    return info is not None and info.use_cot
 
 
 def _check_cotuning(cfg: Config, v: _Validator) -> None:
@@ -803,12 +834,8 @@ def _check_cotuning(cfg: Config, v: _Validator) -> None:
     if head.loss_cot.cot_scale <= 0:
         v.fail(("BBoxHead", "loss_cot", "cot_scale"), f"must be > 0, got "
                f"{head.loss_cot.cot_scale}")
-    if not cotuning_enabled(cfg):
+    if not cotuning_enabled(cfg):  # its architecture: _check_trainer
         return
-    if cfg.architecture != "FasterRCNN":
-        v.fail(("use_cot",), f"co-tuning needs architecture FasterRCNN (it keeps the source "
-               f"classifier as a second head of Faster R-CNN's box head); this config has "
-               f"architecture {cfg.architecture}")
     if head.cot_classes < 1:
         v.fail(("BBoxHead", "cot_classes"), "use_cot needs BBoxHead.cot_classes: the number of "
                "classes of the pretrained detector's classifier, background excluded (80 for "
@@ -953,13 +980,8 @@ def validate(loaded: LoadedConfig | dict) -> Config:
 
 def trainer_name(cfg: Config) -> str:
     """The name of the trainer ``cfg`` trains with, as the engine and every front-end show
-    it (and as checkpoints record it): the seed's dispatch, ``ssod_method`` > ``use_cot`` >
-    the supervised ``Trainer``."""
-    if cfg.ssod_method is not None:
-        return cfg.ssod_method
-    if cfg.use_cot:
-        return "CoTuning"
-    return "Trainer"
+    it (and as checkpoints record it)."""
+    return trainer_of(cfg).name
 
 
 def field_docs(cls: type = Config, prefix: str = "") -> dict[str, str]:

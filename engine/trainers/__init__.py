@@ -1,42 +1,25 @@
-"""Trainers. ``build_trainer`` is the seed's dispatch (notes §1.3), as one explicit table."""
+"""Trainers. ``build_trainer`` is the seed's dispatch (notes §1.3), read from the trainer
+catalogue (``engine.trainers.catalogue``).
+
+This package's ``__init__`` imports no trainer (nor torch): the catalogue in it is read by
+the schema, the CLI and the TUI. A trainer's module is imported when a run uses it.
+"""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.config.schema import SSOD_METHODS, Config
-from engine.env import DistEnv
-from engine.errors import ConfigError
-from engine.recorder import RunRecorder
-from engine.trainers.base import Trainer
-from engine.trainers.cotuning import CoTuningTrainer
+from engine.trainers.catalogue import trainer_of
 
-# ssod_method -> "module:class" of its trainer (one per name of SSOD_METHODS), imported when
-# a run uses it: Semi_RTDETR's transformers alone takes seconds to import, which every FCOS
-# run (and every engine process a test starts) would otherwise pay.
-SSOD_TRAINERS: dict[str, str] = {
-    "DenseTeacher": "engine.trainers.dense_teacher:DenseTeacherTrainer",
-    "ARSL": "engine.trainers.arsl:ARSLTrainer",
-    "Semi_RTDETR": "engine.trainers.semi_rtdetr:SemiRTDETRTrainer",
-}
-
-
-def ssod_trainer(method: str) -> type[Trainer]:
-    """The trainer class of ``ssod_method: method``."""
-    module, name = SSOD_TRAINERS[method].split(":")
-    return getattr(importlib.import_module(module), name)
+if TYPE_CHECKING:
+    from engine.config.schema import Config
+    from engine.env import DistEnv
+    from engine.recorder import RunRecorder
+    from engine.trainers.base import Trainer
 
 
 def build_trainer(cfg: Config, env: DistEnv, recorder: RunRecorder, config_dict: dict[str, Any],
                   seed: int) -> Trainer:
-    """``ssod_method`` -> that semi-supervised trainer; else ``use_cot`` -> co-tuning;
-    else the supervised ``Trainer``."""
-    if cfg.ssod_method is not None:
-        if cfg.ssod_method not in SSOD_TRAINERS:
-            raise ConfigError(f"unsupported ssod_method {cfg.ssod_method!r}; supported: "
-                              + ", ".join(SSOD_METHODS), key="ssod_method")
-        return ssod_trainer(cfg.ssod_method)(cfg, env, recorder, config_dict, seed=seed)
-    if cfg.use_cot:
-        return CoTuningTrainer(cfg, env, recorder, config_dict, seed=seed)
-    return Trainer(cfg, env, recorder, config_dict, seed=seed)
+    """The trainer the catalogue dispatches ``cfg`` to (``ssod_method`` > ``use_cot`` >
+    the supervised ``Trainer``), built."""
+    return trainer_of(cfg).load()(cfg, env, recorder, config_dict, seed=seed)

@@ -150,12 +150,23 @@ def test_num_classes_smaller_than_dataset(tmp_path: Path, shapes: Path) -> None:
 def test_semi_method_on_an_architecture_it_cannot_train_is_refused(tmp_path: Path,
                                                                    shapes: Path) -> None:
     # a complete semi config (the schema refuses one without unlabeled data up front), on
-    # the demo's FCOS: Semi_RTDETR labels data with RT-DETR's one-to-one queries
+    # the demo's FCOS: Semi_RTDETR labels data with RT-DETR's one-to-one queries. Refused by
+    # the front end's check (the trainer catalogue's architectures), before any run folder.
     semi = ["-o", f"UnsupTrainDataset={{name: ImageFolder, dataset_dir: {shapes}, "
                   "image_dir: train}", "-o", "SemiTrainReader={sup_batch_size: 2}"]
     proc = dettui("run", str(DEMO_CONFIG), "--headless", "--runs-dir", str(tmp_path / "runs"),
                   "--trainer", "Semi_RTDETR", *data_overrides(shapes), *semi, cwd=tmp_path)
-    assert_user_error(proc, "Semi_RTDETR trains RT-DETR", "architecture FCOS",
-                      "architecture: RTDETR")
-    meta = next((tmp_path / "runs").iterdir()) / "run.json"
-    assert '"status": "failed"' in meta.read_text()
+    assert_user_error(proc, "-o ssod_method=\"Semi_RTDETR\": key 'ssod_method'",
+                      "Semi_RTDETR trains RT-DETR", "needs architecture RTDETR",
+                      "this config has architecture FCOS",
+                      "a trainer for FCOS: Trainer, DenseTeacher, ARSL")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    # the engine, started by hand, refuses it the same way (exit 2, no run folder made)
+    engine = subprocess.run([sys.executable, "-m", "engine", "train", str(DEMO_CONFIG),
+                             "--runs-dir", str(tmp_path / "runs"), "-o",
+                             "ssod_method=Semi_RTDETR", *semi, *data_overrides(shapes)],
+                            cwd=tmp_path, env=engine_env(), capture_output=True, text=True,
+                            timeout=180)
+    assert engine.returncode == 2, engine.stderr  # (its stderr keeps the trace for --debug)
+    assert "key 'ssod_method'" in engine.stderr and "needs architecture RTDETR" in engine.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

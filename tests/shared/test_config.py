@@ -73,7 +73,8 @@ def test_demo_configs_validate() -> None:
     ("epoch: 2\n", [], r"num_classes must be set"),
     # co-tuning: checked here, without torch, so the TUI refuses such a launch up front
     ("num_classes: 2\nuse_cot: true\npretrain_weights: a.pt\nBBoxHead: {cot_classes: 80}\n",
-     [], r"c\.yml:2: key 'use_cot': co-tuning needs architecture FasterRCNN.*architecture FCOS"),
+     [], r"c\.yml:2: key 'use_cot': co-tuning keeps the source classifier.*needs "
+     r"architecture FasterRCNN; this config has architecture FCOS"),
     ("num_classes: 2\narchitecture: FasterRCNN\nuse_cot: true\npretrain_weights: a.pt\n", [],
      r"c\.yml.*key 'BBoxHead.cot_classes': use_cot needs BBoxHead.cot_classes.*got 0"),
     ("num_classes: 2\narchitecture: FasterRCNN\nBBoxHead: {cot_classes: 80}\n",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.tui.conftest import make_app, make_run, plain, run_pilot, wait_for
-from tui.screens.error import ErrorScreen
+from tui.screens.error import ErrorScreen, note_started
 from tui.screens.home import ConfirmScreen, HomeScreen
 from tui.widgets.runs_table import RunsTable
 
@@ -220,6 +220,7 @@ def test_a_run_that_crashes_while_watched_opens_the_error_modal(runs_dir: Path) 
 
     async def scenario(pilot) -> None:
         await _ready(pilot, app, 1)
+        note_started(app, live.path)  # launched here (elsewhere: test_failed_run_notice)
         # The engine dies hard: no error event, its traceback only in stderr.log.
         live.stderr_log.write_text("Traceback (most recent call last):\n  boom\n"
                                    "MemoryError\n", encoding="utf-8")

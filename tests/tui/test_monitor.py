@@ -286,6 +286,8 @@ def test_a_run_that_fails_while_watched_opens_the_error_modal(tmp_path: Path) ->
 
     async def scenario(pilot: Any) -> None:
         screen = await loaded(pilot)
+        # a run this TUI launched (one started elsewhere only notifies: test_failed_run_notice)
+        pilot.app.started_runs = {run.path.resolve()}
         with open(run.events, "a") as f:
             f.write(_event("error", T0 + 999, error_type="RuntimeError",
                            message="CUDA out of memory", traceback=TRACEBACK,

@@ -204,3 +204,31 @@ def show_error(app: App, report: ErrorReport) -> None:
                 == (report.title, report.message):
             return
     app.push_screen(ErrorScreen(report))
+
+
+def started_runs(app: App) -> set[Path] | None:
+    """The run folders (resolved) this TUI launched or resumed (``DettuiApp.started_runs``);
+    None in a host app that keeps no such record."""
+    return getattr(app, "started_runs", None)
+
+
+def note_started(app: App, run_dir: Path) -> None:
+    """Record that this TUI launched or resumed the run in ``run_dir``."""
+    started = started_runs(app)
+    if started is not None:
+        started.add(Path(run_dir).resolve())
+
+
+def report_run_failure(app: App, run_dir: Path, *, notify: bool = True) -> None:
+    """A run seen failing. One this TUI launched or resumed gets the error modal; one
+    started from another shell (or another TUI) only a notification, with ``notify``: every
+    open TUI sees it fail, and a modal in each would be one too many (its row's ``e`` and
+    its monitor show the error)."""
+    if Path(run_dir).resolve() in (started_runs(app) or ()):
+        show_error(app, ErrorReport.from_run(run_dir))
+    elif notify:
+        report = ErrorReport.from_run(run_dir)
+        first = (report.message.strip().splitlines() or ["no message"])[0]
+        first = first if len(first) <= 200 else first[:199] + "…"
+        app.notify(printable(f"{first}\nStarted elsewhere: e on its row shows the error."),
+                   title=printable(report.title), severity="error", markup=False, timeout=10)

@@ -28,7 +28,7 @@ from tui.launcher import LaunchSpec
 from tui.runs_index import UNREADABLE, RunRow, RunsIndex, ScanResult
 from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question
-from tui.screens.error import ErrorReport, show_error
+from tui.screens.error import ErrorReport, note_started, report_run_failure, show_error
 from tui.screens.launch import LaunchScreen
 from tui.widgets.config_tree import ConfigTree
 from tui.widgets.runs_table import RunsTable
@@ -126,7 +126,7 @@ class HomeScreen(Screen[None]):
         if self._cursor_to is not None and table.move_to(self._cursor_to):
             self._cursor_to = None
         for row in message.result.newly_failed:
-            show_error(self.app, ErrorReport.from_run(row.path))
+            report_run_failure(self.app, row.path)
 
     def _update_titles(self) -> None:
         table = self.query_one(RunsTable)
@@ -246,6 +246,7 @@ class HomeScreen(Screen[None]):
             return
         run, proc = result
         self.processes.append(proc)
+        note_started(self.app, run.path)
         self._cursor_to = run.path.name
         self.poll_runs()
         self.open_run(run.path)
@@ -291,6 +292,7 @@ class HomeScreen(Screen[None]):
             show_error(self.app, ErrorReport.from_exception(exc, f"Cannot resume {row.id}"))
             return
         self.processes.append(proc)
+        note_started(self.app, row.path)
         self._notify(f"Resuming {row.id} from its last checkpoint.")
         self.poll_runs()
         self.open_run(row.path)

@@ -33,6 +33,7 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Stat
 from engine.errors import ConfigError, UserError
 from engine.rundir import RunDirectory
 from engine.sysinfo import gpus, nvml_status
+from engine.trainers.catalogue import TRAINERS
 from tui.launcher import (
     ConfigFacts,
     LaunchSpec,
@@ -48,11 +49,8 @@ from tui.screens.file_picker import FilePickerScreen
 WEIGHT_MODES = (("none (random init)", "none"), ("pretrained weights file", "pretrained"),
                 ("resume a run or checkpoint", "resume"),
                 ("teacher + student files", "teacher_student"))
-TRAINER_LABELS = {"config": "from the config", "Trainer": "Trainer (supervised)",
-                  "DenseTeacher": "DenseTeacher (semi-supervised)",
-                  "ARSL": "ARSL (semi-supervised)",
-                  "Semi_RTDETR": "Semi_RTDETR (semi-supervised)",
-                  "co-tuning": "co-tuning (transfer)"}
+TRAINER_LABELS = {"config": "from the config", **{t.choice: t.label for t in TRAINERS}}
+"""The trainer choice: the config's, or one of the catalogue's (engine.trainers.catalogue)."""
 PATH_FIELDS = ("config", "weights", "resume", "teacher", "student")
 VALIDATE_DELAY = 0.3
 

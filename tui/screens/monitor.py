@@ -43,7 +43,7 @@ from tui.filetail import LogTail
 from tui.runmodel import RunModel, RunSnapshot
 from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question
-from tui.screens.error import ErrorReport, ErrorScreen
+from tui.screens.error import ErrorReport, ErrorScreen, note_started, report_run_failure
 from tui.widgets.curves import Curve, CurvePlot
 from tui.widgets.eval_table import MODEL_ORDER, EvalTable
 from tui.widgets.log_panel import SOURCES, LogPanel
@@ -331,7 +331,9 @@ class MonitorScreen(Screen[None]):
         if old is None or old.status != snap.status:
             self.refresh_bindings()
             if old is not None and old.status in ACTIVE and snap.status == "failed":
-                self._show_error(ErrorReport.from_run(self.run_dir))
+                # the home screen below notifies of a run started elsewhere; the banner
+                # here shows its error
+                report_run_failure(self.app, self.run_dir, notify=False)
         self._update_banner(snap)
         self._update_semi(snap)
         # While the history is read, the panels keep what peek_tail() found (the latest
@@ -565,6 +567,7 @@ class MonitorScreen(Screen[None]):
             self._show_error(ErrorReport.from_exception(exc, f"Cannot resume {run.id}"))
             return
         self._processes.append(proc)
+        note_started(self.app, run.path)
         self.notify(printable(f"Resuming {run.id} from its last checkpoint."), markup=False)
 
     def _show_error(self, report: ErrorReport) -> None:

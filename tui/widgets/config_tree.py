@@ -25,6 +25,7 @@ from textual.widgets.tree import TreeNode
 
 from engine.config import load_config, validate
 from engine.config.loader import LoadedConfig
+from engine.config.schema import trainer_name
 from engine.errors import UserError
 from tui.safetext import safe_text
 
@@ -63,9 +64,8 @@ def discover(roots: Iterable[Path]) -> dict[Path, int]:
 
 def _summary(loaded: LoadedConfig) -> str:
     cfg = validate(loaded)
-    trainer = cfg.ssod_method or ("CoTuning" if cfg.use_cot else "Trainer")
     return (f"{cfg.architecture} · {cfg.backbone.name} · {cfg.num_classes} classes · "
-            f"{cfg.epoch} epochs · {trainer}")
+            f"{cfg.epoch} epochs · {trainer_name(cfg)}")
 
 
 def _unexpected(exc: Exception) -> str:
