@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engine.ssod.dense_teacher import (
     dense_teacher_losses,
@@ -52,6 +53,27 @@ def test_select_foreground_takes_the_top_ratio_of_all_points() -> None:
     assert sel.foreground.tolist() == [False, True, True, False]
     assert sel.count == 2 and sel.fg_score_sum == pytest.approx(1.7)
     assert select_foreground(probs, ratio=0.01).count == 1  # at least one point
+
+
+def test_foreground_is_ranked_by_the_teachers_scores_not_the_students() -> None:
+    # One class, four points: the teacher is surest of point 0, the student of point 3.
+    t_cls = torch.tensor([[4.0], [0.0], [-2.0], [-4.0]])
+    s_cls = torch.tensor([[-4.0], [-2.0], [0.0], [4.0]])
+    t_box = torch.ones(4, 4)
+    s_box = torch.tensor([[1.0, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2], [3, 3, 3, 3]])
+    q = torch.zeros(4)
+    losses, sel = dense_teacher_losses(outputs(s_cls, s_box, q), outputs(t_cls, t_box, q), 0.25)
+    assert sel.foreground.tolist() == [True, False, False, False]
+    p_t = torch.sigmoid(torch.tensor(4.0)).item()
+    assert sel.count == 1 and sel.fg_score_sum == pytest.approx(p_t)
+    # Point 0's student box is the teacher's: no box loss (point 3's would cost).
+    assert losses["distill_loss_box"].item() == pytest.approx(0.0, abs=1e-6)
+    # cls: the soft target on point 0, background suppression on the others, / p_t.
+    p_s = s_cls.sigmoid().flatten()
+    fg = F.binary_cross_entropy(p_s[0], torch.tensor(p_t)) * (p_t - p_s[0]) ** 2
+    bg = sum(F.binary_cross_entropy(p_s[i], torch.tensor(0.0)) * p_s[i] ** 2 for i in (1, 2, 3))
+    assert losses["distill_loss_cls"].item() == pytest.approx(((fg + bg) / p_t).item(),
+                                                              rel=1e-5)
 
 
 def test_ltrb_boxes_are_boxes_around_the_point() -> None:
