@@ -66,6 +66,25 @@ def test_pseudo_labels_are_kept_by_score_and_size_without_nms() -> None:
     assert select_pseudo_labels(detections, 0.7, 2.0)[0]["labels"].tolist() == [1, 1]
 
 
+def test_teacher_scores_are_a_softmax_or_a_sigmoid_of_the_last_layer() -> None:
+    model = tiny_model().eval()
+    images, _ = batch()
+    with torch.no_grad():
+        sigmoid = model.detect_per_query(images, "sigmoid")
+        softmax = model.detect_per_query(images, "softmax")
+        logits = model.model(model.prepare(images)[0]).intermediate_logits[:, -1]
+    for b in range(len(images)):
+        for det, probs in ((softmax[b], logits[b].softmax(-1)),
+                           (sigmoid[b], logits[b].sigmoid())):
+            best = probs.max(-1)
+            order = best.values.argsort(descending=True)
+            assert torch.allclose(det["scores"], best.values[order])
+            assert torch.equal(det["labels"], best.indices[order] + 1)
+    assert all((d["scores"] >= 1 / 3 - 1e-6).all() for d in softmax)  # 3 classes
+    with pytest.raises(ValueError, match="score_fn"):
+        model.detect_per_query(images, "relu")
+
+
 def test_pseudo_terms_keep_the_total() -> None:
     losses = {name: torch.tensor(float(i + 1)) for i, name in enumerate(sorted(SUP_TERMS))}
     grouped = pseudo_terms(losses)

@@ -162,3 +162,29 @@ def test_denseteacher_weights_each_distillation_term_by_its_key(
         assert raw[key].item() > 0
         assert losses[key].item() == pytest.approx(raw[key].item() * w * weight, rel=1e-4,
                                                    abs=1e-7), key
+
+
+@pytest.mark.parametrize(("score_fn", "kept"), [("softmax", 10.0), ("sigmoid", 0.0)])
+def test_semi_rtdetr_scores_pseudo_labels_by_score_fn(tmp_path: Path, score_fn: str,
+                                                      kept: float) -> None:
+    # Threshold 0.25: a softmax over 4 classes gives every query at least 0.25 (all 10
+    # queries kept); the sigmoid scores of a fresh RT-DETR sit near its prior 0.01 (none).
+    trainer = build(SEMI_RTDETR, tmp_path / "data",
+                    *[f"rtdetr.{k}={json.dumps(v)}" for k, v in TINY.items()],
+                    "ema_start_iters=2", f"DETR_SSOD.train_cfg.score_fn={score_fn}",
+                    "DETR_SSOD.train_cfg.pseudo_label_initial_score_thr=0.25")
+    one_step(trainer, 3)
+    assert trainer.step_stats["pseudo_boxes_per_image"] == kept
+
+
+@pytest.mark.parametrize(("quality", "term"), [("centerness", "bbox_ctrness"),
+                                                ("iou", "bbox_iou")])
+def test_denseteacher_quality_branch_learns_centerness_or_iou(
+        tmp_path: Path, quality: str, term: str) -> None:
+    trainer = build(DENSE, tmp_path / "data", f"DenseTeacher.train_cfg.quality={quality}")
+    batch = next(iter(trainer.epoch_batches()))
+    trainer.iter = 0
+    losses = trainer.forward_losses(batch)
+    assert set(losses) == {"classification", "bbox_regression", term, "distill_loss_cls",
+                           "distill_loss_box", "distill_loss_quality"}
+    assert losses[term].item() > 0

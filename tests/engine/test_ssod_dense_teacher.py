@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.models.detection._utils import BoxLinearCoder
 
 from engine.ssod.dense_teacher import (
     dense_teacher_losses,
+    iou_quality_loss,
     ltrb_to_boxes,
     qfl_v2,
     select_foreground,
@@ -115,5 +117,34 @@ def test_unsup_weight_ramps() -> None:
     assert unsup_weight_at(250, 100, 2.0, "linear") == 2.0
     assert unsup_weight_at(5, 0, 1.0, "linear") == 1.0       # no burn-in, no ramp
     assert unsup_weight_at(150, 100, 1.0, "step") == 0.25
-    assert unsup_weight_at(100, 100, 1.0, "exp") == pytest.approx(math.exp(-2))
+    assert unsup_weight_at(101, 100, 1.0, "exp") == pytest.approx(math.exp(-1.999))
+    # PaddleDetection's ``curr_iter > semi_start_iters``: nothing at the start itself.
+    for suppress in ("linear", "exp", "step", "none"):
+        assert unsup_weight_at(100, 100, 1.0, suppress) == 0.0
+        assert unsup_weight_at(0, 0, 1.0, suppress) == 0.0
     assert unsup_weight_at(150, 100, 1.0, "none") == 1.0
+
+
+def test_iou_quality_learns_the_iou_of_each_positive_points_box() -> None:
+    # One image, three points of size 8 centred at (4, 4); points 0 and 2 are assigned the
+    # box (-4, -4, 12, 12), i.e. ltrb (1, 1, 1, 1) in units of 8; point 1 is background.
+    coder = BoxLinearCoder(normalize_by_size=True)
+    anchors = [torch.tensor([[0.0, 0, 8, 8]] * 3)]
+    targets = [{"boxes": torch.tensor([[-4.0, -4, 12, 12]]), "labels": torch.tensor([1])}]
+    matched = [torch.tensor([0, -1, 0])]
+    regression = torch.tensor([[[1.0, 1, 1, 1], [5.0, 5, 5, 5], [2.0, 2, 2, 2]]])
+    logits = torch.tensor([[[0.5], [3.0], [-1.0]]], requires_grad=True)
+    loss = iou_quality_loss(coder, targets, {"bbox_regression": regression,
+                                             "bbox_ctrness": logits}, anchors, matched)
+    # IoU (inter + 1) / (union + 1): point 0 (4 + 1) / (4 + 1) = 1; point 2 inter 4,
+    # union 16 -> 5 / 17. BCE against them, summed over the 2 positives, / 2.
+    iou = torch.tensor([1.0, 5 / 17])
+    expected = F.binary_cross_entropy_with_logits(torch.tensor([0.5, -1.0]), iou,
+                                                  reduction="sum") / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert logits.grad[0, 1, 0] == 0  # the background point learns nothing here
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    assert iou_quality_loss(coder, empty, {"bbox_regression": regression,
+                                           "bbox_ctrness": logits},
+                            anchors, [torch.full((3,), -1)]).item() == 0.0
