@@ -519,16 +519,24 @@ def data_split(
                f"({counts.unlabeled_boxes_dropped} dropped) -> {unlabeled}")
 
 
-def _report_import(coco: dict, summary: Any, out: Path) -> None:
+# The splits whose json is evaluated on: the import's snippet puts them under EvalDataset.
+EVAL_SPLITS = ("val", "valid", "validation", "minival", "test")
+
+
+def _report_import(coco: dict, summary: Any, out: Path, split: str | None) -> None:
     from engine.data.cocobuild import write_coco_json
+    from engine.data.summary import plural
 
     for line in summary.lines():
         typer.echo(line)
     write_coco_json(out, coco)
     folder = out.resolve().parent
-    typer.echo(f"wrote {out} ({len(coco['images'])} images, {len(coco['annotations'])} "
-               "annotations); use it in a config:")
-    typer.echo(f"  num_classes: {len(coco['categories'])}\n  TrainDataset:\n"
+    section = "EvalDataset" if split in EVAL_SPLITS else "TrainDataset"
+    typer.echo(f"wrote {out} ({plural(len(coco['images']), 'image')}, "
+               f"{plural(len(coco['annotations']), 'annotation')}); use it in a config:")
+    # Runs as printed: the launcher, `data check` and the engine need image_dir only for
+    # relative file names (engine.data.sources.check_image_folder).
+    typer.echo(f"  num_classes: {len(coco['categories'])}\n  {section}:\n"
                f"    name: COCODataSet\n    dataset_dir: {json.dumps(str(folder))}\n"
                f"    anno_path: {json.dumps(out.name)}\n"
                "    # image_dir is not used: the json names every image by absolute path")
@@ -564,7 +572,7 @@ def import_voc_cmd(
     out = paths[-1]
     coco, summary = import_voc(None if folders else paths[0], split=split, images=images,
                                annotations=annotations, classes=classes)
-    _report_import(coco, summary, out)
+    _report_import(coco, summary, out, split)
 
 
 @import_app.command("yolo")
@@ -574,16 +582,23 @@ def import_yolo_cmd(
         help="An Ultralytics data.yaml (or its folder), or a folder with images/ + labels/ "
              "(and classes.txt).")],
     out: Annotated[Path, typer.Argument(metavar="OUT.json", help="The COCO file to write.")],
-    split: Annotated[str, typer.Option(
+    split: Annotated[str | None, typer.Option(
         "--split", help="Which split: train, val or test (the data.yaml key, or "
-                        "images/SPLIT/).")] = "train",
+                        "images/SPLIT/); default train, one split per json.")] = None,
 ) -> None:
-    """YOLO txt labels -> one COCO json. A missing or empty label file is an image without
-    boxes; boxes outside the image are clipped or dropped and counted."""
-    from engine.data.yolo import import_yolo
+    """YOLO txt labels -> one COCO json of one split (train unless --split says otherwise).
+    A missing or empty label file is an image without boxes; boxes outside the image are
+    clipped or dropped and counted."""
+    from engine.data.yolo import import_yolo, yolo_splits
 
-    coco, summary = import_yolo(src, split)
-    _report_import(coco, summary, out)
+    coco, summary = import_yolo(src, split or "train")
+    if split is None:  # one split per json: say which, and how to get the others
+        others = [s for s in yolo_splits(src) if s != "train"]
+        typer.echo("imported the train split only" + (
+            f"; this dataset also has {', '.join(others)}: import "
+            + " / ".join(f"--split {s}" for s in others) + " into another json"
+            if others else ""))
+    _report_import(coco, summary, out, split)
 
 
 @data_app.command("check")

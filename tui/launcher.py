@@ -195,8 +195,10 @@ def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str) -> None
     if not anno.is_file():
         raise DataError(f"annotation file not found: {anno}", key=f"{section}.anno_path")
     images = root / ds.image_dir
-    if not images.is_dir():
-        raise DataError(f"image folder not found: {images}", key=f"{section}.image_dir")
+    if not images.is_dir():  # needed only by relative file names: the engine's own rule
+        from engine.data.sources import check_image_folder, listed_file_names  # numpy
+
+        check_image_folder(images, listed_file_names(ds, section), section)
 
 
 def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:

@@ -14,9 +14,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from engine.config.schema import DatasetConfig
+from engine.config.schema import DatasetConfig, UnsupDatasetConfig
 from engine.data.cocofile import load_coco_json
 from engine.data.summary import DatasetSummary
+from engine.errors import DataError
 
 log = logging.getLogger("dettui.data")
 
@@ -47,3 +48,28 @@ def has_relative_file_names(file_names: Any) -> bool:
     """Whether any ``file_name`` needs ``image_dir`` (imported jsons name images by
     absolute path, and then the folder need not exist)."""
     return any(not Path(str(name)).is_absolute() for name in file_names)
+
+
+def check_image_folder(image_root: Path, file_names: Any, section: str) -> None:
+    """The one rule for ``image_dir``, shared by the engine's datasets, ``dettui data
+    check`` and the launcher (CLI and launch form): the folder must exist only when some
+    ``file_name`` is relative to it. A json written by ``dettui data import`` names every
+    image by its absolute path, so its config needs no ``image_dir`` at all."""
+    if image_root.is_dir() or not has_relative_file_names(file_names):
+        return
+    raise DataError("image folder not found", file=str(image_root), key=f"{section}.image_dir",
+                    hint="the annotation file names images relative to dataset_dir/image_dir; "
+                         "fix image_dir (relative paths are relative to the working "
+                         "directory), or name every image by its absolute path")
+
+
+def listed_file_names(ds_cfg: DatasetConfig | UnsupDatasetConfig, section: str) -> list[str]:
+    """The ``file_name`` of every image a dataset section's annotations list (for the
+    launcher, which otherwise never reads them: only when the image folder is missing)."""
+    if ds_cfg.name == "VOCDataSet":
+        data, _ = dataset_coco(ds_cfg, section)  # type: ignore[arg-type]
+    else:
+        data = load_coco_json(annotation_source(ds_cfg),  # type: ignore[arg-type]
+                              key=f"{section}.anno_path", required=("images",))
+    return [str(image.get("file_name", "")) for image in data["images"]
+            if isinstance(image, dict)]
