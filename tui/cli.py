@@ -110,7 +110,11 @@ def run(
     config: Annotated[Path, typer.Argument(help="YAML config (with _BASE_ inheritance).")],
     headless: Annotated[bool, typer.Option(
         "--headless", help="No TUI: a Rich console with progress, eval tables and a summary; "
-                           "Ctrl-C stops cleanly after a checkpoint.")] = False,
+                           "Ctrl-C, SIGTERM and SIGHUP stop the run cleanly after a "
+                           "checkpoint.")] = False,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="No TUI, no console: start the run, print its id and how to "
+                         "attach to it, and return; it trains on.")] = False,
     eval: Annotated[bool, typer.Option("--eval/--no-eval",
                                        help="COCO-evaluate every snapshot_epoch.")] = True,
     resume: Annotated[str | None, typer.Option(
@@ -182,12 +186,23 @@ def run(
         typer.echo("joining the multi-node job as a worker node; node 0 records the run",
                    err=True)
         raise typer.Exit(run_worker_node(spec))
+    if detach and headless:
+        raise UserError("--detach starts the run and returns, --headless follows it to the "
+                        "end: choose one", key="--detach",
+                        hint=f"follow a detached run later with `dettui attach RUN "
+                             f"--runs-dir {runs_dir}`")
+    if detach:
+        run_dir, proc = launch(spec)
+        run_id = printable(run_dir.id)
+        typer.echo(f"started {run_id} (pid {proc.pid}); it trains on without this shell\n"
+                   f"follow it: dettui attach {run_id} --runs-dir {printable(str(runs_dir))}\n"
+                   f"stop it:   dettui stop {run_id} --runs-dir {printable(str(runs_dir))}")
+        return
     if not headless:
         from tui.app import run_app
 
         raise typer.Exit(run_app(runs_dir, _configs_dirs([]), launch=spec))
-    run_dir, proc = launch(spec)
-    _watch(run_dir, proc)
+    _launch_and_watch(lambda: launch(spec))
 
 
 def _joins_as_worker(spec: Any) -> bool:
@@ -201,10 +216,16 @@ def _joins_as_worker(spec: Any) -> bool:
         return False  # reported by the launch itself, the same way as ever
 
 
-def _watch(run_dir: Any, proc: subprocess.Popen | None) -> None:
-    from tui.headless import HeadlessWatcher
+def _launch_and_watch(start: Callable[[], tuple[Any, subprocess.Popen]]) -> None:
+    """Start a run and follow it in the console to its end; exit with its code. SIGTERM
+    and SIGHUP (a job runner, a closed terminal) stop it cleanly, like Ctrl-C, even when
+    they come while it starts: the engine lives in its own session and would otherwise
+    train on unwatched."""
+    from tui.headless import HeadlessWatcher, StopSignals
 
-    code = HeadlessWatcher(run_dir, proc).watch()
+    with StopSignals() as signals:
+        run_dir, proc = start()
+        code = HeadlessWatcher(run_dir, proc, signals=signals).watch()
     raise typer.Exit(code)
 
 
@@ -223,9 +244,9 @@ def resume(
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
-    proc = launcher.resume(run_dir, force=force)
     if headless:
-        _watch(run_dir, proc)
+        _launch_and_watch(lambda: (run_dir, launcher.resume(run_dir, force=force)))
+    proc = launcher.resume(run_dir, force=force)
     run_id = printable(run_dir.id)
     typer.echo(f"resumed {run_id} (pid {proc.pid}); follow it with "
                f"`dettui attach {run_id}` or open `dettui`")

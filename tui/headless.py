@@ -40,6 +40,39 @@ from tui.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 
 EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
 POLL_SECONDS = 0.25
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""What a job runner (``timeout``, SLURM, systemd) or a closed terminal sends a console."""
+
+
+class StopSignals:
+    """SIGTERM and SIGHUP to a console that follows its own run, handled like Ctrl-C: the
+    engine (in its own session, so it never gets them itself) is asked to stop after its
+    step with a checkpoint, and the console exits 128 + the signal once it has (143 /
+    129), instead of dying and leaving the training running unwatched.
+
+    A context manager around the launch and the watch, so a signal that comes while the
+    engine is being started is not lost: the watcher acts on it as soon as it runs. On
+    SIGHUP the terminal is gone, so the console writes to ``os.devnull`` from then on."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.on_hangup: list[Any] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if signum == signal.SIGHUP:
+            for callback in self.on_hangup:
+                callback()
 
 
 def plain_console() -> Console:
@@ -118,11 +151,17 @@ class HeadlessWatcher:
     """Renders one run's events until the run ends; returns the run's exit code."""
 
     def __init__(self, run: RunDirectory, proc: subprocess.Popen | None = None,
-                 console: Console | None = None, stop_on_ctrl_c: bool = True):
+                 console: Console | None = None, stop_on_ctrl_c: bool = True,
+                 signals: StopSignals | None = None):
         self.run = run
         self.proc = proc
         self.console = console or plain_console()
         self.stop_on_ctrl_c = stop_on_ctrl_c
+        self.signals = signals
+        """SIGTERM/SIGHUP received by this console (see ``StopSignals``)."""
+        self.signals_seen = 0
+        if signals is not None:
+            signals.on_hangup.append(self._terminal_gone)
         self.tail = EventTail(run.events)
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("eta {task.fields[eta]}"),
@@ -219,7 +258,7 @@ class HeadlessWatcher:
         return ((status in ACTIVE or restarting)
                 and pid_alive(meta.get("pid"), meta.get("pid_started")))
 
-    def _request_stop(self) -> None:
+    def _request_stop(self, what: str = "Ctrl-C") -> None:
         self.stop_sent += 1
         if self.proc is not None:
             pid = self.proc.pid if self.proc.poll() is None else None  # our own child
@@ -227,13 +266,28 @@ class HeadlessWatcher:
             try:
                 pid = engine_pid(self.run.path, self.run.read_meta())
             except RunError as exc:
-                self.console.print(safe_text(f"Ctrl-C: not stopping it: {exc.message}", "yellow"))
+                self.console.print(safe_text(f"{what}: not stopping it: {exc.message}",
+                                             "yellow"))
                 return
         if pid is not None:
-            signal_name = "again: stopping at once" if self.stop_sent > 1 else \
-                "stopping after this step (checkpoint first); Ctrl-C again to stop at once"
-            self.console.print(f"[yellow]Ctrl-C: {signal_name}[/]")
+            said = f"{what} again: stopping at once" if self.stop_sent > 1 else \
+                f"{what}: stopping after this step (checkpoint first); {what} again to " \
+                "stop at once"
+            self.console.print(Text(said, style="yellow"))
             os.kill(pid, signal.SIGINT)
+
+    def _terminal_gone(self) -> None:
+        """SIGHUP: nobody reads this console any more, and a write to a hung-up terminal
+        fails; what follows goes nowhere (the run folder has it all)."""
+        self.console.file = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the console
+
+    def _handle_signals(self) -> None:
+        """Act on each SIGTERM/SIGHUP received since the last poll, as on a Ctrl-C."""
+        received = self.signals.received if self.signals is not None else []
+        while self.signals_seen < len(received):
+            signum = received[self.signals_seen]
+            self.signals_seen += 1
+            self._request_stop(signal.Signals(signum).name)
 
     def _poll(self, live: Live | None) -> bool:
         """Handle new events; False once the engine is gone and everything was read.
@@ -269,6 +323,7 @@ class HeadlessWatcher:
         try:
             while True:
                 try:
+                    self._handle_signals()
                     if not self._poll(live):
                         break
                     time.sleep(POLL_SECONDS)
@@ -321,6 +376,8 @@ class HeadlessWatcher:
         self.console.rule(f"[{color}]summary")
         for key, value in rows:  # plain lines: paths are never cut to the terminal width
             self.console.print(f"[bold]{key + ':':<17}[/]{value}", soft_wrap=True, highlight=False)
+        if self.signals is not None and self.signals.received and status == "interrupted":
+            return 128 + self.signals.received[0]  # as a shell reports a process it ended
         code = meta.get("exit_code")
         if isinstance(code, int):
             return code
