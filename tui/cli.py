@@ -237,16 +237,27 @@ def resume(
                         ] = False,
     force: Annotated[bool, typer.Option("--force", help="Resume even if the config changed.")
                      ] = False,
+    opt: Annotated[list[str], typer.Option(
+        "-o", "--opt", help="Change the run's config from here on, e.g. -o epoch=N to train "
+                            "a finished run longer (repeatable).")] = [],
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
-    """Resume a past run in place: same id, same config, newest good checkpoint."""
+    """Resume a past run in place: same id, same config, newest good checkpoint. A
+    finished run has nothing left: it is said so and nothing starts (-o epoch=N trains
+    it longer)."""
+    from engine.resumable import training_left
     from engine.rundir import resolve_run
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
+    left = training_left(run_dir, opt)
+    if left.nothing_left:
+        typer.echo(printable(left.describe(run_dir.id)))
+        return
     if headless:
-        _launch_and_watch(lambda: (run_dir, launcher.resume(run_dir, force=force)))
-    proc = launcher.resume(run_dir, force=force)
+        _launch_and_watch(lambda: (run_dir, launcher.resume(run_dir, force=force,
+                                                            overrides=list(opt))))
+    proc = launcher.resume(run_dir, force=force, overrides=list(opt))
     run_id = printable(run_dir.id)
     typer.echo(f"resumed {run_id} (pid {proc.pid}); follow it with "
                f"`dettui attach {run_id}` or open `dettui`")

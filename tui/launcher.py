@@ -514,9 +514,14 @@ def weights_meta(cfg: Config, resume: str | None) -> dict:
     return {"mode": "none"}
 
 
-def resume(run: RunDirectory, *, eval: bool | None = None,
-           force: bool = False) -> subprocess.Popen:
-    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint."""
+def resume(run: RunDirectory, *, eval: bool | None = None, force: bool = False,
+           overrides: list[str] | None = None) -> subprocess.Popen:
+    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint.
+
+    ``overrides`` (``-o epoch=N`` to train a finished run longer) change the run's config
+    from here on: they are the intended difference from the checkpoint's config, so they
+    need no ``force``. Ask ``engine.resumable.training_left`` first whether anything is
+    left to train: a finished run resumed as it is trains nothing."""
     meta = run.read_meta()
     status = run.effective_status(meta)
     if status in ACTIVE and meta.get("host") != socket.gethostname():
@@ -529,8 +534,13 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
                        hint="start it again with `dettui run`")
     trackers = meta.get("trackers") if isinstance(meta.get("trackers"), dict) else {}
     tensorboard = trackers.get("tensorboard")  # the same folder as before (absolute)
-    spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
-                      else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))),
+    overrides = list(overrides or [])
+    if overrides:  # bad input is refused here, before anything starts
+        load_and_validate(run.config_yaml, overrides)
+    spec = LaunchSpec(config=run.config_yaml, overrides=overrides,
+                      eval=meta.get("eval", True) if eval is None else eval,
+                      force=force or bool(overrides),
+                      nproc=max(1, int(meta.get("world_size", 1))),
                       tensorboard=tensorboard if isinstance(tensorboard, str) else None,
                       wandb=trackers.get("wandb") is True)
     check_trackers(spec)
