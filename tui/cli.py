@@ -24,12 +24,14 @@ from engine.errors import EXIT_USER_ERROR, RunError, UserError
 from engine.rundir import RUNS_DIR_ENV
 from engine.safefiles import RefusedFile, open_regular
 from engine.termtext import printable
+from tui.cli_help import FlagHelpGroup
 from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="dettui",
+    cls=FlagHelpGroup,
     help="A terminal control room for object-detection training. Run with no command to "
          "open the TUI.",
     no_args_is_help=False,
@@ -40,11 +42,11 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: generate the built-in synthetic shapes dataset, split "
                             "a COCO file into labeled and unlabeled parts, import Pascal VOC "
                             "or YOLO labels, check a config's datasets.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, cls=FlagHelpGroup)
 app.add_typer(data_app, name="data")
 import_app = typer.Typer(help="Write one COCO json for a Pascal VOC or YOLO dataset (images "
                               "stay where they are, named by absolute path) and report what "
-                              "it holds.", no_args_is_help=True)
+                              "it holds.", no_args_is_help=True, cls=FlagHelpGroup)
 data_app.add_typer(import_app, name="import")
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV,

@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -100,6 +101,11 @@ def _num(value: object, fmt: str) -> str:
     return "-"
 
 
+def _count(n: object, noun: str) -> str:
+    """``1 epoch``, ``10 epochs`` (``? epochs`` when the event lacks the number)."""
+    return f"{n if n is not None else '?'} {noun}" + ("" if n == 1 else "s")
+
+
 def _epoch(ev: dict[str, Any]) -> str:
     epoch = ev.get("epoch")
     return str(epoch + 1) if isinstance(epoch, int) else "?"
@@ -172,6 +178,8 @@ class HeadlessWatcher:
         self.evals: list[dict[str, Any]] = []
         """The eval events of the latest evaluation point (one per model)."""
         self.final_status: str | None = None
+        self.attempt = 0
+        """The attempt whose events are being shown (a ``running`` status starts one)."""
         self.started = time.time()
         self.stop_sent = 0
 
@@ -184,11 +192,15 @@ class HeadlessWatcher:
             resumed = f", resumed from {ev['resume_from']}" if ev.get("resume_from") else ""
             out.print(safe_text(self.run.id, "bold") + safe_text(
                 f": {ev.get('trainer')} on {ev.get('device')}, "
-                f"{ev.get('epochs')} epochs x {ev.get('iters_per_epoch')} iters, "
-                f"{ev.get('train_images')} train / {ev.get('eval_images')} eval images"
-                f"{resumed}"))
+                f"{_count(ev.get('epochs'), 'epoch')} x "
+                f"{_count(ev.get('iters_per_epoch'), 'iter')}, "
+                f"{ev.get('train_images')} train / {ev.get('eval_images')} eval "
+                f"{'image' if ev.get('eval_images') == 1 else 'images'}{resumed}"))
+            # A new attempt: the last one's progress line is history, not this one's
+            self.last_train = None
             self.progress.update(self.task, total=ev.get("max_iters"),
-                                 completed=ev.get("start_iter") or 0)
+                                 completed=ev.get("start_iter") or 0,
+                                 description="resumed" if resumed else "starting", eta="-")
             schedule = semi_schedule(ev, None)
             if schedule is not None:
                 self.phase = schedule.phase
@@ -239,6 +251,25 @@ class HeadlessWatcher:
             # an earlier attempt ended with is history, not how this run ends.
             status = ev.get("status")
             self.final_status = status if status in EXIT_BY_STATUS else None
+            if status == "running":
+                self.attempt += 1
+            elif status in EXIT_BY_STATUS:
+                self._attempt_ended(status, ev, out)
+
+    def _attempt_ended(self, status: str, ev: dict[str, Any], out: Console) -> None:
+        """Say how an attempt ended, where it stood, and clear its progress line: a
+        replay (``attach``, a resumed run) shows that an earlier attempt was interrupted,
+        and the next attempt's line never starts from the last one's numbers."""
+        last = self.last_train
+        where = (f" at epoch {_epoch(last)} iter {last.get('iter')}/{last.get('max_iters')}"
+                 if last else "")
+        message = ev.get("message") if status != "failed" else None  # the error said it
+        out.print(safe_text(f"attempt {max(self.attempt, 1)} {status}{where}"
+                            + (f": {message}" if message else ""),
+                            {"finished": "green", "interrupted": "yellow"}.get(status, "red")),
+                  highlight=False)
+        self.last_train = None
+        self.progress.update(self.task, description=status, eta="-")
 
     def _renderable(self) -> Group:
         line = Text(loss_line(self.last_train), style="cyan") if self.last_train else Text("")
@@ -348,7 +379,7 @@ class HeadlessWatcher:
             status = self.final_status or "failed"
         best = meta.get("best")
         color = {"finished": "green", "interrupted": "yellow"}.get(status, "red")
-        rows = [("run", safe_markup(f"{self.run.id}  ({self.run.path})")),
+        rows = [("run", safe_markup(f"{self.run.id}  ({Path(self.run.path).resolve()})")),
                 ("status", f"[{color}]{safe_markup(status)}[/]")]
         if isinstance(best, dict):  # run.json's best.epoch counts from 1
             which = best.get("model")
@@ -357,8 +388,8 @@ class HeadlessWatcher:
                                  f"({which}epoch {_num(best.get('epoch'), '{}')})"),
                      ("best checkpoint", safe_markup(best.get("checkpoint")))]
         last = self.run.last_checkpoint()
-        if last:
-            rows.append(("last checkpoint", safe_markup(last)))
+        if last:  # absolute, as the engine records best.pt: copyable from anywhere
+            rows.append(("last checkpoint", safe_markup(Path(last).resolve())))
         attempts = meta.get("attempt")
         over = (f" ({attempts} attempts)" if isinstance(attempts, int) and attempts > 1
                 else "")
