@@ -193,6 +193,8 @@ def run(
                         "end: choose one", key="--detach",
                         hint=f"follow a detached run later with `dettui attach RUN "
                              f"--runs-dir {runs_dir}`")
+    if detach or headless:
+        _say_generation(spec)
     if detach:
         run_dir, proc = launch(spec)
         run_id = printable(run_dir.id)
@@ -205,6 +207,21 @@ def run(
 
         raise typer.Exit(run_app(runs_dir, _configs_dirs([]), launch=spec))
     _launch_and_watch(lambda: launch(spec))
+
+
+def _say_generation(spec: Any) -> None:
+    """Say where the shapes dataset is about to be generated (``synthesize``), before the
+    engine starts writing it (a bad config is reported by the launch itself)."""
+    from engine.config import load_and_validate
+    from tui.launcher import generation_notes
+
+    try:
+        notes = generation_notes(load_and_validate(spec.config, spec.all_overrides())[1],
+                                 spec.runs_dir)
+    except UserError:
+        return
+    for note in notes:
+        typer.echo(printable(note))
 
 
 def _joins_as_worker(spec: Any) -> bool:

@@ -11,6 +11,7 @@ torch-free.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,39 @@ def listed_file_names(ds_cfg: DatasetConfig | UnsupDatasetConfig, section: str) 
                               key=f"{section}.anno_path", required=("images",))
     return [str(image.get("file_name", "")) for image in data["images"]
             if isinstance(image, dict)]
+
+
+SYNTHESIZE_ANYWHERE_ENV = "DETTUI_SYNTHESIZE_ANYWHERE"
+"""Set to 1, ``synthesize`` may create its dataset folder anywhere (the test suite does:
+it generates tiny datasets in pytest's temporary folders)."""
+
+
+def synthesize_target(ds_cfg: DatasetConfig | UnsupDatasetConfig, section: str,
+                      runs_dir: Path | None) -> Path | None:
+    """Where ``synthesize`` will generate the shapes dataset of a section, or None when
+    nothing will be generated (no ``synthesize``, or its json is there).
+
+    Generating is the demo's convenience, not a way to fill a disk at a mistyped path: a
+    dataset folder that does not exist yet is created only inside the working directory
+    or the runs folder, unless the user says so (creates the folder first, or sets
+    ``DETTUI_SYNTHESIZE_ANYWHERE=1``); anywhere else is a ``DataError`` naming the key."""
+    if ds_cfg.synthesize is None or getattr(ds_cfg, "name", "") == "ImageFolder":
+        return None
+    root = dataset_root(ds_cfg)
+    if (root / (ds_cfg.anno_path or "")).is_file():
+        return None
+    target = root.expanduser().resolve()
+    if root.is_dir() or os.environ.get(SYNTHESIZE_ANYWHERE_ENV) == "1":
+        return target
+    allowed = [Path.cwd().resolve()]
+    if runs_dir is not None:
+        allowed.append(Path(runs_dir).expanduser().resolve())
+    if any(target == place or place in target.parents for place in allowed):
+        return target
+    raise DataError(
+        f"synthesize would create the shapes dataset in {target}, a folder that does not "
+        f"exist, outside the working directory ({allowed[0]})"
+        + (f" and the runs folder ({allowed[1]})" if len(allowed) > 1 else ""),
+        key=f"{section}.dataset_dir",
+        hint=f"fix dataset_dir if it is a mistake; to generate the dataset there, create "
+             f"the folder first (mkdir -p {target}) or set {SYNTHESIZE_ANYWHERE_ENV}=1")

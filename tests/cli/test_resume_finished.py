@@ -30,6 +30,10 @@ def test_resume_of_a_finished_run_starts_nothing_unless_it_is_made_longer(tmp_pa
                    "--name", "done", *as_opts(overrides(tmp_path / "data", epochs=1,
                                                          epoch_iter=2)))
     assert first.returncode == 0, first.stdout + first.stderr
+    # issue 19.7: the console says where it generates the dataset, before it does
+    data = (tmp_path / "data").resolve()
+    assert f"TrainDataset: generating the shapes dataset (16 images) in {data}" in first.stdout
+    assert f"EvalDataset: generating the shapes dataset (8 images) in {data}" in first.stdout
     (run_path,) = runs.iterdir()
     run = RunDirectory(run_path)
     before = (run.events.read_bytes(), run.read_meta()["attempt"])
