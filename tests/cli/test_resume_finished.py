@@ -27,7 +27,7 @@ def test_resume_of_a_finished_run_starts_nothing_unless_it_is_made_longer(tmp_pa
                                                                           ) -> None:
     runs = tmp_path / "runs"
     first = dettui("run", str(DEMO_CONFIG), "--headless", "--no-eval", "--runs-dir", str(runs),
-                   "--name", "done", *as_opts(overrides(tmp_path / "data", epochs=1,
+                   "--name", "done", "--amp", *as_opts(overrides(tmp_path / "data", epochs=1,
                                                          epoch_iter=2)))
     assert first.returncode == 0, first.stdout + first.stderr
     # issue 19.7: the console says where it generates the dataset, before it does
@@ -36,6 +36,10 @@ def test_resume_of_a_finished_run_starts_nothing_unless_it_is_made_longer(tmp_pa
     assert f"EvalDataset: generating the shapes dataset (8 images) in {data}" in first.stdout
     (run_path,) = runs.iterdir()
     run = RunDirectory(run_path)
+    # issue 19.11: --amp on a CPU is said in the console and train.log, not skipped
+    ignored = "amp (--amp) is ignored: mixed precision needs a CUDA device, and this run " \
+              "trains on cpu, in full precision (float32)"
+    assert ignored in first.stdout and ignored in run.train_log.read_text()
     before = (run.events.read_bytes(), run.read_meta()["attempt"])
 
     left = training_left(run)
