@@ -560,13 +560,14 @@ def data_split(
     labeled.json keeps PERCENT % of the images and their annotations, unlabeled.json lists
     the rest without annotations."""
     from engine.data.split import write_split  # stdlib only
+    from engine.data.summary import plural
 
     labeled, unlabeled, counts = write_split(annotations, percent, seed, out)
-    typer.echo(f"{annotations}: {counts.images} images, split {percent:g}% labeled "
+    typer.echo(f"{annotations}: {plural(counts.images, 'image')}, split {percent:g}% labeled "
                f"(seed {seed})")
-    typer.echo(f"  labeled:   {counts.labeled_images} images, {counts.labeled_boxes} "
-               f"annotations -> {labeled}")
-    typer.echo(f"  unlabeled: {counts.unlabeled_images} images, no annotations "
+    typer.echo(f"  labeled:   {plural(counts.labeled_images, 'image')}, "
+               f"{plural(counts.labeled_boxes, 'annotation')} -> {labeled}")
+    typer.echo(f"  unlabeled: {plural(counts.unlabeled_images, 'image')}, no annotations "
                f"({counts.unlabeled_boxes_dropped} dropped) -> {unlabeled}")
 
 
@@ -673,7 +674,9 @@ def data_check(
         for line in summary.lines():
             typer.echo(line)
         images += summary.images
-    typer.echo(f"ok: {images} images checked" + (" and decoded" if decode else ""))
+    from engine.data.summary import plural
+
+    typer.echo(f"ok: {plural(images, 'image')} checked" + (" and decoded" if decode else ""))
 
 
 if __name__ == "__main__":
