@@ -180,6 +180,11 @@ class HeadlessWatcher:
         self.final_status: str | None = None
         self.attempt = 0
         """The attempt whose events are being shown (a ``running`` status starts one)."""
+        self.done_iter: int | None = None
+        """Steps done as far as the events tell (a train event, or a later checkpoint:
+        a stop checkpoints the step in flight, which may not have been logged)."""
+        self.schedule: tuple[int | None, int | None] = (None, None)
+        """The attempt's iterations per epoch and in all, from its start event."""
         self.started = time.time()
         self.stop_sent = 0
 
@@ -198,6 +203,9 @@ class HeadlessWatcher:
                 f"{'image' if ev.get('eval_images') == 1 else 'images'}{resumed}"))
             # A new attempt: the last one's progress line is history, not this one's
             self.last_train = None
+            self.schedule = (ev.get("iters_per_epoch"), ev.get("max_iters"))
+            self.done_iter = None
+            self._reached(ev.get("start_iter"))
             self.progress.update(self.task, total=ev.get("max_iters"),
                                  completed=ev.get("start_iter") or 0,
                                  description="resumed" if resumed else "starting", eta="-")
@@ -207,6 +215,7 @@ class HeadlessWatcher:
                 out.print(safe_text(phase_line(schedule), "bold magenta"))
         elif kind == "train":
             self.last_train = ev
+            self._reached(ev.get("iter"))
             change = phase_changed(self.phase, ev)
             if change is not None:
                 self.phase = ev["phase"]
@@ -233,8 +242,10 @@ class HeadlessWatcher:
             files = ev.get("files") or []
             out.print(safe_text(f"previews (epoch {_epoch(ev)}, {ev.get('model')}): "
                                 f"{len(files)} images in {ev.get('dir')}"), highlight=False)
-        elif kind == "checkpoint" and ev.get("kind") != "last":  # last.pt: in the summary
-            out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
+        elif kind == "checkpoint":
+            self._reached(ev.get("iter"))
+            if ev.get("kind") != "last":  # last.pt: in the summary
+                out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
             out.print(safe_text(ev.get("message"), "yellow"))
         elif kind == "error":
@@ -260,16 +271,25 @@ class HeadlessWatcher:
         """Say how an attempt ended, where it stood, and clear its progress line: a
         replay (``attach``, a resumed run) shows that an earlier attempt was interrupted,
         and the next attempt's line never starts from the last one's numbers."""
-        last = self.last_train
-        where = (f" at epoch {_epoch(last)} iter {last.get('iter')}/{last.get('max_iters')}"
-                 if last else "")
+        per_epoch, total = self.schedule
+        it = self.done_iter
+        where = ""
+        if isinstance(it, int):
+            epoch = f"epoch {-(-it // per_epoch)} " if isinstance(per_epoch, int) and \
+                per_epoch > 0 and it > 0 else ""
+            where = f" at {epoch}iter {it}/{total if total is not None else '?'}"
         message = ev.get("message") if status != "failed" else None  # the error said it
         out.print(safe_text(f"attempt {max(self.attempt, 1)} {status}{where}"
                             + (f": {message}" if message else ""),
                             {"finished": "green", "interrupted": "yellow"}.get(status, "red")),
                   highlight=False)
         self.last_train = None
+        self.done_iter = None
         self.progress.update(self.task, description=status, eta="-")
+
+    def _reached(self, it: object) -> None:
+        if isinstance(it, int) and not isinstance(it, bool):
+            self.done_iter = max(it, self.done_iter or 0)
 
     def _renderable(self) -> Group:
         line = Text(loss_line(self.last_train), style="cyan") if self.last_train else Text("")

@@ -35,11 +35,14 @@ ATTEMPT_1 = [{"type": "status", "status": "running", "message": ""},
               "iters_per_epoch": 10, "max_iters": 10, "start_iter": 0, "train_images": 16,
               "eval_images": 1},
              _train(5, 2.5),
+             # the stop checkpointed the step in flight, two after the last logged one
+             {"type": "checkpoint", "path": "checkpoints/last.pt", "kind": "last",
+              "epoch": 0, "iter": 7},
              {"type": "status", "status": "interrupted",
               "message": "stopped by a signal after a checkpoint"}]
 ATTEMPT_2 = [{"type": "status", "status": "running", "message": ""},
              {"type": "start", "trainer": "Trainer", "device": "cpu", "epochs": 1,
-              "iters_per_epoch": 10, "max_iters": 10, "start_iter": 5, "train_images": 16,
+              "iters_per_epoch": 10, "max_iters": 10, "start_iter": 7, "train_images": 16,
               "eval_images": 1, "resume_from": "checkpoints/last.pt"}]
 
 
@@ -59,12 +62,12 @@ def test_replay_says_an_attempt_was_interrupted_and_drops_its_progress_line(tmp_
     for ev in ATTEMPT_2:
         watcher.handle(ev, None)
     out = watcher.console.file.getvalue()
-    assert ("attempt 1 interrupted at epoch 1 iter 5/10: stopped by a signal after a "
+    assert ("attempt 1 interrupted at epoch 1 iter 7/10: stopped by a signal after a "
             "checkpoint") in out
     assert "r: Trainer on cpu, 1 epoch x 10 iters, 16 train / 1 eval image, resumed" in out
     live = _render(watcher)
-    assert "loss 2.5000" not in live and "5/10" in live and "resumed" in live
-    watcher.handle(_train(6, 1.5), None)
+    assert "loss 2.5000" not in live and "7/10" in live and "resumed" in live
+    watcher.handle(_train(8, 1.5), None)
     assert "loss 1.5000" in _render(watcher)
 
 
@@ -82,7 +85,7 @@ def test_attach_replays_the_interrupted_attempt(tmp_path: Path) -> None:
                            str(runs)], cwd=REPO, env=engine_env(), capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "attempt 1 interrupted at epoch 1 iter 5/10" in proc.stdout
+    assert "attempt 1 interrupted at epoch 1 iter 7/10" in proc.stdout
     assert "attempt 2 finished at epoch 1 iter 10/10: no eval" in proc.stdout
 
 
