@@ -241,7 +241,8 @@ class HeadlessWatcher:
         elif kind == "preview":
             files = ev.get("files") or []
             out.print(safe_text(f"previews (epoch {_epoch(ev)}, {ev.get('model')}): "
-                                f"{len(files)} images in {ev.get('dir')}"), highlight=False)
+                                f"{_count(len(files), 'image')} in {ev.get('dir')}"),
+                      highlight=False)
         elif kind == "checkpoint":
             self._reached(ev.get("iter"))
             if ev.get("kind") != "last":  # last.pt: in the summary
