@@ -284,6 +284,8 @@ class HeadlessWatcher:
                             + (f": {message}" if message else ""),
                             {"finished": "green", "interrupted": "yellow"}.get(status, "red")),
                   highlight=False)
+        if isinstance(it, int):  # the bar stops where the attempt did
+            self.progress.update(self.task, completed=it)
         self.last_train = None
         self.done_iter = None
         self.progress.update(self.task, description=status, eta="-")
