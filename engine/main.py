@@ -272,7 +272,8 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",")]
     write_shapes_dataset(args.out, train=args.train, val=args.val, seed=args.seed,
                          image_size=args.image_size, classes=classes)
-    print(f"wrote {args.train} train + {args.val} val images to {args.out} "
+    print(f"wrote {args.train} train + {args.val} val {'image' if args.val == 1 else 'images'} "
+          f"to {args.out} "
           f"(annotations in {args.out / 'annotations'})")
     return EXIT_OK
 

@@ -25,12 +25,14 @@ from engine.rundir import RUNS_DIR_ENV
 from engine.safefiles import RefusedFile, open_regular
 from engine.termtext import printable
 from engine.trainers.catalogue import TRAINERS
+from tui.cli_help import FlagHelpGroup
 from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="dettui",
+    cls=FlagHelpGroup,
     help="A terminal control room for object-detection training. Run with no command to "
          "open the TUI.",
     no_args_is_help=False,
@@ -41,11 +43,11 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: generate the built-in synthetic shapes dataset, split "
                             "a COCO file into labeled and unlabeled parts, import Pascal VOC "
                             "or YOLO labels, check a config's datasets.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, cls=FlagHelpGroup)
 app.add_typer(data_app, name="data")
 import_app = typer.Typer(help="Write one COCO json for a Pascal VOC or YOLO dataset (images "
                               "stay where they are, named by absolute path) and report what "
-                              "it holds.", no_args_is_help=True)
+                              "it holds.", no_args_is_help=True, cls=FlagHelpGroup)
 data_app.add_typer(import_app, name="import")
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV,
@@ -114,7 +116,11 @@ def run(
     config: Annotated[Path, typer.Argument(help="YAML config (with _BASE_ inheritance).")],
     headless: Annotated[bool, typer.Option(
         "--headless", help="No TUI: a Rich console with progress, eval tables and a summary; "
-                           "Ctrl-C stops cleanly after a checkpoint.")] = False,
+                           "Ctrl-C, SIGTERM and SIGHUP stop the run cleanly after a "
+                           "checkpoint.")] = False,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="No TUI, no console: start the run, print its id and how to "
+                         "attach to it, and return; it trains on.")] = False,
     eval: Annotated[bool, typer.Option("--eval/--no-eval",
                                        help="COCO-evaluate every snapshot_epoch.")] = True,
     resume: Annotated[str | None, typer.Option(
@@ -185,12 +191,40 @@ def run(
         typer.echo("joining the multi-node job as a worker node; node 0 records the run",
                    err=True)
         raise typer.Exit(run_worker_node(spec))
+    if detach and headless:
+        raise UserError("--detach starts the run and returns, --headless follows it to the "
+                        "end: choose one", key="--detach",
+                        hint=f"follow a detached run later with `dettui attach RUN "
+                             f"--runs-dir {runs_dir}`")
+    if detach or headless:
+        _say_generation(spec)
+    if detach:
+        run_dir, proc = launch(spec)
+        run_id = printable(run_dir.id)
+        typer.echo(f"started {run_id} (pid {proc.pid}); it trains on without this shell\n"
+                   f"follow it: dettui attach {run_id} --runs-dir {printable(str(runs_dir))}\n"
+                   f"stop it:   dettui stop {run_id} --runs-dir {printable(str(runs_dir))}")
+        return
     if not headless:
         from tui.app import run_app
 
         raise typer.Exit(run_app(runs_dir, _configs_dirs([]), launch=spec))
-    run_dir, proc = launch(spec)
-    _watch(run_dir, proc)
+    _launch_and_watch(lambda: launch(spec))
+
+
+def _say_generation(spec: Any) -> None:
+    """Say where the shapes dataset is about to be generated (``synthesize``), before the
+    engine starts writing it (a bad config is reported by the launch itself)."""
+    from engine.config import load_and_validate
+    from tui.launcher import generation_notes
+
+    try:
+        notes = generation_notes(load_and_validate(spec.config, spec.all_overrides())[1],
+                                 spec.runs_dir)
+    except UserError:
+        return
+    for note in notes:
+        typer.echo(printable(note))
 
 
 def _joins_as_worker(spec: Any) -> bool:
@@ -204,10 +238,16 @@ def _joins_as_worker(spec: Any) -> bool:
         return False  # reported by the launch itself, the same way as ever
 
 
-def _watch(run_dir: Any, proc: subprocess.Popen | None) -> None:
-    from tui.headless import HeadlessWatcher
+def _launch_and_watch(start: Callable[[], tuple[Any, subprocess.Popen]]) -> None:
+    """Start a run and follow it in the console to its end; exit with its code. SIGTERM
+    and SIGHUP (a job runner, a closed terminal) stop it cleanly, like Ctrl-C, even when
+    they come while it starts: the engine lives in its own session and would otherwise
+    train on unwatched."""
+    from tui.headless import HeadlessWatcher, StopSignals
 
-    code = HeadlessWatcher(run_dir, proc).watch()
+    with StopSignals() as signals:
+        run_dir, proc = start()
+        code = HeadlessWatcher(run_dir, proc, signals=signals).watch()
     raise typer.Exit(code)
 
 
@@ -219,16 +259,27 @@ def resume(
                         ] = False,
     force: Annotated[bool, typer.Option("--force", help="Resume even if the config changed.")
                      ] = False,
+    opt: Annotated[list[str], typer.Option(
+        "-o", "--opt", help="Change the run's config from here on, e.g. -o epoch=N to train "
+                            "a finished run longer (repeatable).")] = [],
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
-    """Resume a past run in place: same id, same config, newest good checkpoint."""
+    """Resume a past run in place: same id, same config, newest good checkpoint. A
+    finished run has nothing left: it is said so and nothing starts (-o epoch=N trains
+    it longer)."""
+    from engine.resumable import training_left
     from engine.rundir import resolve_run
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
-    proc = launcher.resume(run_dir, force=force)
+    left = training_left(run_dir, opt)
+    if left.nothing_left:
+        typer.echo(printable(left.describe(run_dir.id)))
+        return
     if headless:
-        _watch(run_dir, proc)
+        _launch_and_watch(lambda: (run_dir, launcher.resume(run_dir, force=force,
+                                                            overrides=list(opt))))
+    proc = launcher.resume(run_dir, force=force, overrides=list(opt))
     run_id = printable(run_dir.id)
     typer.echo(f"resumed {run_id} (pid {proc.pid}); follow it with "
                f"`dettui attach {run_id}` or open `dettui`")
@@ -512,26 +563,35 @@ def data_split(
     labeled.json keeps PERCENT % of the images and their annotations, unlabeled.json lists
     the rest without annotations."""
     from engine.data.split import write_split  # stdlib only
+    from engine.data.summary import plural
 
     labeled, unlabeled, counts = write_split(annotations, percent, seed, out)
-    typer.echo(f"{annotations}: {counts.images} images, split {percent:g}% labeled "
+    typer.echo(f"{annotations}: {plural(counts.images, 'image')}, split {percent:g}% labeled "
                f"(seed {seed})")
-    typer.echo(f"  labeled:   {counts.labeled_images} images, {counts.labeled_boxes} "
-               f"annotations -> {labeled}")
-    typer.echo(f"  unlabeled: {counts.unlabeled_images} images, no annotations "
+    typer.echo(f"  labeled:   {plural(counts.labeled_images, 'image')}, "
+               f"{plural(counts.labeled_boxes, 'annotation')} -> {labeled}")
+    typer.echo(f"  unlabeled: {plural(counts.unlabeled_images, 'image')}, no annotations "
                f"({counts.unlabeled_boxes_dropped} dropped) -> {unlabeled}")
 
 
-def _report_import(coco: dict, summary: Any, out: Path) -> None:
+# The splits whose json is evaluated on: the import's snippet puts them under EvalDataset.
+EVAL_SPLITS = ("val", "valid", "validation", "minival", "test")
+
+
+def _report_import(coco: dict, summary: Any, out: Path, split: str | None) -> None:
     from engine.data.cocobuild import write_coco_json
+    from engine.data.summary import plural
 
     for line in summary.lines():
         typer.echo(line)
     write_coco_json(out, coco)
     folder = out.resolve().parent
-    typer.echo(f"wrote {out} ({len(coco['images'])} images, {len(coco['annotations'])} "
-               "annotations); use it in a config:")
-    typer.echo(f"  num_classes: {len(coco['categories'])}\n  TrainDataset:\n"
+    section = "EvalDataset" if split in EVAL_SPLITS else "TrainDataset"
+    typer.echo(f"wrote {out} ({plural(len(coco['images']), 'image')}, "
+               f"{plural(len(coco['annotations']), 'annotation')}); use it in a config:")
+    # Runs as printed: the launcher, `data check` and the engine need image_dir only for
+    # relative file names (engine.data.sources.check_image_folder).
+    typer.echo(f"  num_classes: {len(coco['categories'])}\n  {section}:\n"
                f"    name: COCODataSet\n    dataset_dir: {json.dumps(str(folder))}\n"
                f"    anno_path: {json.dumps(out.name)}\n"
                "    # image_dir is not used: the json names every image by absolute path")
@@ -567,7 +627,7 @@ def import_voc_cmd(
     out = paths[-1]
     coco, summary = import_voc(None if folders else paths[0], split=split, images=images,
                                annotations=annotations, classes=classes)
-    _report_import(coco, summary, out)
+    _report_import(coco, summary, out, split)
 
 
 @import_app.command("yolo")
@@ -577,16 +637,23 @@ def import_yolo_cmd(
         help="An Ultralytics data.yaml (or its folder), or a folder with images/ + labels/ "
              "(and classes.txt).")],
     out: Annotated[Path, typer.Argument(metavar="OUT.json", help="The COCO file to write.")],
-    split: Annotated[str, typer.Option(
+    split: Annotated[str | None, typer.Option(
         "--split", help="Which split: train, val or test (the data.yaml key, or "
-                        "images/SPLIT/).")] = "train",
+                        "images/SPLIT/); default train, one split per json.")] = None,
 ) -> None:
-    """YOLO txt labels -> one COCO json. A missing or empty label file is an image without
-    boxes; boxes outside the image are clipped or dropped and counted."""
-    from engine.data.yolo import import_yolo
+    """YOLO txt labels -> one COCO json of one split (train unless --split says otherwise).
+    A missing or empty label file is an image without boxes; boxes outside the image are
+    clipped or dropped and counted."""
+    from engine.data.yolo import import_yolo, yolo_splits
 
-    coco, summary = import_yolo(src, split)
-    _report_import(coco, summary, out)
+    coco, summary = import_yolo(src, split or "train")
+    if split is None:  # one split per json: say which, and how to get the others
+        others = [s for s in yolo_splits(src) if s != "train"]
+        typer.echo("imported the train split only" + (
+            f"; this dataset also has {', '.join(others)}: import "
+            + " / ".join(f"--split {s}" for s in others) + " into another json"
+            if others else ""))
+    _report_import(coco, summary, out, split)
 
 
 @data_app.command("check")
@@ -610,7 +677,9 @@ def data_check(
         for line in summary.lines():
             typer.echo(line)
         images += summary.images
-    typer.echo(f"ok: {images} images checked" + (" and decoded" if decode else ""))
+    from engine.data.summary import plural
+
+    typer.echo(f"ok: {plural(images, 'image')} checked" + (" and decoded" if decode else ""))
 
 
 if __name__ == "__main__":

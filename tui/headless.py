@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -40,6 +41,39 @@ from tui.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 
 EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
 POLL_SECONDS = 0.25
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""What a job runner (``timeout``, SLURM, systemd) or a closed terminal sends a console."""
+
+
+class StopSignals:
+    """SIGTERM and SIGHUP to a console that follows its own run, handled like Ctrl-C: the
+    engine (in its own session, so it never gets them itself) is asked to stop after its
+    step with a checkpoint, and the console exits 128 + the signal once it has (143 /
+    129), instead of dying and leaving the training running unwatched.
+
+    A context manager around the launch and the watch, so a signal that comes while the
+    engine is being started is not lost: the watcher acts on it as soon as it runs. On
+    SIGHUP the terminal is gone, so the console writes to ``os.devnull`` from then on."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.on_hangup: list[Any] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if signum == signal.SIGHUP:
+            for callback in self.on_hangup:
+                callback()
 
 
 def plain_console() -> Console:
@@ -65,6 +99,11 @@ def _num(value: object, fmt: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return fmt.format(value)
     return "-"
+
+
+def _count(n: object, noun: str) -> str:
+    """``1 epoch``, ``10 epochs`` (``? epochs`` when the event lacks the number)."""
+    return f"{n if n is not None else '?'} {noun}" + ("" if n == 1 else "s")
 
 
 def _epoch(ev: dict[str, Any]) -> str:
@@ -118,11 +157,17 @@ class HeadlessWatcher:
     """Renders one run's events until the run ends; returns the run's exit code."""
 
     def __init__(self, run: RunDirectory, proc: subprocess.Popen | None = None,
-                 console: Console | None = None, stop_on_ctrl_c: bool = True):
+                 console: Console | None = None, stop_on_ctrl_c: bool = True,
+                 signals: StopSignals | None = None):
         self.run = run
         self.proc = proc
         self.console = console or plain_console()
         self.stop_on_ctrl_c = stop_on_ctrl_c
+        self.signals = signals
+        """SIGTERM/SIGHUP received by this console (see ``StopSignals``)."""
+        self.signals_seen = 0
+        if signals is not None:
+            signals.on_hangup.append(self._terminal_gone)
         self.tail = EventTail(run.events)
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("eta {task.fields[eta]}"),
@@ -133,6 +178,13 @@ class HeadlessWatcher:
         self.evals: list[dict[str, Any]] = []
         """The eval events of the latest evaluation point (one per model)."""
         self.final_status: str | None = None
+        self.attempt = 0
+        """The attempt whose events are being shown (a ``running`` status starts one)."""
+        self.done_iter: int | None = None
+        """Steps done as far as the events tell (a train event, or a later checkpoint:
+        a stop checkpoints the step in flight, which may not have been logged)."""
+        self.schedule: tuple[int | None, int | None] = (None, None)
+        """The attempt's iterations per epoch and in all, from its start event."""
         self.started = time.time()
         self.stop_sent = 0
 
@@ -145,17 +197,25 @@ class HeadlessWatcher:
             resumed = f", resumed from {ev['resume_from']}" if ev.get("resume_from") else ""
             out.print(safe_text(self.run.id, "bold") + safe_text(
                 f": {ev.get('trainer')} on {ev.get('device')}, "
-                f"{ev.get('epochs')} epochs x {ev.get('iters_per_epoch')} iters, "
-                f"{ev.get('train_images')} train / {ev.get('eval_images')} eval images"
-                f"{resumed}"))
+                f"{_count(ev.get('epochs'), 'epoch')} x "
+                f"{_count(ev.get('iters_per_epoch'), 'iter')}, "
+                f"{ev.get('train_images')} train / {ev.get('eval_images')} eval "
+                f"{'image' if ev.get('eval_images') == 1 else 'images'}{resumed}"))
+            # A new attempt: the last one's progress line is history, not this one's
+            self.last_train = None
+            self.schedule = (ev.get("iters_per_epoch"), ev.get("max_iters"))
+            self.done_iter = None
+            self._reached(ev.get("start_iter"))
             self.progress.update(self.task, total=ev.get("max_iters"),
-                                 completed=ev.get("start_iter") or 0)
+                                 completed=ev.get("start_iter") or 0,
+                                 description="resumed" if resumed else "starting", eta="-")
             schedule = semi_schedule(ev, None)
             if schedule is not None:
                 self.phase = schedule.phase
                 out.print(safe_text(phase_line(schedule), "bold magenta"))
         elif kind == "train":
             self.last_train = ev
+            self._reached(ev.get("iter"))
             change = phase_changed(self.phase, ev)
             if change is not None:
                 self.phase = ev["phase"]
@@ -181,9 +241,12 @@ class HeadlessWatcher:
         elif kind == "preview":
             files = ev.get("files") or []
             out.print(safe_text(f"previews (epoch {_epoch(ev)}, {ev.get('model')}): "
-                                f"{len(files)} images in {ev.get('dir')}"), highlight=False)
-        elif kind == "checkpoint" and ev.get("kind") != "last":  # last.pt: in the summary
-            out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
+                                f"{_count(len(files), 'image')} in {ev.get('dir')}"),
+                      highlight=False)
+        elif kind == "checkpoint":
+            self._reached(ev.get("iter"))
+            if ev.get("kind") != "last":  # last.pt: in the summary
+                out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
             out.print(safe_text(ev.get("message"), "yellow"))
         elif kind == "error":
@@ -200,6 +263,36 @@ class HeadlessWatcher:
             # an earlier attempt ended with is history, not how this run ends.
             status = ev.get("status")
             self.final_status = status if status in EXIT_BY_STATUS else None
+            if status == "running":
+                self.attempt += 1
+            elif status in EXIT_BY_STATUS:
+                self._attempt_ended(status, ev, out)
+
+    def _attempt_ended(self, status: str, ev: dict[str, Any], out: Console) -> None:
+        """Say how an attempt ended, where it stood, and clear its progress line: a
+        replay (``attach``, a resumed run) shows that an earlier attempt was interrupted,
+        and the next attempt's line never starts from the last one's numbers."""
+        per_epoch, total = self.schedule
+        it = self.done_iter
+        where = ""
+        if isinstance(it, int):
+            epoch = f"epoch {-(-it // per_epoch)} " if isinstance(per_epoch, int) and \
+                per_epoch > 0 and it > 0 else ""
+            where = f" at {epoch}iter {it}/{total if total is not None else '?'}"
+        message = ev.get("message") if status != "failed" else None  # the error said it
+        out.print(safe_text(f"attempt {max(self.attempt, 1)} {status}{where}"
+                            + (f": {message}" if message else ""),
+                            {"finished": "green", "interrupted": "yellow"}.get(status, "red")),
+                  highlight=False)
+        if isinstance(it, int):  # the bar stops where the attempt did
+            self.progress.update(self.task, completed=it)
+        self.last_train = None
+        self.done_iter = None
+        self.progress.update(self.task, description=status, eta="-")
+
+    def _reached(self, it: object) -> None:
+        if isinstance(it, int) and not isinstance(it, bool):
+            self.done_iter = max(it, self.done_iter or 0)
 
     def _renderable(self) -> Group:
         line = Text(loss_line(self.last_train), style="cyan") if self.last_train else Text("")
@@ -219,7 +312,7 @@ class HeadlessWatcher:
         return ((status in ACTIVE or restarting)
                 and pid_alive(meta.get("pid"), meta.get("pid_started")))
 
-    def _request_stop(self) -> None:
+    def _request_stop(self, what: str = "Ctrl-C") -> None:
         self.stop_sent += 1
         if self.proc is not None:
             pid = self.proc.pid if self.proc.poll() is None else None  # our own child
@@ -227,13 +320,28 @@ class HeadlessWatcher:
             try:
                 pid = engine_pid(self.run.path, self.run.read_meta())
             except RunError as exc:
-                self.console.print(safe_text(f"Ctrl-C: not stopping it: {exc.message}", "yellow"))
+                self.console.print(safe_text(f"{what}: not stopping it: {exc.message}",
+                                             "yellow"))
                 return
         if pid is not None:
-            signal_name = "again: stopping at once" if self.stop_sent > 1 else \
-                "stopping after this step (checkpoint first); Ctrl-C again to stop at once"
-            self.console.print(f"[yellow]Ctrl-C: {signal_name}[/]")
+            said = f"{what} again: stopping at once" if self.stop_sent > 1 else \
+                f"{what}: stopping after this step (checkpoint first); {what} again to " \
+                "stop at once"
+            self.console.print(Text(said, style="yellow"))
             os.kill(pid, signal.SIGINT)
+
+    def _terminal_gone(self) -> None:
+        """SIGHUP: nobody reads this console any more, and a write to a hung-up terminal
+        fails; what follows goes nowhere (the run folder has it all)."""
+        self.console.file = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the console
+
+    def _handle_signals(self) -> None:
+        """Act on each SIGTERM/SIGHUP received since the last poll, as on a Ctrl-C."""
+        received = self.signals.received if self.signals is not None else []
+        while self.signals_seen < len(received):
+            signum = received[self.signals_seen]
+            self.signals_seen += 1
+            self._request_stop(signal.Signals(signum).name)
 
     def _poll(self, live: Live | None) -> bool:
         """Handle new events; False once the engine is gone and everything was read.
@@ -269,6 +377,7 @@ class HeadlessWatcher:
         try:
             while True:
                 try:
+                    self._handle_signals()
                     if not self._poll(live):
                         break
                     time.sleep(POLL_SECONDS)
@@ -293,7 +402,7 @@ class HeadlessWatcher:
             status = self.final_status or "failed"
         best = meta.get("best")
         color = {"finished": "green", "interrupted": "yellow"}.get(status, "red")
-        rows = [("run", safe_markup(f"{self.run.id}  ({self.run.path})")),
+        rows = [("run", safe_markup(f"{self.run.id}  ({Path(self.run.path).resolve()})")),
                 ("status", f"[{color}]{safe_markup(status)}[/]")]
         if isinstance(best, dict):  # run.json's best.epoch counts from 1
             which = best.get("model")
@@ -302,8 +411,8 @@ class HeadlessWatcher:
                                  f"({which}epoch {_num(best.get('epoch'), '{}')})"),
                      ("best checkpoint", safe_markup(best.get("checkpoint")))]
         last = self.run.last_checkpoint()
-        if last:
-            rows.append(("last checkpoint", safe_markup(last)))
+        if last:  # absolute, as the engine records best.pt: copyable from anywhere
+            rows.append(("last checkpoint", safe_markup(Path(last).resolve())))
         attempts = meta.get("attempt")
         over = (f" ({attempts} attempts)" if isinstance(attempts, int) and attempts > 1
                 else "")
@@ -321,6 +430,8 @@ class HeadlessWatcher:
         self.console.rule(f"[{color}]summary")
         for key, value in rows:  # plain lines: paths are never cut to the terminal width
             self.console.print(f"[bold]{key + ':':<17}[/]{value}", soft_wrap=True, highlight=False)
+        if self.signals is not None and self.signals.received and status == "interrupted":
+            return 128 + self.signals.received[0]  # as a shell reports a process it ended
         code = meta.get("exit_code")
         if isinstance(code, int):
             return code

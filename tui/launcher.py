@@ -179,13 +179,18 @@ def _check_weights_path(value: str | None, key: str) -> None:
         raise WeightsError(f"is a directory, expected a weights file: {p}", key=key)
 
 
-def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str) -> None:
-    """A dataset that will not be generated must be there (the engine checks the content)."""
+def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str,
+                   runs_dir: Path | None = None) -> None:
+    """A dataset that will not be generated must be there (the engine checks the content);
+    one that will be must be generated where the user meant it to be."""
     if isinstance(ds, UnsupDatasetConfig) and ds.name == "ImageFolder":
         list_image_files(Path(ds.dataset_dir).expanduser() / ds.image_dir,
                          key=f"{section}.image_dir")
         return
     if ds.synthesize is not None:
+        from engine.data.sources import synthesize_target  # numpy: on use
+
+        synthesize_target(ds, section, runs_dir)
         return
     root = Path(ds.dataset_dir).expanduser()
     if not root.is_dir():
@@ -196,18 +201,38 @@ def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str) -> None
     if not anno.is_file():
         raise DataError(f"annotation file not found: {anno}", key=f"{section}.anno_path")
     images = root / ds.image_dir
-    if not images.is_dir():
-        raise DataError(f"image folder not found: {images}", key=f"{section}.image_dir")
+    if not images.is_dir():  # needed only by relative file names: the engine's own rule
+        from engine.data.sources import check_image_folder, listed_file_names  # numpy
+
+        check_image_folder(images, listed_file_names(ds, section), section)
+
+
+def generation_notes(cfg: Config, runs_dir: Path | None) -> list[str]:
+    """What the engine will generate before it trains, and where (``synthesize``): said
+    by the console before the run starts (it takes a while, and writes to disk)."""
+    from engine.data.sources import synthesize_target
+
+    notes, seen = [], set()
+    for section in ("TrainDataset", "EvalDataset", "UnsupTrainDataset"):
+        ds = getattr(cfg, section)
+        target = synthesize_target(ds, section, runs_dir) if ds is not None else None
+        if target is not None and (target, ds.anno_path) not in seen:
+            seen.add((target, ds.anno_path))
+            spec = ds.synthesize
+            amount = (f"{spec.shots} boxes per class" if spec.shots
+                      else f"{spec.num_images} images")
+            notes.append(f"{section}: generating the shapes dataset ({amount}) in {target}")
+    return notes
 
 
 def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
     """Everything we can check without torch: config, overrides, weight and data paths,
     and (unless ``rendezvous`` is off: a SLURM job brings its own) the multi-node flags."""
     _, cfg = load_and_validate(spec.config, spec.all_overrides())
-    _check_dataset(cfg.TrainDataset, "TrainDataset")
-    _check_dataset(cfg.EvalDataset, "EvalDataset")
+    _check_dataset(cfg.TrainDataset, "TrainDataset", spec.runs_dir)
+    _check_dataset(cfg.EvalDataset, "EvalDataset", spec.runs_dir)
     if cfg.UnsupTrainDataset is not None:
-        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
+        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset", spec.runs_dir)
     _check_weights_path(cfg.pretrain_weights, "pretrain_weights")
     _check_weights_path(cfg.pretrain_teacher_weights, "pretrain_teacher_weights")
     _check_weights_path(cfg.pretrain_student_weights, "pretrain_student_weights")
@@ -513,9 +538,14 @@ def weights_meta(cfg: Config, resume: str | None) -> dict:
     return {"mode": "none"}
 
 
-def resume(run: RunDirectory, *, eval: bool | None = None,
-           force: bool = False) -> subprocess.Popen:
-    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint."""
+def resume(run: RunDirectory, *, eval: bool | None = None, force: bool = False,
+           overrides: list[str] | None = None) -> subprocess.Popen:
+    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint.
+
+    ``overrides`` (``-o epoch=N`` to train a finished run longer) change the run's config
+    from here on: they are the intended difference from the checkpoint's config, so they
+    need no ``force``. Ask ``engine.resumable.training_left`` first whether anything is
+    left to train: a finished run resumed as it is trains nothing."""
     meta = run.read_meta()
     status = run.effective_status(meta)
     if status in ACTIVE and meta.get("host") != socket.gethostname():
@@ -528,8 +558,13 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
                        hint="start it again with `dettui run`")
     trackers = meta.get("trackers") if isinstance(meta.get("trackers"), dict) else {}
     tensorboard = trackers.get("tensorboard")  # the same folder as before (absolute)
-    spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
-                      else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))),
+    overrides = list(overrides or [])
+    if overrides:  # bad input is refused here, before anything starts
+        load_and_validate(run.config_yaml, overrides)
+    spec = LaunchSpec(config=run.config_yaml, overrides=overrides,
+                      eval=meta.get("eval", True) if eval is None else eval,
+                      force=force or bool(overrides),
+                      nproc=max(1, int(meta.get("world_size", 1))),
                       tensorboard=tensorboard if isinstance(tensorboard, str) else None,
                       wandb=trackers.get("wandb") is True)
     check_trackers(spec)

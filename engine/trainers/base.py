@@ -35,6 +35,7 @@ from engine.errors import ConfigError, NonFiniteLoss, WeightsError
 from engine.evaluation import EvalObserver, EvalResult, evaluate_model
 from engine.models import build_model, count_parameters
 from engine.models.weights import LoadReport, load_pretrained
+from engine.precision import amp_ignored
 from engine.recorder import RunRecorder
 from engine.trainers.checkpoint import (
     capture_rng_state,
@@ -136,6 +137,10 @@ class Trainer:
         self.scheduler = build_lr_scheduler(cfg, self.optimizer, self.iters_per_epoch,
                                             self.max_iters)
         self.use_amp = cfg.amp and self.device.type == "cuda"
+        if cfg.amp and not self.use_amp:  # said in train.log and the console, not skipped
+            message = amp_ignored(str(self.device))
+            self.logger.warning(message)
+            self.recorder.emit("log", level="warning", message=message)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_decay_type) if cfg.use_ema else None
 

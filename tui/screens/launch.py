@@ -31,8 +31,9 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
 from engine.errors import ConfigError, UserError
+from engine.precision import amp_ignored_before_start
 from engine.rundir import RunDirectory
-from engine.sysinfo import gpus, nvml_status
+from engine.sysinfo import cuda_device_count, gpus, nvml_status
 from engine.trainers.catalogue import TRAINERS
 from tui.launcher import (
     ConfigFacts,
@@ -435,6 +436,9 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             what = "random init"
         info = (f"✓ {cfg.architecture} · {cfg.backbone.name} · {cfg.num_classes} classes · "
                 f"{cfg.epoch} epochs · {trainer_name(cfg)} · {what} · device {cfg.device}")
+        amp = amp_ignored_before_start(cfg.amp, cfg.device, cuda_device_count())
+        if amp is not None:  # the engine says it again in train.log and the console
+            info += f" · ⚠ {amp}"
         command = shlex.join(engine_argv(spec.runs_dir / "<new run>", spec))
         self.post_message(self.Validated(None, info, command, facts))
 
