@@ -128,3 +128,29 @@ def infer_images(config: Path, weights: str, images: list[Path], out: Path,
         canvas.save(target)
         print(printable(f"{path} -> {target}: {kept} detections >= {score_thresh}"))
     return 0
+
+
+def fit_report(config: Path, source: str, overrides: list[str]) -> int:
+    """``python -m engine fit``: how many of a weights file's tensors fit the config's model
+    (the partial-load report ``pretrain_weights`` gives), as one JSON line; nothing is
+    trained, and a source not downloaded yet is reported as such, not fetched."""
+    from engine.weightsource import check, plan
+
+    _, cfg = load_and_validate(config, overrides)
+    where = plan(source, key="pretrain_weights")
+    if where.remote and not where.cached:
+        print(json.dumps({"source": source, "cached": False, "url": where.url,
+                          "size": where.size}))
+        return 0
+    check(source, key="pretrain_weights", offline=True)
+    state = load_state_dict_file(where.path, prefer_ema=True)
+    model = build_model(cfg)
+    report, _ = match_weights(model.state_dict(), state, str(where.path))
+    loaded = [n for n in report.loaded if not n.endswith("num_batches_tracked")]
+    total = [n for n in model.state_dict() if not n.endswith("num_batches_tracked")]
+    print(json.dumps({"source": source, "cached": True, "file": str(where.path),
+                      "loaded": len(loaded), "model_tensors": len(total),
+                      "file_tensors": len(state), "skipped": len(report.skipped_shape),
+                      "missing": len(report.missing), "unused": len(report.unused),
+                      "summary": report.summary()}))
+    return 0

@@ -25,6 +25,8 @@ from engine.rundir import RUNS_DIR_ENV
 from engine.safefiles import RefusedFile, open_regular
 from engine.termtext import printable
 from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
+from tui.cli_weights import Offline, prefetch, set_offline
+from tui.cli_weights import register as register_weights
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,6 +54,8 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV,
 Overrides = Annotated[list[str], typer.Option(
     "-o", "--opt", help="Override a config key: key.sub.leaf=value (YAML value); repeatable.")]
 DEFAULT_RUNS = Path("runs")
+WEIGHTS_HELP = ("Weights or checkpoint: a file, an http(s) URL, torchvision:BUILDER\\[:WEIGHTS], "
+                "hf:REPO_ID\\[@REV] or run:RUN_ID\\[:best|:last].")
 DEBUG = {"on": os.environ.get("DETTUI_DEBUG") == "1"}
 
 
@@ -116,11 +120,14 @@ def run(
     resume: Annotated[str | None, typer.Option(
         "--resume", help="Resume from a checkpoint path, a run id, or 'auto'.")] = None,
     weights: Annotated[str | None, typer.Option(
-        "--weights", help="Pretrained weights file (pretrain_weights).")] = None,
+        "--weights", help="Pretrained weights (pretrain_weights): a file, an http(s) URL, "
+                          "torchvision:BUILDER\\[:WEIGHTS], hf:REPO_ID\\[@REV] or "
+                          "run:RUN_ID\\[:best|:last].")] = None,
     teacher: Annotated[str | None, typer.Option(
-        "--teacher", help="Teacher weights (semi-supervised).")] = None,
+        "--teacher", help="Teacher weights (semi-supervised; the same forms).")] = None,
     student: Annotated[str | None, typer.Option(
-        "--student", help="Student weights (semi-supervised).")] = None,
+        "--student", help="Student weights (semi-supervised; the same forms).")] = None,
+    offline: Offline = False,
     ce: Annotated[bool, typer.Option(
         "--ce", help="enable_ce: seed everything with 0, deterministic algorithms.")] = False,
     device: Annotated[str | None, typer.Option(
@@ -163,8 +170,9 @@ def run(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Start a training run: the TUI's launch form, or --headless on a server."""
-    from tui.launcher import LaunchSpec, launch, run_worker_node
+    from tui.launcher import WEIGHT_KEYS, LaunchSpec, launch, run_worker_node, validate_spec
 
+    set_offline(offline)
     spec = LaunchSpec(config=config, overrides=list(opt), runs_dir=runs_dir, name=name,
                       eval=eval, resume=resume, weights=weights, teacher=teacher,
                       student=student, enable_ce=ce, device=device, amp=amp, trainer=trainer,
@@ -186,6 +194,10 @@ def run(
         from tui.app import run_app
 
         raise typer.Exit(run_app(runs_dir, _configs_dirs([]), launch=spec))
+    # Remote weights download here, with a progress bar, before any run folder exists (a
+    # 404 or a bad hash is refused like any bad input); the engine then finds them cached.
+    cfg = validate_spec(spec)
+    prefetch({key: getattr(cfg, key) for key in WEIGHT_KEYS}, runs_dir)
     run_dir, proc = launch(spec)
     _watch(run_dir, proc)
 
@@ -427,15 +439,18 @@ def _engine(args: list[str]) -> None:
 @user_errors
 def eval_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config; its EvalDataset is used.")],
-    weights: Annotated[str, typer.Option("--weights", help="Weights or checkpoint file.")],
+    weights: Annotated[str, typer.Option("--weights", help=WEIGHTS_HELP)],
     opt: Overrides = [],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")
                         ] = None,
+    offline: Offline = False,
 ) -> None:
     """COCO-evaluate weights on the config's EvalDataset (AP table + per-class AP)."""
     from engine.config import load_and_validate
 
+    set_offline(offline)
     load_and_validate(config, opt)  # bad input fails here, fast, without torch
+    prefetch({"--weights": weights})
     args = ["eval", str(config), "--weights", weights]
     for o in opt:
         args += ["-o", o]
@@ -449,16 +464,19 @@ def eval_cmd(
 def infer(
     config: Annotated[Path, typer.Argument(help="YAML config of the model.")],
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG).")],
-    weights: Annotated[str, typer.Option("--weights", help="Weights or checkpoint file.")],
+    weights: Annotated[str, typer.Option("--weights", help=WEIGHTS_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the annotated copies.")],
     score_thresh: Annotated[float, typer.Option("--score-thresh", help="Draw boxes above.")
                             ] = 0.3,
     opt: Overrides = [],
+    offline: Offline = False,
 ) -> None:
     """Detect objects and draw boxes and labels on copies of the images."""
     from engine.config import load_and_validate
 
+    set_offline(offline)
     load_and_validate(config, opt)
+    prefetch({"--weights": weights})
     args = ["infer", str(config), "--weights", weights, "--out", str(out),
             "--score-thresh", str(score_thresh), *[str(i) for i in images]]
     for o in opt:
@@ -467,6 +485,7 @@ def infer(
 
 
 app.command("export")(user_errors(export))  # tui/cli_trackers.py
+register_weights(app, user_errors)  # tui/cli_weights.py: dettui weights list|get|verify|rm
 
 
 @data_app.command("shapes")

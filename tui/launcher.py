@@ -41,9 +41,11 @@ from engine.rundir import (
     open_run_file,
 )
 from engine.sysinfo import cuda_device_count
+from engine.weightsource import check as check_source
 
 TRAINER_CHOICES = ("config", "Trainer", "DenseTeacher", "ARSL", "Semi_RTDETR", "co-tuning")
 SEMI_TRAINERS = ("DenseTeacher", "ARSL", "Semi_RTDETR")
+WEIGHT_KEYS = ("pretrain_weights", "pretrain_teacher_weights", "pretrain_student_weights")
 DEFAULT_MASTER_PORT = 29500
 RESTART_BACKOFF_ENV = "DETTUI_RESTART_BACKOFF"  # first supervisor backoff, seconds
 # With ``fleet: true`` and no rendezvous flags, the rendezvous comes from these variables
@@ -207,9 +209,9 @@ def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
     _check_dataset(cfg.EvalDataset, "EvalDataset")
     if cfg.UnsupTrainDataset is not None:
         _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
-    _check_weights_path(cfg.pretrain_weights, "pretrain_weights")
-    _check_weights_path(cfg.pretrain_teacher_weights, "pretrain_teacher_weights")
-    _check_weights_path(cfg.pretrain_student_weights, "pretrain_student_weights")
+    for key in WEIGHT_KEYS:  # a file, URL, torchvision:, hf: or run: (engine.weightsource)
+        if getattr(cfg, key):
+            check_source(getattr(cfg, key), runs_dir=spec.runs_dir, key=key)
     if spec.resume and spec.resume != "auto" and ("/" in spec.resume or
                                                    spec.resume.endswith(".pt")):
         _check_weights_path(spec.resume, "--resume")
