@@ -64,8 +64,10 @@ def fetch_with_progress(source: str, *, key: str | None = None,
     if not where.remote or where.cached or where.kind == "hf":
         return resolve(source, runs_dir=runs_dir, key=key)
     console = Console(stderr=True)
-    console.print(f"downloading {printable(source)}\n  from {printable(where.url or '')}\n"
-                  f"  to   {printable(str(where.path))}", markup=False, highlight=False)
+    head = "" if source == where.url else f"{printable(source)}\n  from "
+    to = printable(str(where.path))
+    console.print(f"downloading {head}{printable(where.url or '')}\n  to {to}",
+                  markup=False, highlight=False, soft_wrap=True)
     with Progress(TextColumn("  "), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=console,
                   transient=False) as bar:
