@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("config", type=Path)
     f.add_argument("--weights", required=True)
     f.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE")
+    f.add_argument("--runs-dir", type=Path, help="where run: ids are looked up")
 
     s = sub.add_parser("shapes", help="write the synthetic shapes dataset (COCO json + PNGs)")
     s.add_argument("out", type=Path)
@@ -285,7 +286,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from engine.tools import fit_report
 
-    return fit_report(args.config, args.weights, args.opt)
+    return fit_report(args.config, args.weights, args.opt, args.runs_dir)
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:

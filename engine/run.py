@@ -114,15 +114,24 @@ class DownloadEvents:
                                                 "path": str(path)}
         self.last = 0.0
         self.started = False
+        self.pending: tuple[int, int | None] | None = None  # not emitted yet (throttled)
 
     def __call__(self, done: int, total: int | None) -> None:
         now = time.monotonic()
+        self.pending = (done, total)
         if not self.started:
             self.started = True
             self.recorder.logger.info(f"downloading {self.fields['source']} from "
                                       f"{self.fields['url']} to {self.fields['path']}")
         if now - self.last >= 0.5 or (total is not None and done >= total):
-            self.last = now
+            self.flush()
+
+    def flush(self) -> None:
+        """Emit the latest progress if it was held back (a download that stopped)."""
+        if self.pending is not None:
+            done, total = self.pending
+            self.pending = None
+            self.last = time.monotonic()
             self.recorder.emit("download", done=done, total=total, state="downloading",
                                **self.fields)
 
@@ -147,7 +156,10 @@ def resolve_weights(cfg: Config, keys: tuple[str, ...], recorder: RunRecorder, e
         source = getattr(cfg, key)
         where = plan(source, runs_dir=runs_dir, key=key)
         events = DownloadEvents(recorder, key, source, where.url, where.path)
-        resolved = resolve(source, runs_dir=runs_dir, key=key, progress=events)
+        try:
+            resolved = resolve(source, runs_dir=runs_dir, key=key, progress=events)
+        finally:
+            events.flush()  # where a failed download stopped
         if resolved.downloaded:
             events.finish(resolved.size)
         files[key] = str(resolved.path)

@@ -130,19 +130,20 @@ def infer_images(config: Path, weights: str, images: list[Path], out: Path,
     return 0
 
 
-def fit_report(config: Path, source: str, overrides: list[str]) -> int:
+def fit_report(config: Path, source: str, overrides: list[str],
+               runs_dir: Path | None = None) -> int:
     """``python -m engine fit``: how many of a weights file's tensors fit the config's model
     (the partial-load report ``pretrain_weights`` gives), as one JSON line; nothing is
     trained, and a source not downloaded yet is reported as such, not fetched."""
     from engine.weightsource import check, plan
 
     _, cfg = load_and_validate(config, overrides)
-    where = plan(source, key="pretrain_weights")
+    where = plan(source, runs_dir=runs_dir, key="pretrain_weights")
     if where.remote and not where.cached:
         print(json.dumps({"source": source, "cached": False, "url": where.url,
                           "size": where.size}))
         return 0
-    check(source, key="pretrain_weights", offline=True)
+    check(source, runs_dir=runs_dir, key="pretrain_weights", offline=True)
     state = load_state_dict_file(where.path, prefer_ema=True)
     model = build_model(cfg)
     report, _ = match_weights(model.state_dict(), state, str(where.path))

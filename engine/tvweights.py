@@ -1,7 +1,8 @@
 """``torchvision:<builder>[:<WEIGHTS>]``: what torchvision's own weight enums say of a name.
 
 This module imports torchvision (and so torch): the front-ends run it as a subprocess,
-``python -m engine.tvweights NAME...``, which prints one JSON object per name; the engine
+``python -m engine.tvweights NAME...``, which prints one JSON object per name (``--zoo
+ARCHITECTURE BACKBONE``: the list of entries that fit a config, for the TUI's picker); the engine
 calls :func:`describe` directly. No URL table is kept here: the URL, file name, size and
 categories all come from ``torchvision.models.get_model_weights``.
 """
@@ -49,7 +50,33 @@ def describe(builder: str, weights: str | None) -> dict[str, Any]:
             "members": members}
 
 
+def zoo(architecture: str, backbone: str) -> list[dict[str, Any]]:
+    """The torchvision weights that fit a config: its architecture's COCO detectors on the
+    same backbone (``ZOO_DETECTOR_PREFIX``), then ImageNet weights of the backbone alone."""
+    from torchvision.models import detection, get_model_weights, list_models
+
+    from engine.weightsource import ZOO_DETECTOR_PREFIX
+
+    prefix = ZOO_DETECTOR_PREFIX.get(architecture)
+    backbone_name = {"mobilenet_v3": "mobilenet_v3_large"}.get(backbone, backbone)
+    builders = [n for n in list_models(module=detection)
+                if prefix and n.startswith(prefix) and backbone_name in n]
+    if backbone_name in list_models():
+        builders.append(backbone_name)
+    out = []
+    for builder in builders:
+        for member in get_model_weights(builder).__members__:
+            if member != "DEFAULT":
+                entry = describe(builder, member)
+                entry["source"] = f"torchvision:{builder}:{member}"
+                out.append(entry)
+    return out
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--zoo"] and len(argv) == 3:
+        print(json.dumps(zoo(argv[1], argv[2])))
+        return 0
     for name in argv:
         builder, _, weights = name.partition(":")
         try:

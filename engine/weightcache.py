@@ -79,3 +79,24 @@ def forget(path: Path) -> None:
     if index.pop(key, None) is not None:
         with contextlib.suppress(OSError):
             _save(index)
+
+
+def cache_entries() -> list[dict[str, Any]]:
+    """Every file in the cache: the index's entries, and files found there unindexed
+    (torch.hub's own downloads in $TORCH_HOME/hub/checkpoints, hand-placed files)."""
+    from engine.weightsource import cache_dir, torch_hub_checkpoints
+
+    index = load_index()
+    entries = []
+    for path, entry in sorted(index.items()):
+        entries.append({"file": path, **entry, "present": Path(path).is_file()})
+    seen = set(index)
+    for folder in (cache_dir() / "url", torch_hub_checkpoints()):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.name.endswith((".part", ".lock")) \
+                    and str(path.resolve()) not in seen:
+                entries.append({"file": str(path.resolve()), "source": None, "url": None,
+                                "sha256": None, "size": path.stat().st_size, "present": True})
+    return entries

@@ -419,3 +419,25 @@ def _fetch_hf(p: Plan, progress: ProgressFn | None) -> tuple[Path, bool]:
             raise WeightsError(f"{p.source}: sha256 mismatch ({digest[:16]}..., the hub says "
                                f"{etag[:16]}...); the file was removed")
     return path, True
+
+
+def started_from(meta: dict[str, Any]) -> str:
+    """What a run's weights were, from its run.json, in one line: each resolved source with
+    the start of its sha256 (``none`` for a run from scratch)."""
+    weights = meta.get("weights") if isinstance(meta.get("weights"), dict) else {}
+    resolved = weights.get("resolved") if isinstance(weights.get("resolved"), list) else []
+    parts = []
+    for item in resolved:
+        if isinstance(item, dict) and isinstance(item.get("source"), str):
+            sha = item.get("sha256")
+            role = {"pretrain_teacher_weights": "teacher ",
+                    "pretrain_student_weights": "student "}.get(str(item.get("key")), "")
+            parts.append(f"{role}{item['source']}"
+                         + (f" (sha256 {sha[:12]})" if isinstance(sha, str) else ""))
+    if parts:
+        return "; ".join(parts)
+    for key in ("pretrained", "teacher", "student"):
+        if isinstance(weights.get(key), str):
+            parts.append(weights[key])
+    return "; ".join(parts) or ("none" if weights.get("mode") in ("none", None) else
+                                str(weights.get("mode")))

@@ -16,7 +16,7 @@ import typer
 from engine.errors import WeightsError
 from engine.rundir import RUNS_DIR_ENV, scan_runs
 from engine.termtext import printable
-from engine.weightcache import forget, load_index, remember
+from engine.weightcache import cache_entries, forget, load_index, remember
 from engine.weightsource import (
     FORMS,
     OFFLINE_ENV,
@@ -103,25 +103,6 @@ def _runs_using(runs_dir: Path) -> dict[str, list[str]]:
                 if isinstance(k, str) and str(meta.get("id")) not in used.get(k, []):
                     used.setdefault(k, []).append(str(meta.get("id")))
     return used
-
-
-def cache_entries() -> list[dict[str, Any]]:
-    """Every file in the cache: the index's entries, and files found there unindexed
-    (torch.hub's own downloads in $TORCH_HOME/hub/checkpoints, hand-placed files)."""
-    index = load_index()
-    entries = []
-    for path, entry in sorted(index.items()):
-        entries.append({"file": path, **entry, "present": Path(path).is_file()})
-    seen = set(index)
-    for folder in (cache_dir() / "url", torch_hub_checkpoints()):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.name.endswith((".part", ".lock")) \
-                    and str(path.resolve()) not in seen:
-                entries.append({"file": str(path.resolve()), "source": None, "url": None,
-                                "sha256": None, "size": path.stat().st_size, "present": True})
-    return entries
 
 
 def _size(n: object) -> str:

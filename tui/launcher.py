@@ -538,9 +538,11 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
     argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec, resume="auto"),
                       int(meta.get("max_restarts", 0)))
     attempt = int(meta.get("attempt", 1)) + 1
+    started = meta.get("weights") if isinstance(meta.get("weights"), dict) else {}
     return _start(run, argv, {**meta, "status": "starting", "command": argv,
                               "attempt": attempt, "ended": None, "exit_code": None,
-                              "weights": {"mode": "resume", "resume": "auto"}})
+                              # what the run started from stays (source, file, sha256)
+                              "weights": {**started, "mode": "resume", "resume": "auto"}})
 
 
 def _resolved_device(run: RunDirectory) -> str:
