@@ -232,3 +232,50 @@ def test_a_text_file_is_named_for_what_it_is(tmp_path: Path) -> None:
 
     save_file({"a": torch.zeros(3)}, tmp_path / "w.safetensors")
     assert check(str(tmp_path / "w.safetensors")).kind == "file"
+
+
+COCO_SCALE = {
+    "configs/cot/faster_rcnn_r50_fpn_cotuning_roadsign.yml":
+        "torchvision:fasterrcnn_resnet50_fpn:COCO_V1",
+    "configs/semi_det/denseteacher/denseteacher_fcos_r50_fpn_coco_semi010.yml":
+        "torchvision:resnet50:IMAGENET1K_V1",
+    "configs/semi_det/arsl/arsl_fcos_r50_fpn_coco_semi010.yml":
+        "torchvision:resnet50:IMAGENET1K_V1",
+    "configs/finetune/fcos_r50_coco_finetune.yml": "torchvision:fcos_resnet50_fpn:COCO_V1",
+}
+
+
+@pytest.mark.parametrize("rel", sorted(COCO_SCALE))
+def test_coco_scale_configs_name_zoo_weights(rel: str, tmp_path: Path) -> None:
+    from engine.config import load_and_validate
+    from tests.conftest import REPO
+
+    _, cfg = load_and_validate(REPO / rel, [])
+    assert cfg.pretrain_weights == COCO_SCALE[rel]
+    p = plan(cfg.pretrain_weights)
+    assert p.url and p.url.startswith("https://download.pytorch.org/models/")
+    assert p.path.parent == tmp_path / "torch" / "hub" / "checkpoints" and p.hash_prefix
+    for name in ("rtdetr/rtdetr_r50vd_coco.yml", "semi_det/semi_rtdetr/"
+                 "semi_rtdetr_r50vd_coco_semi010.yml"):
+        text = (REPO / "configs" / name).read_text()
+        assert "/path/to" not in text and ("hf:PekingU/rtdetr_r50vd" in text
+                                           or "run:<sup010 run id>:best" in text)
+
+
+def test_finetune_config_takes_torchvision_fcos_tensor_for_tensor() -> None:
+    """Every tensor of torchvision's COCO FCOS R50-FPN layout loads into the fine-tune
+    config's model except the 91-way classifier (another class count)."""
+    from torchvision.models.detection import fcos_resnet50_fpn
+
+    from engine.config import load_and_validate
+    from engine.models import build_model
+    from engine.models.weights import match_weights
+    from tests.conftest import REPO
+
+    reference = fcos_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    _, cfg = load_and_validate(REPO / "configs/finetune/fcos_r50_coco_finetune.yml", [])
+    report, _ = match_weights(build_model(cfg).state_dict(), reference, "fcos")
+    assert [name for name, _, _ in report.skipped_shape] == [
+        "head.classification_head.cls_logits.weight", "head.classification_head.cls_logits.bias"]
+    assert report.missing == []
+    assert all(name.endswith("num_batches_tracked") for name in report.unused)
