@@ -108,7 +108,7 @@ def _runs_using(runs_dir: Path) -> dict[str, list[str]]:
 def _size(n: object) -> str:
     if not isinstance(n, int):
         return "-"
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"  # as Rich counts
 
 
 def weights_list(

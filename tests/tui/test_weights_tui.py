@@ -79,7 +79,7 @@ def test_picker_lists_zoo_runs_cache_and_fills_the_field(runs_dir: Path, configs
         text = "\n".join(labels)
         assert "model zoo (torchvision) for FCOS · resnet50" in text
         zoo = next(t for t in labels if "torchvision:fcos_resnet50_fpn:COCO_V1" in t)
-        assert "COCO detector, 91 classes, box AP 39.2 · to download, 123.6 MB" in zoo
+        assert "COCO detector, 91 classes, box AP 39.2 · to download, 129.6 MB" in zoo
         assert any("torchvision:resnet50:IMAGENET1K_V2" in t and "ImageNet backbone" in t
                    for t in labels)
         assert not any("retinanet" in t or "fasterrcnn" in t for t in labels)
@@ -87,7 +87,7 @@ def test_picker_lists_zoo_runs_cache_and_fills_the_field(runs_dir: Path, configs
         assert "AP 0.412" in best and "4 classes" in best
         assert any("run:20250101-100000-alpha:last" in t for t in labels)
         assert not any("rtdetr" in t for t in labels)  # another architecture
-        assert any(source in t and "2.0 KB" not in t for t in labels)
+        assert any(source in t and "2.1 kB" in t for t in labels)
         assert picker.query_one("#weights-path", Input)
         # choose the past run's best checkpoint
         option_list = picker.query_one("OptionList")

@@ -478,6 +478,10 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             stamp = where.path.stat().st_mtime_ns if where.path.is_file() else None
         except (UserError, OSError):
             return ""
+        if where.remote and stamp is None:  # nothing to read yet: no need to ask the engine
+            size = f" ({where.size / 1e6:.1f} MB)" if where.size else ""
+            return f"{label}: {source} is not downloaded yet{size}; it downloads when the " \
+                   "run starts"
         memo = (str(spec.config), tuple(spec.all_overrides()), source, stamp)
         if memo not in self._fits:
             argv = [sys.executable, "-m", "engine", "fit", str(spec.config), "--weights",
@@ -497,7 +501,7 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             elif not report.get("cached"):
                 size = report.get("size")
                 line = (f"{label}: {source} is not downloaded yet"
-                        + (f" ({size / 2**20:.1f} MB)" if isinstance(size, int) else "")
+                        + (f" ({size / 1e6:.1f} MB)" if isinstance(size, int) else "")
                         + "; it downloads when the run starts")
             else:
                 line = (f"{label}: {report['loaded']} of the model's {report['model_tensors']} "

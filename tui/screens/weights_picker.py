@@ -46,7 +46,9 @@ class WeightChoice:
 
 
 def _mb(n: object) -> str:
-    return f"{n / 2**20:.1f} MB" if isinstance(n, int) else "size unknown"
+    if not isinstance(n, int):
+        return "size unknown"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"  # as Rich counts
 
 
 def zoo_choices(architecture: str, backbone: str) -> list[WeightChoice]:

@@ -53,9 +53,9 @@ def _number(value: object, fmt: str) -> str | None:
 def download_line(event: dict) -> str:
     """A weights download under way (``download`` events), as the header's progress line."""
     done, total = event.get("done"), event.get("total")
-    mb = f"{done / 2**20:.1f}" if isinstance(done, int) else "?"
+    mb = f"{done / 1e6:.1f}" if isinstance(done, int) else "?"
     if isinstance(total, int) and total > 0 and isinstance(done, int):
-        mb += f"/{total / 2**20:.1f} MB {100 * min(done, total) // total}%"
+        mb += f"/{total / 1e6:.1f} MB {100 * min(done, total) // total}%"
     else:
         mb += " MB"
     verb = "downloaded" if event.get("state") == "done" else "downloading"
