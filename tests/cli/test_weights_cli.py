@@ -182,3 +182,24 @@ def test_help_and_cli_do_not_import_torch_for_weights() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True, env=engine_env())
     assert out.stdout.strip() == "False"
+
+
+def test_attach_shows_a_download_the_engine_made(tmp_path: Path, env: dict) -> None:
+    """A run launched from the TUI downloads in the engine; `dettui attach` tells it."""
+    from engine.recorder import RunRecorder
+    from engine.rundir import RunDirectory
+
+    run = RunDirectory.create(tmp_path / "runs", run_id="fetched")
+    run.write_meta({"schema": 1, "id": "fetched", "status": "finished"})
+    recorder = RunRecorder(run)
+    fields = {"key": "pretrain_weights", "source": "torchvision:resnet50:IMAGENET1K_V2",
+              "url": "http://127.0.0.1:1/resnet50-11ad3fa6.pth", "path": "/cache/r50.pth"}
+    recorder.emit("download", done=1_000_000, total=102_540_247, state="downloading",
+                  **fields)
+    recorder.emit("download", done=102_540_247, total=102_540_247, state="done", **fields)
+    recorder.emit("status", status="finished", message="")
+    recorder.close()
+    proc = dettui("attach", "fetched", "--runs-dir", str(tmp_path / "runs"), env=env,
+                  cwd=tmp_path)
+    assert ("downloaded torchvision:resnet50:IMAGENET1K_V2 (102.5 MB) to /cache/r50.pth"
+            in proc.stdout), proc.stdout
