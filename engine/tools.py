@@ -1,6 +1,8 @@
-"""``python -m engine eval`` and ``python -m engine infer``: a trained model, used.
+"""``python -m engine eval`` and ``python -m engine infer``: a trained model, used; and
+``python -m engine fit``: how a weights file fits a config's model, without training.
 
-Both build the model from the config and load weights from a local file: a dettui
+Eval and infer build the model from the config and load weights from a local file (the
+caller resolves a URL, ``torchvision:``, ``hf:`` or ``run:`` source to one first): a dettui
 checkpoint (its EMA weights when it has them) or a plain state dict / safetensors file.
 """
 

@@ -154,6 +154,10 @@ def test_weights_get_verify_rm(tmp_path: Path, env: dict, server: WeightsServer)
     assert proc.returncode == 0 and not path.exists()
     listed = json.loads(dettui("weights", "list", "--json", env=env, cwd=tmp_path).stdout)
     assert listed == []
+    missing = server.url("/w/missing.pth")
+    proc = dettui("weights", "get", missing, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "HTTP 404" in proc.stderr and missing in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_hf_id_loads_from_a_prefilled_hub_cache_offline(tmp_path: Path, env: dict) -> None:
