@@ -30,6 +30,9 @@ Event types and their fields (schema version 1):
 ``log``         level, message (notable log lines, e.g. skipped weights)
 ``preview``     epoch (0-based), iter, model, dir (the run's previews/ folder), files (the
                 names of this evaluation's images in it: ``epochNNN_imgK.png``, NNN 1-based)
+``download``    key (the config key), source, url, path (the cache file), done (bytes),
+                total (bytes or null), state (downloading|done): a weights download before
+                training starts (at most two a second, and the final one)
 
 Conventions (every reader follows them):
 
@@ -62,7 +65,7 @@ from engine.safefiles import RefusedFile, open_regular
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log",
-               "preview")
+               "preview", "download")
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 MAX_LINE_BYTES = 1 << 20
 """Readers skip a longer line unparsed (the engine's longest, an error event with its
@@ -95,6 +98,8 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
               "iter": _INT, "path": _STR},
     "log": {"level": _STR, "message": _STR},
     "preview": {"epoch": _INT, "iter": _INT, "model": _STR, "dir": _STR, "files": _STR_LIST},
+    "download": {"key": _STR, "source": _STR, "url": _STR, "path": _STR, "done": _INT,
+                 "total": _INT, "state": _STR},
 }
 
 

@@ -27,6 +27,8 @@ from engine.termtext import printable
 from engine.trainers.catalogue import TRAINERS
 from tui.cli_help import FlagHelpGroup
 from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
+from tui.cli_weights import Offline, prefetch, set_offline
+from tui.cli_weights import register as register_weights
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +60,8 @@ DEFAULT_RUNS = Path("runs")
 TRAINER_HELP = ("config (whatever the config selects), or one of: "
                 + "; ".join(t.summary() for t in TRAINERS)
                 + ". A trainer is refused on an architecture it cannot train.")
+WEIGHTS_HELP = ("Weights or checkpoint: a file, an http(s) URL, torchvision:BUILDER\\[:WEIGHTS], "
+                "hf:REPO_ID\\[@REV] or run:RUN_ID\\[:best|:last].")
 DEBUG = {"on": os.environ.get("DETTUI_DEBUG") == "1"}
 
 
@@ -126,11 +130,14 @@ def run(
     resume: Annotated[str | None, typer.Option(
         "--resume", help="Resume from a checkpoint path, a run id, or 'auto'.")] = None,
     weights: Annotated[str | None, typer.Option(
-        "--weights", help="Pretrained weights file (pretrain_weights).")] = None,
+        "--weights", help="Pretrained weights (pretrain_weights): a file, an http(s) URL, "
+                          "torchvision:BUILDER\\[:WEIGHTS], hf:REPO_ID\\[@REV] or "
+                          "run:RUN_ID\\[:best|:last].")] = None,
     teacher: Annotated[str | None, typer.Option(
-        "--teacher", help="Teacher weights (semi-supervised).")] = None,
+        "--teacher", help="Teacher weights (semi-supervised; the same forms).")] = None,
     student: Annotated[str | None, typer.Option(
-        "--student", help="Student weights (semi-supervised).")] = None,
+        "--student", help="Student weights (semi-supervised; the same forms).")] = None,
+    offline: Offline = False,
     ce: Annotated[bool, typer.Option(
         "--ce", help="enable_ce: seed everything with 0, deterministic algorithms.")] = False,
     device: Annotated[str | None, typer.Option(
@@ -172,8 +179,9 @@ def run(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Start a training run: the TUI's launch form, or --headless on a server."""
-    from tui.launcher import LaunchSpec, launch, run_worker_node
+    from tui.launcher import WEIGHT_KEYS, LaunchSpec, launch, run_worker_node, validate_spec
 
+    set_offline(offline)
     spec = LaunchSpec(config=config, overrides=list(opt), runs_dir=runs_dir, name=name,
                       eval=eval, resume=resume, weights=weights, teacher=teacher,
                       student=student, enable_ce=ce, device=device, amp=amp, trainer=trainer,
@@ -198,6 +206,10 @@ def run(
                              f"--runs-dir {runs_dir}`")
     if detach or headless:
         _say_generation(spec)
+        # Remote weights download here, with a progress bar, before any run folder exists
+        # (a 404 or a bad hash is refused like any bad input); the engine finds them cached.
+        cfg = validate_spec(spec)
+        prefetch({key: getattr(cfg, key) for key in WEIGHT_KEYS}, runs_dir)
     if detach:
         run_dir, proc = launch(spec)
         run_id = printable(run_dir.id)
@@ -481,15 +493,18 @@ def _engine(args: list[str]) -> None:
 @user_errors
 def eval_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config; its EvalDataset is used.")],
-    weights: Annotated[str, typer.Option("--weights", help="Weights or checkpoint file.")],
+    weights: Annotated[str, typer.Option("--weights", help=WEIGHTS_HELP)],
     opt: Overrides = [],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")
                         ] = None,
+    offline: Offline = False,
 ) -> None:
     """COCO-evaluate weights on the config's EvalDataset (AP table + per-class AP)."""
     from engine.config import load_and_validate
 
+    set_offline(offline)
     load_and_validate(config, opt)  # bad input fails here, fast, without torch
+    prefetch({"--weights": weights})
     args = ["eval", str(config), "--weights", weights]
     for o in opt:
         args += ["-o", o]
@@ -503,16 +518,19 @@ def eval_cmd(
 def infer(
     config: Annotated[Path, typer.Argument(help="YAML config of the model.")],
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG).")],
-    weights: Annotated[str, typer.Option("--weights", help="Weights or checkpoint file.")],
+    weights: Annotated[str, typer.Option("--weights", help=WEIGHTS_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the annotated copies.")],
     score_thresh: Annotated[float, typer.Option("--score-thresh", help="Draw boxes above.")
                             ] = 0.3,
     opt: Overrides = [],
+    offline: Offline = False,
 ) -> None:
     """Detect objects and draw boxes and labels on copies of the images."""
     from engine.config import load_and_validate
 
+    set_offline(offline)
     load_and_validate(config, opt)
+    prefetch({"--weights": weights})
     args = ["infer", str(config), "--weights", weights, "--out", str(out),
             "--score-thresh", str(score_thresh), *[str(i) for i in images]]
     for o in opt:
@@ -521,6 +539,7 @@ def infer(
 
 
 app.command("export")(user_errors(export))  # tui/cli_trackers.py
+register_weights(app, user_errors)  # tui/cli_weights.py: dettui weights list|get|verify|rm
 
 
 @data_app.command("shapes")

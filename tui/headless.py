@@ -243,6 +243,17 @@ class HeadlessWatcher:
             out.print(safe_text(f"previews (epoch {_epoch(ev)}, {ev.get('model')}): "
                                 f"{_count(len(files), 'image')} in {ev.get('dir')}"),
                       highlight=False)
+        elif kind == "download":  # weights fetched by the engine before training
+            done, total = ev.get("done") or 0, ev.get("total")
+            if ev.get("state") == "done":
+                self.progress.update(self.task, description="starting")
+                out.print(safe_text(f"downloaded {ev.get('source')} ({done / 1e6:.1f} MB) to "
+                                    f"{ev.get('path')}", "dim"), soft_wrap=True)
+            else:  # numbers only: the description is markup
+                self.progress.update(self.task, description=f"downloading weights "
+                                     f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f}" if
+                                                            isinstance(total, int) else "")
+                                     + " MB")
         elif kind == "checkpoint":
             self._reached(ev.get("iter"))
             if ev.get("kind") != "last":  # last.pt: in the summary

@@ -42,7 +42,9 @@ from engine.rundir import (
 )
 from engine.sysinfo import cuda_device_count
 from engine.trainers.catalogue import CHOICES, TrainerInfo, by_choice, closest, trainer_for
+from engine.weightsource import check as check_source
 
+WEIGHT_KEYS = ("pretrain_weights", "pretrain_teacher_weights", "pretrain_student_weights")
 DEFAULT_MASTER_PORT = 29500
 RESTART_BACKOFF_ENV = "DETTUI_RESTART_BACKOFF"  # first supervisor backoff, seconds
 # With ``fleet: true`` and no rendezvous flags, the rendezvous comes from these variables
@@ -233,9 +235,9 @@ def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
     _check_dataset(cfg.EvalDataset, "EvalDataset", spec.runs_dir)
     if cfg.UnsupTrainDataset is not None:
         _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset", spec.runs_dir)
-    _check_weights_path(cfg.pretrain_weights, "pretrain_weights")
-    _check_weights_path(cfg.pretrain_teacher_weights, "pretrain_teacher_weights")
-    _check_weights_path(cfg.pretrain_student_weights, "pretrain_student_weights")
+    for key in WEIGHT_KEYS:  # a file, URL, torchvision:, hf: or run: (engine.weightsource)
+        if getattr(cfg, key):
+            check_source(getattr(cfg, key), runs_dir=spec.runs_dir, key=key)
     if spec.resume and spec.resume != "auto" and ("/" in spec.resume or
                                                    spec.resume.endswith(".pt")):
         _check_weights_path(spec.resume, "--resume")
@@ -572,9 +574,11 @@ def resume(run: RunDirectory, *, eval: bool | None = None, force: bool = False,
     argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec, resume="auto"),
                       int(meta.get("max_restarts", 0)))
     attempt = int(meta.get("attempt", 1)) + 1
+    started = meta.get("weights") if isinstance(meta.get("weights"), dict) else {}
     return _start(run, argv, {**meta, "status": "starting", "command": argv,
                               "attempt": attempt, "ended": None, "exit_code": None,
-                              "weights": {"mode": "resume", "resume": "auto"}})
+                              # what the run started from stays (source, file, sha256)
+                              "weights": {**started, "mode": "resume", "resume": "auto"}})
 
 
 def _resolved_device(run: RunDirectory) -> str:

@@ -215,6 +215,8 @@ class RunSnapshot:
     eval_version: int
     system_version: int
     meta_version: int
+    download: dict[str, Any] | None = None
+    """The latest ``download`` event (weights fetched before training starts)."""
 
     @property
     def loading(self) -> bool:
@@ -255,6 +257,7 @@ class RunModel:
         self.latest_system: dict[str, Any] | None = None
         self.system = SystemHistory(system_history)
         self.last_checkpoint: dict[str, Any] | None = None
+        self.download: dict[str, Any] | None = None
         self.errors: deque[dict[str, Any]] = deque(maxlen=error_history)
         self.start: dict[str, Any] | None = None
         self.events_read = 0
@@ -377,7 +380,7 @@ class RunModel:
         fresh = RunModel(self.run.path, system_history=self.system.maxlen,
                          error_history=self.errors.maxlen or 20)
         for name in ("train", "_ap", "_metrics", "latest_train", "latest_eval", "latest_system",
-                     "system", "last_checkpoint", "errors", "start", "events_read",
+                     "system", "last_checkpoint", "download", "errors", "start", "events_read",
                      "_template", "_peeked_until", "_preview"):
             setattr(self, name, getattr(fresh, name))
         for key in self._versions:
@@ -413,6 +416,9 @@ class RunModel:
                 self._versions["eval"] += 1
         elif kind == "checkpoint":
             self.last_checkpoint = event
+        elif kind == "download":
+            self.download = event
+            self._versions["meta"] += 1
         elif kind == "error":
             self.errors.append(event)
             self._versions["meta"] += 1
@@ -556,7 +562,8 @@ class RunModel:
             latest_train=self.latest_train, latest_eval=dict(self.latest_eval),
             latest_system=self.latest_system, system=self.system.copy(),
             last_checkpoint=self.last_checkpoint, errors=list(self.errors),
-            start=self.start, bytes_read=self.bytes_read, bytes_total=self.bytes_total(),
+            download=self.download, start=self.start, bytes_read=self.bytes_read,
+            bytes_total=self.bytes_total(),
             events_read=self.events_read, train_version=self._versions["train"],
             eval_version=self._versions["eval"], system_version=self._versions["system"],
             meta_version=self._versions["meta"])

@@ -448,10 +448,14 @@ class Config:
                                          0.3)
     preview_keep_epochs: int = doc("previews of this many latest evaluations are kept", 3)
 
-    pretrain_weights: str | None = doc("weights-only init from a local file (.pt/.pth/"
-                                       ".safetensors); mismatched tensors are skipped", None)
-    pretrain_teacher_weights: str | None = doc("semi-supervised: teacher init weights", None)
-    pretrain_student_weights: str | None = doc("semi-supervised: student init weights", None)
+    pretrain_weights: str | None = doc(
+        "weights-only init (mismatched tensors are skipped): a file (.pt/.pth/.safetensors), "
+        "an http(s) URL (optional #sha256=HEX), torchvision:BUILDER[:WEIGHTS], "
+        "hf:REPO_ID[@REVISION] or run:RUN_ID[:best|:last]; remote ones download once", None)
+    pretrain_teacher_weights: str | None = doc("semi-supervised: teacher init weights (any "
+                                               "form pretrain_weights takes)", None)
+    pretrain_student_weights: str | None = doc("semi-supervised: student init weights (any "
+                                               "form pretrain_weights takes)", None)
     ssod_method: str | None = doc("semi-supervised trainer: " + ", ".join(SSOD_METHODS), None)
     use_cot: bool = doc("use the co-tuning (transfer learning) trainer", False)
     semi_start_iters: float = doc(

@@ -65,8 +65,8 @@ def test_a_semi_config_shows_teacher_student_and_the_unlabeled_set(runs_dir: Pat
         await _type_into(pilot, screen, "teacher", str(tmp_path / "teacher.pt"))
         await wait_for(pilot, lambda: "pretrain_teacher_weights" in _status(screen)
                        and "not found" in _status(screen), what="the missing teacher")
-        (tmp_path / "teacher.pt").write_bytes(b"x")
-        (tmp_path / "student.pt").write_bytes(b"x")
+        (tmp_path / "teacher.pt").write_bytes(b"PK\x03\x04")
+        (tmp_path / "student.pt").write_bytes(b"PK\x03\x04")
         await _type_into(pilot, screen, "teacher", str(tmp_path / "teacher.pt"))
         await _type_into(pilot, screen, "student", str(tmp_path / "student.pt"))
         await wait_for(pilot, lambda: "teacher + student weights" in _status(screen),
@@ -120,7 +120,7 @@ def test_co_tuning_asks_for_the_source_weights_and_refuses_to_launch_without(
         assert isinstance(app.screen, LaunchScreen) and not any(runs_dir.iterdir())
         assert "needs pretrain_weights" in _status(screen)
         source = tmp_path / "source.pt"
-        source.write_bytes(b"x")
+        source.write_bytes(b"PK\x03\x04")
         await _type_into(pilot, screen, "weights", str(source))
         await wait_for(pilot, lambda: "CoTuning · source weights" in _status(screen),
                        what="the source weights accepted")

@@ -25,6 +25,7 @@ from textual.widgets import DataTable, Footer, Static
 from engine.config.loader import read_yaml_mapping
 from engine.events import METRIC_KEYS
 from engine.rundir import RunDirectory
+from engine.weightsource import started_from
 from tui.eventscan import TERM_PREFIX
 from tui.runmodel import RunModel
 from tui.safetext import safe_text
@@ -258,6 +259,7 @@ class CompareScreen(Screen[None]):
             ("trainer", [r.meta.get("trainer", "?") for r in self.runs]),
             ("best AP", [_best_ap(r.meta) for r in self.runs]),
             ("eval model", [r.eval_model or MISSING for r in self.runs]),
+            ("weights", [started_from(r.meta) for r in self.runs]),  # what each started from
         ]
         for key, values in summary:
             table.add_row(Text(key, style="bold"), *map(fmt_value, values))

@@ -50,6 +50,18 @@ def _number(value: object, fmt: str) -> str | None:
     return None
 
 
+def download_line(event: dict) -> str:
+    """A weights download under way (``download`` events), as the header's progress line."""
+    done, total = event.get("done"), event.get("total")
+    mb = f"{done / 1e6:.1f}" if isinstance(done, int) else "?"
+    if isinstance(total, int) and total > 0 and isinstance(done, int):
+        mb += f"/{total / 1e6:.1f} MB {100 * min(done, total) // total}%"
+    else:
+        mb += " MB"
+    verb = "downloaded" if event.get("state") == "done" else "downloading"
+    return f"[b]{verb}[/] {escape(str(event.get('source') or ''))}  {mb}"
+
+
 class RunHeader(Widget):
     """Two lines: the run and its status; epoch, iteration, a progress bar, ETA and the
     latest loss, learning rate and throughput. Both lines have a fixed size, so updating
@@ -116,7 +128,8 @@ class RunHeader(Widget):
         if isinstance(done, int):
             parts.append(f"iter {done:,}" + (f"/{total:,}" if isinstance(total, int) else ""))
         if not parts:
-            parts.append("no training step yet")
+            parts.append(download_line(snap.download) if snap.download and snap.status in
+                         ACTIVE else "no training step yet")
         fraction = snap.progress
         if fraction is not None:
             filled = round(fraction * self.BAR_WIDTH)
