@@ -40,6 +40,8 @@ from tui.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 
 EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
 POLL_SECONDS = 0.25
+_KEY_WIDTH = 17
+"""Width of the key column of the summary (``status:``, ``best checkpoint:``)."""
 
 
 def plain_console() -> Console:
@@ -185,7 +187,7 @@ class HeadlessWatcher:
         elif kind == "checkpoint" and ev.get("kind") != "last":  # last.pt: in the summary
             out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
-            out.print(safe_text(ev.get("message"), "yellow"))
+            out.print(safe_text(ev.get("message"), "yellow", newlines=True))  # a block: lines
         elif kind == "error":
             out.print(Text("error (", style="bold red") + safe_text(ev.get("error_type"),
                                                                    "bold red")
@@ -312,7 +314,9 @@ class HeadlessWatcher:
             # run.json's error: written even when events.jsonl was the file that was full
             error = meta.get("error") if isinstance(meta.get("error"), dict) else {}
             if error.get("message"):
-                rows.append(("error", safe_markup(error["message"])))
+                # our own message's lines stay lines, under the value column
+                rows.append(("error", safe_markup(error["message"], newlines=True)
+                             .replace("\n", "\n" + " " * _KEY_WIDTH)))
             rows.append(("log", safe_markup(self.run.train_log)))
             if error.get("type") != "DiskFull":
                 rows.append(("traceback", safe_markup(self.run.stderr_log)))
@@ -320,7 +324,8 @@ class HeadlessWatcher:
             rows.append(("resume with", safe_markup(f"dettui resume {self.run.id}")))
         self.console.rule(f"[{color}]summary")
         for key, value in rows:  # plain lines: paths are never cut to the terminal width
-            self.console.print(f"[bold]{key + ':':<17}[/]{value}", soft_wrap=True, highlight=False)
+            self.console.print(f"[bold]{key + ':':<{_KEY_WIDTH}}[/]{value}", soft_wrap=True,
+                               highlight=False)
         code = meta.get("exit_code")
         if isinstance(code, int):
             return code

@@ -361,10 +361,11 @@ class MonitorScreen(Screen[None]):
             last = snap.errors[-1] if snap.errors else None
             why = (f"{last.get('error_type') or 'error'}: {last.get('message') or ''}"
                    if last else "the engine process is gone")
-            text = f"failed · {why} · e: first error in the logs"
+            text = f"failed (e: first error in the logs) · {why}"
         if text != self._banner_text:  # a layout per snapshot would repaint everything
             self._banner_text = text
-            banner.update(safe_text(text))  # quotes run.json and error events: never markup
+            # quotes run.json and error events: never markup; a message's lines stay lines
+            banner.update(safe_text(text, newlines=True))
             banner.set_class(bool(text), "-shown")
 
     def _update_semi(self, snap: RunSnapshot) -> None:
