@@ -332,14 +332,11 @@ def _run_cells(meta: dict) -> list[Any]:
     from rich.text import Text
 
     from engine.rundir import run_duration
+    from tui.progress import RunProgress
     from tui.safetext import safe_text
 
-    prog = meta.get("progress") or {}
-    epoch, epochs = prog.get("epoch"), prog.get("epochs")
-    # run.json counts epochs from 1; a run that has finished has done them all
-    if meta.get("status") == "finished" and isinstance(epochs, int):
-        epoch = epochs
-    progress = f"{epoch}/{epochs}" if isinstance(epoch, int) and epochs else "-"
+    # the rule the TUI's runs table and monitor use too
+    progress = RunProgress.from_meta(str(meta.get("status")), meta.get("progress")).epoch_text()
     best = meta.get("best") or {}
     value = best.get("value")
     status = str(meta.get("status", "?"))

@@ -35,6 +35,7 @@ from engine.errors import RunError
 from engine.events import METRIC_KEYS, EventTail
 from engine.ownership import engine_pid
 from engine.rundir import ACTIVE, RunDirectory, pid_alive, run_duration
+from tui.progress import evaluating_text
 from tui.safetext import printable, safe_markup, safe_text
 from tui.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 
@@ -132,6 +133,7 @@ class HeadlessWatcher:
         self.task = self.progress.add_task("starting", total=None, eta="-")
         self.last_train: dict[str, Any] | None = None
         self.phase: str | None = None
+        self.start_event: dict[str, Any] | None = None
         self.evals: list[dict[str, Any]] = []
         """The eval events of the latest evaluation point (one per model)."""
         self.final_status: str | None = None
@@ -144,6 +146,7 @@ class HeadlessWatcher:
         out = live.console if live is not None else self.console
         # Every string from an event is shown as text: never markup, no control characters.
         if kind == "start":
+            self.start_event = ev
             resumed = f", resumed from {ev['resume_from']}" if ev.get("resume_from") else ""
             out.print(safe_text(self.run.id, "bold") + safe_text(
                 f": {ev.get('trainer')} on {ev.get('device')}, "
@@ -158,7 +161,7 @@ class HeadlessWatcher:
                 out.print(safe_text(phase_line(schedule), "bold magenta"))
         elif kind == "train":
             self.last_train = ev
-            change = phase_changed(self.phase, ev)
+            change = phase_changed(self.phase, ev, self.start_event)
             if change is not None:
                 self.phase = ev["phase"]
                 out.print(safe_text(change, "bold magenta"))
@@ -169,7 +172,10 @@ class HeadlessWatcher:
             if live is None:
                 out.print(Text(f"epoch {_epoch(ev)} iter {ev.get('iter')}/{ev.get('max_iters')}"
                                "  " + loss_line(ev)), highlight=False)
+        elif kind == "eval_start":  # the bar stands still for a while: say why
+            self.progress.update(self.task, description=safe_markup(evaluating_text(ev)))
         elif kind == "eval":
+            self.progress.update(self.task, description=f"epoch {_epoch(ev)}")
             out.print(safe_text(f"COCO bbox eval, epoch {_epoch(ev)} ({ev.get('model')}, "
                                 f"{_num(ev.get('eval_time') or 0, '{:.1f}')}s)", "bold"))
             for line in ev.get("summary") or []:

@@ -183,7 +183,7 @@ class MonitorScreen(Screen[None]):
         self._logs_taken = threading.Event()
         self._logs_taken.set()
         self._wake = threading.Event()
-        self._shown: dict[str, int] = {}
+        self._shown: dict[str, object] = {}
         self._plots_dirty = False
         self._last_plot = 0.0
         self._processes: list[subprocess.Popen] = []
@@ -340,13 +340,15 @@ class MonitorScreen(Screen[None]):
             if self._changed("eval", snap.eval_version):
                 self.query_one(EvalTable).update_evals(snap.latest_eval)
                 self._plots_dirty = True
-            if self._changed("system", snap.system_version):
-                self.query_one(SystemPanel).update_system(snap.latest_system, snap.system)
+            # (again when the run ends: one that recorded no sample has none to wait for)
+            if self._changed("system", (snap.system_version, snap.status in ACTIVE)):
+                self.query_one(SystemPanel).update_system(snap.latest_system, snap.system,
+                                                          snap.status)
         if self._changed("train", snap.train_version):
             self._plots_dirty = True
         self._refresh_plots(force=old is not None and old.loading and not snap.loading)
 
-    def _changed(self, part: str, version: int) -> bool:
+    def _changed(self, part: str, version: object) -> bool:
         if self._shown.get(part) == version:
             return False
         self._shown[part] = version

@@ -101,12 +101,12 @@ def fmt_started(when: dt.datetime | None) -> str:
 
 
 def fmt_progress(row: RunRow) -> Text:
-    epoch = row.shown_epoch
-    if epoch is None:
+    shown = row.shown
+    if shown.epoch is None:
         return Text("-", style="dim")
-    text = Text(f"{epoch}/{row.epochs}" if row.epochs else str(epoch))
-    if row.active and row.fraction is not None:
-        text.append(f" {row.fraction * 100:3.0f}%", style="green")
+    text = Text(shown.epoch_text())
+    if row.status != "finished" and shown.fraction is not None:  # how far into it
+        text.append(f" {shown.fraction * 100:3.0f}%", style="green" if row.active else "dim")
     return text
 
 
