@@ -88,7 +88,9 @@ def main(
     ctx: typer.Context,
     runs_dir: RunsDir = DEFAULT_RUNS,
     configs_dir: Annotated[list[Path], typer.Option(
-        "--configs-dir", help="Extra folder of configs to browse (repeatable).")] = [],
+        "--configs", "--configs-dir", metavar="DIR",
+        help="Folder of YAML configs to browse (repeatable); ./configs is browsed too "
+             "when there is one.")] = [],
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
 ) -> None:
     """Open the TUI when no command is given."""
@@ -100,7 +102,9 @@ def main(
 
 
 def _configs_dirs(extra: list[Path]) -> list[Path]:
-    dirs = [Path("configs")] if Path("configs").is_dir() else []
+    # With no folder given, ./configs is looked at even when absent: the tree then says
+    # where it looked and how to point it elsewhere.
+    dirs = [Path("configs")] if Path("configs").is_dir() or not extra else []
     return dirs + [d for d in extra if d not in dirs]
 
 

@@ -78,9 +78,10 @@ def _epoch(ev: dict[str, Any]) -> str:
 def eval_table(event: dict[str, Any]) -> Table:
     """Per-class AP of one eval event, sorted best first (class names are shown as text,
     never as markup: they come from the dataset)."""
-    table = Table(title=safe_text(f"per-class AP ({event.get('model') or 'model'}, "
-                                  f"epoch {_epoch(event)})"),  # events count epochs from 0
-                  show_edge=False, header_style="bold")
+    title = safe_text(f"per-class AP ({event.get('model') or 'model'}, "
+                      f"epoch {_epoch(event)})")  # events count epochs from 0
+    # as wide as its title at least: a table of short class names would wrap it
+    table = Table(title=title, show_edge=False, header_style="bold", min_width=title.cell_len)
     table.add_column("class")
     table.add_column("AP", justify="right")
     for name, ap in sorted((event.get("per_class") or {}).items(),
@@ -92,8 +93,8 @@ def eval_table(event: dict[str, Any]) -> Table:
 def models_table(events: list[dict[str, Any]]) -> Table:
     """The summary metrics of several models evaluated at the same point (the teacher and
     the student of a semi-supervised run), one row per model."""
-    table = Table(title=safe_text(f"AP by model (epoch {_epoch(events[0])})"),
-                  show_edge=False, header_style="bold")
+    title = safe_text(f"AP by model (epoch {_epoch(events[0])})")
+    table = Table(title=title, show_edge=False, header_style="bold", min_width=title.cell_len)
     table.add_column("model")
     for key in METRIC_KEYS:
         table.add_column(key, justify="right")

@@ -199,14 +199,20 @@ def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str) -> None
         raise DataError(f"image folder not found: {images}", key=f"{section}.image_dir")
 
 
-def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
-    """Everything we can check without torch: config, overrides, weight and data paths,
-    and (unless ``rendezvous`` is off: a SLURM job brings its own) the multi-node flags."""
-    _, cfg = load_and_validate(spec.config, spec.all_overrides())
+def check_data(cfg: Config) -> None:
+    """The datasets of ``cfg`` are there (or generated): a DataError names the first one
+    that is not (the launch form and the config browser's ✗ both use it)."""
     _check_dataset(cfg.TrainDataset, "TrainDataset")
     _check_dataset(cfg.EvalDataset, "EvalDataset")
     if cfg.UnsupTrainDataset is not None:
         _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
+
+
+def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
+    """Everything we can check without torch: config, overrides, weight and data paths,
+    and (unless ``rendezvous`` is off: a SLURM job brings its own) the multi-node flags."""
+    _, cfg = load_and_validate(spec.config, spec.all_overrides())
+    check_data(cfg)
     _check_weights_path(cfg.pretrain_weights, "pretrain_weights")
     _check_weights_path(cfg.pretrain_teacher_weights, "pretrain_teacher_weights")
     _check_weights_path(cfg.pretrain_student_weights, "pretrain_student_weights")

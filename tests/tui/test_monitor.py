@@ -19,7 +19,6 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.monitor import MonitorScreen
 from tui.widgets.curves import CurvePlot
-from tui.widgets.eval_table import EvalTable
 from tui.widgets.log_panel import LogPanel
 from tui.widgets.run_header import RunHeader, format_duration
 from tui.widgets.system_panel import SystemPanel
@@ -314,7 +313,11 @@ def test_an_empty_run_waits_politely(tmp_path: Path) -> None:
         await pilot.pause()
         assert "no training step yet" in header_text(screen)
         assert "no train event yet" in text_of(screen.query_one("#loss-plot"))
-        assert screen.query_one(EvalTable).query_one("#eval-empty").display
+        # said once in the Eval pane (the plot), not again by the table under it
+        assert "no evaluation yet" in text_of(screen.query_one("#ap-plot"))
+        shown = [w for w in screen.query_one("#pane-eval").query("*")
+                 if w.display and "no evaluation yet" in text_of(w)]
+        assert len(shown) == 1, shown
         assert "waiting" in text_of(screen.query_one("#sys-waiting"))
 
     run_pilot(MonitorHost(run.path), scenario, size=(120, 40))
