@@ -140,6 +140,15 @@ class ConfigFacts:
         return self.trainer == "CoTuning"
 
 
+def check_data(cfg: Config) -> None:
+    """The datasets of ``cfg`` are there (or will be generated): a DataError names the
+    first one that is not (the config browser's ✗, with validate_spec's own check)."""
+    _check_dataset(cfg.TrainDataset, "TrainDataset")
+    _check_dataset(cfg.EvalDataset, "EvalDataset")
+    if cfg.UnsupTrainDataset is not None:
+        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
+
+
 def config_facts(spec: LaunchSpec) -> ConfigFacts | None:
     """The :class:`ConfigFacts` of ``spec`` (its trainer choice and overrides applied); None
     when the config can't be read (the validation says why)."""
@@ -199,20 +208,14 @@ def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str) -> None
         raise DataError(f"image folder not found: {images}", key=f"{section}.image_dir")
 
 
-def check_data(cfg: Config) -> None:
-    """The datasets of ``cfg`` are there (or generated): a DataError names the first one
-    that is not (the launch form and the config browser's ✗ both use it)."""
-    _check_dataset(cfg.TrainDataset, "TrainDataset")
-    _check_dataset(cfg.EvalDataset, "EvalDataset")
-    if cfg.UnsupTrainDataset is not None:
-        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
-
-
 def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
     """Everything we can check without torch: config, overrides, weight and data paths,
     and (unless ``rendezvous`` is off: a SLURM job brings its own) the multi-node flags."""
     _, cfg = load_and_validate(spec.config, spec.all_overrides())
-    check_data(cfg)
+    _check_dataset(cfg.TrainDataset, "TrainDataset")
+    _check_dataset(cfg.EvalDataset, "EvalDataset")
+    if cfg.UnsupTrainDataset is not None:
+        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
     _check_weights_path(cfg.pretrain_weights, "pretrain_weights")
     _check_weights_path(cfg.pretrain_teacher_weights, "pretrain_teacher_weights")
     _check_weights_path(cfg.pretrain_student_weights, "pretrain_student_weights")
@@ -518,9 +521,14 @@ def weights_meta(cfg: Config, resume: str | None) -> dict:
     return {"mode": "none"}
 
 
-def resume(run: RunDirectory, *, eval: bool | None = None,
-           force: bool = False) -> subprocess.Popen:
-    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint."""
+def resume(run: RunDirectory, *, eval: bool | None = None, force: bool = False,
+           overrides: list[str] | None = None) -> subprocess.Popen:
+    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint.
+
+    ``overrides`` (``-o epoch=N`` to train a finished run longer) change the run's config
+    from here on: they are the intended difference from the checkpoint's config, so they
+    need no ``force``. Ask ``engine.resumable.training_left`` first whether anything is
+    left to train: a finished run resumed as it is trains nothing."""
     meta = run.read_meta()
     status = run.effective_status(meta)
     if status in ACTIVE and meta.get("host") != socket.gethostname():
@@ -533,8 +541,13 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
                        hint="start it again with `dettui run`")
     trackers = meta.get("trackers") if isinstance(meta.get("trackers"), dict) else {}
     tensorboard = trackers.get("tensorboard")  # the same folder as before (absolute)
-    spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
-                      else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))),
+    overrides = list(overrides or [])
+    if overrides:  # bad input is refused here, before anything starts
+        load_and_validate(run.config_yaml, overrides)
+    spec = LaunchSpec(config=run.config_yaml, overrides=overrides,
+                      eval=meta.get("eval", True) if eval is None else eval,
+                      force=force or bool(overrides),
+                      nproc=max(1, int(meta.get("world_size", 1))),
                       tensorboard=tensorboard if isinstance(tensorboard, str) else None,
                       wandb=trackers.get("wandb") is True)
     check_trackers(spec)

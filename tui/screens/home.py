@@ -30,6 +30,7 @@ from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, show_error
 from tui.screens.launch import LaunchScreen
+from tui.screens.train_longer import TrainLongerScreen, nothing_left_to_train
 from tui.widgets.config_tree import ConfigTree, no_configs_text
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.yaml_view import YamlView
@@ -289,9 +290,18 @@ class HomeScreen(Screen[None]):
         """A notification quoting run ids, statuses or paths (from files): never markup."""
         self.notify(printable(message), markup=False, **kwargs)  # type: ignore[arg-type]
 
-    def _resume(self, row: RunRow) -> None:
+    def _resume(self, row: RunRow, overrides: list[str] | None = None) -> None:
+        done = nothing_left_to_train(row.status, row.meta) if overrides is None else None
+        if done is not None:  # resumed as it is, a finished run trains nothing: ask first
+
+            def answered(epochs: int | None) -> None:
+                if epochs is not None:
+                    self._resume(row, [f"epoch={epochs}"])
+
+            self.app.push_screen(TrainLongerScreen(row.id, done), answered)
+            return
         try:
-            proc = launcher.resume(RunDirectory(row.path))
+            proc = launcher.resume(RunDirectory(row.path), overrides=overrides)
         except UserError as exc:
             show_error(self.app, ErrorReport.from_exception(exc, f"Cannot resume {row.id}"))
             return

@@ -44,6 +44,7 @@ from tui.runmodel import RunModel, RunSnapshot
 from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, ErrorScreen
+from tui.screens.train_longer import TrainLongerScreen, nothing_left_to_train
 from tui.widgets.curves import Curve, CurvePlot
 from tui.widgets.eval_table import MODEL_ORDER, EvalTable
 from tui.widgets.log_panel import SOURCES, LogPanel
@@ -560,10 +561,21 @@ class MonitorScreen(Screen[None]):
                         severity="warning", markup=False)
         self._wake.set()
 
-    def action_resume(self) -> None:
+    def action_resume(self, overrides: list[str] | None = None) -> None:
         run = RunDirectory(self.run_dir)
+        snap = self.snapshot
+        done = (nothing_left_to_train(snap.status, snap.meta)
+                if snap is not None and overrides is None else None)
+        if done is not None:  # resumed as it is, a finished run trains nothing: ask first
+
+            def answered(epochs: int | None) -> None:
+                if epochs is not None:
+                    self.action_resume([f"epoch={epochs}"])
+
+            self.app.push_screen(TrainLongerScreen(run.id, done), answered)
+            return
         try:
-            proc = launcher.resume(run)
+            proc = launcher.resume(run, overrides=overrides)
         except UserError as exc:
             self._show_error(ErrorReport.from_exception(exc, f"Cannot resume {run.id}"))
             return
