@@ -252,6 +252,7 @@ def test_resume_of_a_finished_run_asks_first(runs_dir: Path) -> None:
                        what="the question")
         text = " ".join(str(s.render()) for s in app.screen.query("Static"))
         assert "finished: it trained all 2 epochs, 10 steps" in text, text
+        assert "\n\nTrain it longer?" in text and "⏎" not in text, text
         assert app.screen.query_one("#epochs", Input).value == "4"
         await pilot.press("escape")
         await pilot.pause(0.3)

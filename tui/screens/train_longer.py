@@ -64,7 +64,8 @@ class TrainLongerScreen(ModalScreen["int | None"]):
                else "its whole schedule")
         with Vertical():
             yield Static(safe_text(f"{self.run_id} is finished: it trained {did}. Resumed as "
-                                   "it is, it would train nothing.\n\nTrain it longer?"))
+                                   "it is, it would train nothing.\n\nTrain it longer?",
+                                   newlines=True))  # the run id: text; our breaks: breaks
             with Horizontal():
                 yield Label("epochs in all")
                 yield Input(str(2 * epochs) if epochs else "", id="epochs",
