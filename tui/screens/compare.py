@@ -320,12 +320,14 @@ class CompareScreen(Screen[None]):
         else:
             rows = config_diff(configs)
         self.rows = summary + rows
-        key_width = min(KEY_COLUMN, max((len(k) for k, _ in self.rows), default=3))
+        key_width = min(KEY_COLUMN, max((safe_text(k).cell_len for k, _ in self.rows),
+                                        default=3))
         width = column_width(table.size.width or self.size.width, len(self.runs), key_width)
         table.add_column("key", key="key", width=key_width)
         for i, run in enumerate(self.runs):
             color = RICH_COLORS.get(run_color(i), "default")
-            natural = max((len(value_text(v[i])) for _, v in self.rows), default=0)
+            # as shown: control characters take their visible escapes' cells
+            natural = max((fmt_value(v[i]).cell_len for _, v in self.rows), default=0)
             table.add_column(Text.assemble(("■ ", color), safe_text(run.id)), key=run.path.name,
                              width=min(width, max(natural, len(run.id) + 2)))
         for n, (key, values) in enumerate(self.rows):
