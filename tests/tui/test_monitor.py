@@ -279,6 +279,22 @@ def test_stop_and_resume_keys_call_the_launcher(tmp_path: Path,
     run_pilot(MonitorHost(live.path), on_live, size=(160, 50))
     run_pilot(MonitorHost(ended.path), on_ended, size=(160, 50))
 
+    # a finished run: resumed as it is it would train nothing, so r asks first (19.5)
+    from tui.screens.train_longer import TrainLongerScreen
+
+    done = write_semi_run(tmp_path / "c", status="finished", alive=False)
+
+    async def on_finished(pilot: Any) -> None:
+        await loaded(pilot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, TrainLongerScreen),
+                       what="the train-longer question")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(calls) == 2  # nothing resumed
+
+    run_pilot(MonitorHost(done.path), on_finished, size=(160, 50))
+
 
 def test_a_run_that_fails_while_watched_opens_the_error_modal(tmp_path: Path) -> None:
     run = write_semi_run(tmp_path / "runs")

@@ -301,7 +301,9 @@ class HomeScreen(Screen[None]):
             self.app.push_screen(TrainLongerScreen(row.id, done), answered)
             return
         try:
-            proc = launcher.resume(RunDirectory(row.path), overrides=overrides)
+            run = RunDirectory(row.path)
+            proc = (launcher.resume(run, overrides=overrides) if overrides
+                    else launcher.resume(run))
         except UserError as exc:
             show_error(self.app, ErrorReport.from_exception(exc, f"Cannot resume {row.id}"))
             return

@@ -575,7 +575,8 @@ class MonitorScreen(Screen[None]):
             self.app.push_screen(TrainLongerScreen(run.id, done), answered)
             return
         try:
-            proc = launcher.resume(run, overrides=overrides)
+            proc = (launcher.resume(run, overrides=overrides) if overrides
+                    else launcher.resume(run))
         except UserError as exc:
             self._show_error(ErrorReport.from_exception(exc, f"Cannot resume {run.id}"))
             return
