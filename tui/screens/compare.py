@@ -161,7 +161,13 @@ def fmt_value(value: Any) -> Text:
     if value is MISSING:
         return Text("—", style="dim")
     # from run.json or config.yaml: no raw control characters
-    return safe_text(value_text(value))
+    return _cut(safe_text(value_text(value)))
+
+
+def _cut(text: Text) -> Text:
+    """A cell that ends in "…" where its column is too narrow (enter shows it whole)."""
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
 
 
 def column_width(table_width: int, runs: int, key_width: int) -> int:
@@ -320,9 +326,11 @@ class CompareScreen(Screen[None]):
         else:
             rows = config_diff(configs)
         self.rows = summary + rows
-        key_width = min(KEY_COLUMN, max((safe_text(k).cell_len for k, _ in self.rows),
-                                        default=3))
-        width = column_width(table.size.width or self.size.width, len(self.runs), key_width)
+        table_width = table.size.width or self.size.width
+        # the keys get at most a third of the width: the runs' values are what is compared
+        key_width = min(KEY_COLUMN, max(12, table_width // 3),
+                        max((safe_text(k).cell_len for k, _ in self.rows), default=3))
+        width = column_width(table_width, len(self.runs), key_width)
         table.add_column("key", key="key", width=key_width)
         for i, run in enumerate(self.runs):
             color = RICH_COLORS.get(run_color(i), "default")
@@ -331,7 +339,7 @@ class CompareScreen(Screen[None]):
             table.add_column(Text.assemble(("■ ", color), safe_text(run.id)), key=run.path.name,
                              width=min(width, max(natural, len(run.id) + 2)))
         for n, (key, values) in enumerate(self.rows):
-            label = Text(key, style="bold") if n < len(summary) else safe_text(key, "cyan")
+            label = Text(key, style="bold") if n < len(summary) else _cut(safe_text(key, "cyan"))
             table.add_row(label, *map(fmt_value, values))
         differ = len(config_diff(configs))
         table.border_title = (f"Config: all keys ({differ} differ) · a: only the differences"
