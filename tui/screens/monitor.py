@@ -79,7 +79,9 @@ class MonitorScreen(Screen[None]):
     DEFAULT_CSS = """
     MonitorScreen {
         layout: vertical;
-        #banner { display: none; height: auto; background: $error 30%; padding: 0 1; }
+        /* a long message keeps the panes in sight: the logs (e) and the error modal have it whole */
+        #banner { display: none; height: auto; max-height: 7; background: $error 30%;
+                  padding: 0 1; }
         #banner.-shown { display: block; }
         #tabs { display: none; height: 1; padding: 0 1; background: $panel; }
         #phase { display: none; height: 1; padding: 0 1; background: $panel;
