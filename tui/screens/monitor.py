@@ -79,7 +79,7 @@ class MonitorScreen(Screen[None]):
     DEFAULT_CSS = """
     MonitorScreen {
         layout: vertical;
-        /* a long message keeps the panes in sight: the logs (e) and the error modal have it whole */
+        /* a long message leaves the panes in sight: the logs (e) and the error modal show it */
         #banner { display: none; height: auto; max-height: 7; background: $error 30%;
                   padding: 0 1; }
         #banner.-shown { display: block; }
