@@ -98,7 +98,9 @@ def main(
     ctx: typer.Context,
     runs_dir: RunsDir = DEFAULT_RUNS,
     configs_dir: Annotated[list[Path], typer.Option(
-        "--configs-dir", help="Extra folder of configs to browse (repeatable).")] = [],
+        "--configs", "--configs-dir", metavar="DIR",
+        help="Folder of YAML configs to browse (repeatable); ./configs is browsed too "
+             "when there is one.")] = [],
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
 ) -> None:
     """Open the TUI when no command is given."""
@@ -110,7 +112,9 @@ def main(
 
 
 def _configs_dirs(extra: list[Path]) -> list[Path]:
-    dirs = [Path("configs")] if Path("configs").is_dir() else []
+    # With no folder given, ./configs is looked at even when absent: the tree then says
+    # where it looked and how to point it elsewhere.
+    dirs = [Path("configs")] if Path("configs").is_dir() or not extra else []
     return dirs + [d for d in extra if d not in dirs]
 
 
@@ -398,14 +402,11 @@ def _run_cells(meta: dict) -> list[Any]:
     from rich.text import Text
 
     from engine.rundir import run_duration
+    from tui.progress import RunProgress
     from tui.safetext import safe_text
 
-    prog = meta.get("progress") or {}
-    epoch, epochs = prog.get("epoch"), prog.get("epochs")
-    # run.json counts epochs from 1; a run that has finished has done them all
-    if meta.get("status") == "finished" and isinstance(epochs, int):
-        epoch = epochs
-    progress = f"{epoch}/{epochs}" if isinstance(epoch, int) and epochs else "-"
+    # the rule the TUI's runs table and monitor use too
+    progress = RunProgress.from_meta(str(meta.get("status")), meta.get("progress")).epoch_text()
     best = meta.get("best") or {}
     value = best.get("value")
     status = str(meta.get("status", "?"))

@@ -36,6 +36,7 @@ from engine.errors import RunError
 from engine.events import METRIC_KEYS, EventTail
 from engine.ownership import engine_pid
 from engine.rundir import ACTIVE, RunDirectory, pid_alive, run_duration
+from tui.progress import evaluating_text
 from tui.safetext import printable, safe_markup, safe_text
 from tui.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 
@@ -74,6 +75,9 @@ class StopSignals:
         if signum == signal.SIGHUP:
             for callback in self.on_hangup:
                 callback()
+
+_KEY_WIDTH = 17
+"""Width of the key column of the summary (``status:``, ``best checkpoint:``)."""
 
 
 def plain_console() -> Console:
@@ -114,9 +118,10 @@ def _epoch(ev: dict[str, Any]) -> str:
 def eval_table(event: dict[str, Any]) -> Table:
     """Per-class AP of one eval event, sorted best first (class names are shown as text,
     never as markup: they come from the dataset)."""
-    table = Table(title=safe_text(f"per-class AP ({event.get('model') or 'model'}, "
-                                  f"epoch {_epoch(event)})"),  # events count epochs from 0
-                  show_edge=False, header_style="bold")
+    title = safe_text(f"per-class AP ({event.get('model') or 'model'}, "
+                      f"epoch {_epoch(event)})")  # events count epochs from 0
+    # as wide as its title at least: a table of short class names would wrap it
+    table = Table(title=title, show_edge=False, header_style="bold", min_width=title.cell_len)
     table.add_column("class")
     table.add_column("AP", justify="right")
     for name, ap in sorted((event.get("per_class") or {}).items(),
@@ -128,8 +133,8 @@ def eval_table(event: dict[str, Any]) -> Table:
 def models_table(events: list[dict[str, Any]]) -> Table:
     """The summary metrics of several models evaluated at the same point (the teacher and
     the student of a semi-supervised run), one row per model."""
-    table = Table(title=safe_text(f"AP by model (epoch {_epoch(events[0])})"),
-                  show_edge=False, header_style="bold")
+    title = safe_text(f"AP by model (epoch {_epoch(events[0])})")
+    table = Table(title=title, show_edge=False, header_style="bold", min_width=title.cell_len)
     table.add_column("model")
     for key in METRIC_KEYS:
         table.add_column(key, justify="right")
@@ -175,6 +180,7 @@ class HeadlessWatcher:
         self.task = self.progress.add_task("starting", total=None, eta="-")
         self.last_train: dict[str, Any] | None = None
         self.phase: str | None = None
+        self.start_event: dict[str, Any] | None = None
         self.evals: list[dict[str, Any]] = []
         """The eval events of the latest evaluation point (one per model)."""
         self.final_status: str | None = None
@@ -194,6 +200,7 @@ class HeadlessWatcher:
         out = live.console if live is not None else self.console
         # Every string from an event is shown as text: never markup, no control characters.
         if kind == "start":
+            self.start_event = ev
             resumed = f", resumed from {ev['resume_from']}" if ev.get("resume_from") else ""
             out.print(safe_text(self.run.id, "bold") + safe_text(
                 f": {ev.get('trainer')} on {ev.get('device')}, "
@@ -216,7 +223,7 @@ class HeadlessWatcher:
         elif kind == "train":
             self.last_train = ev
             self._reached(ev.get("iter"))
-            change = phase_changed(self.phase, ev)
+            change = phase_changed(self.phase, ev, self.start_event)
             if change is not None:
                 self.phase = ev["phase"]
                 out.print(safe_text(change, "bold magenta"))
@@ -227,7 +234,10 @@ class HeadlessWatcher:
             if live is None:
                 out.print(Text(f"epoch {_epoch(ev)} iter {ev.get('iter')}/{ev.get('max_iters')}"
                                "  " + loss_line(ev)), highlight=False)
+        elif kind == "eval_start":  # the bar stands still for a while: say why
+            self.progress.update(self.task, description=safe_markup(evaluating_text(ev)))
         elif kind == "eval":
+            self.progress.update(self.task, description=f"epoch {_epoch(ev)}")
             out.print(safe_text(f"COCO bbox eval, epoch {_epoch(ev)} ({ev.get('model')}, "
                                 f"{_num(ev.get('eval_time') or 0, '{:.1f}')}s)", "bold"))
             for line in ev.get("summary") or []:
@@ -259,7 +269,7 @@ class HeadlessWatcher:
             if ev.get("kind") != "last":  # last.pt: in the summary
                 out.print(safe_text(f"checkpoint ({ev.get('kind')}): {ev.get('path')}", "dim"))
         elif kind == "log" and ev.get("level") in ("warning", "error", "info"):
-            out.print(safe_text(ev.get("message"), "yellow"))
+            out.print(safe_text(ev.get("message"), "yellow", newlines=True))  # a block: lines
         elif kind == "error":
             out.print(Text("error (", style="bold red") + safe_text(ev.get("error_type"),
                                                                    "bold red")
@@ -432,7 +442,9 @@ class HeadlessWatcher:
             # run.json's error: written even when events.jsonl was the file that was full
             error = meta.get("error") if isinstance(meta.get("error"), dict) else {}
             if error.get("message"):
-                rows.append(("error", safe_markup(error["message"])))
+                # our own message's lines stay lines, under the value column
+                rows.append(("error", safe_markup(error["message"], newlines=True)
+                             .replace("\n", "\n" + " " * _KEY_WIDTH)))
             rows.append(("log", safe_markup(self.run.train_log)))
             if error.get("type") != "DiskFull":
                 rows.append(("traceback", safe_markup(self.run.stderr_log)))
@@ -440,7 +452,8 @@ class HeadlessWatcher:
             rows.append(("resume with", safe_markup(f"dettui resume {self.run.id}")))
         self.console.rule(f"[{color}]summary")
         for key, value in rows:  # plain lines: paths are never cut to the terminal width
-            self.console.print(f"[bold]{key + ':':<17}[/]{value}", soft_wrap=True, highlight=False)
+            self.console.print(f"[bold]{key + ':':<{_KEY_WIDTH}}[/]{value}", soft_wrap=True,
+                               highlight=False)
         if self.signals is not None and self.signals.received and status == "interrupted":
             return 128 + self.signals.received[0]  # as a shell reports a process it ended
         code = meta.get("exit_code")

@@ -142,6 +142,15 @@ class ConfigFacts:
         return self.info is not None and self.info.use_cot
 
 
+def check_data(cfg: Config) -> None:
+    """The datasets of ``cfg`` are there (or will be generated): a DataError names the
+    first one that is not (the config browser's ✗, with validate_spec's own check)."""
+    _check_dataset(cfg.TrainDataset, "TrainDataset")
+    _check_dataset(cfg.EvalDataset, "EvalDataset")
+    if cfg.UnsupTrainDataset is not None:
+        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
+
+
 def config_facts(spec: LaunchSpec) -> ConfigFacts | None:
     """The :class:`ConfigFacts` of ``spec`` (its trainer choice and overrides applied); None
     when the config can't be read (the validation says why)."""

@@ -217,6 +217,9 @@ class RunSnapshot:
     meta_version: int
     download: dict[str, Any] | None = None
     """The latest ``download`` event (weights fetched before training starts)."""
+    evaluating: dict[str, Any] | None = None
+    """The ``eval_start`` event of the evaluation under way, if one is (see
+    :func:`tui.progress.evaluating_text`); None once its results, a later step or an end came."""
 
     @property
     def loading(self) -> bool:
@@ -260,6 +263,7 @@ class RunModel:
         self.download: dict[str, Any] | None = None
         self.errors: deque[dict[str, Any]] = deque(maxlen=error_history)
         self.start: dict[str, Any] | None = None
+        self.evaluating: dict[str, Any] | None = None
         self.events_read = 0
         self._tail = ByteTail(self.run.events)
         self._template: TrainTemplate | None = None
@@ -309,6 +313,8 @@ class RunModel:
             if isinstance(item, TrainRows):
                 self.train.extend(item)
                 self._versions["train"] += 1
+                if item.n:
+                    self.evaluating = None  # training went on: that evaluation is over
             else:
                 self._apply(item, fresh)
         if block.last_train is not None and fresh:
@@ -380,7 +386,8 @@ class RunModel:
         fresh = RunModel(self.run.path, system_history=self.system.maxlen,
                          error_history=self.errors.maxlen or 20)
         for name in ("train", "_ap", "_metrics", "latest_train", "latest_eval", "latest_system",
-                     "system", "last_checkpoint", "download", "errors", "start", "events_read",
+                     "system", "last_checkpoint", "download", "errors", "start", "evaluating",
+                     "events_read",
                      "_template", "_peeked_until", "_preview"):
             setattr(self, name, getattr(fresh, name))
         for key in self._versions:
@@ -388,6 +395,12 @@ class RunModel:
 
     def _apply(self, event: dict[str, Any], fresh: bool = True) -> None:
         kind = event.get("type")
+        if kind == "eval_start":
+            self.evaluating = event
+            self._versions["meta"] += 1
+        elif kind in ("eval", "start", "status", "error") and self.evaluating is not None:
+            self.evaluating = None
+            self._versions["meta"] += 1
         if kind == "eval":
             model = str(event.get("model") or "model")
             metrics = event.get("metrics") if isinstance(event.get("metrics"), dict) else {}
@@ -566,5 +579,5 @@ class RunModel:
             bytes_total=self.bytes_total(),
             events_read=self.events_read, train_version=self._versions["train"],
             eval_version=self._versions["eval"], system_version=self._versions["system"],
-            meta_version=self._versions["meta"])
+            meta_version=self._versions["meta"], evaluating=self.evaluating)
 

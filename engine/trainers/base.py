@@ -298,7 +298,11 @@ class Trainer:
         self.improved = False
         if self.env.is_main:
             results = []
-            for i, (model, which) in enumerate(self.eval_models()):
+            models = self.eval_models()
+            # an evaluation takes a while (tens of seconds on a CPU): front-ends say so
+            self.recorder.emit("eval_start", epoch=self.epoch, iter=self.iter,
+                               models=[which for _, which in models], images=len(self.eval_ds))
+            for i, (model, which) in enumerate(models):
                 t0 = time.perf_counter()
                 result = self.evaluate(model, self.eval_observer if i == 0 else None)
                 results.append((model, which, result, time.perf_counter() - t0))

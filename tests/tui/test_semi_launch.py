@@ -133,3 +133,40 @@ def test_config_facts_of_an_unreadable_config_is_none(tmp_path: Path) -> None:
     facts = config_facts(LaunchSpec(config=COT))
     assert facts is not None and facts.cotuning and not facts.semi
     assert facts.pretrain_weights == "weights/shapes_source.pt"
+
+
+def test_fields_follow_the_trainer_both_ways(runs_dir: Path) -> None:
+    """Issue 19.9: co-tuning on a DenseTeacher config turns the weights into the source
+    model; back to "from the config", the form is the DenseTeacher form again (teacher and
+    student, no source model), as it first was."""
+    app = make_app(runs_dir, None, launch=LaunchSpec(config=DENSE, runs_dir=runs_dir))
+
+    def fields(screen: LaunchScreen) -> tuple:
+        return (str(screen.query_one("#weights-mode", Select).value),
+                tuple(f for f in ("weights", "teacher", "student", "unlabeled")
+                      if shown(screen, f)),
+                str(screen.query_one("#label-weights", Label).render()))
+
+    async def scenario(pilot) -> None:
+        screen = await _open_form(pilot, app)
+        await _facts(pilot, screen, "DenseTeacher")
+        first = fields(screen)
+        assert first == ("none", ("teacher", "student", "unlabeled"), "pretrained"), first
+        for _ in range(2):  # there and back, twice
+            screen.query_one("#trainer", Select).value = "co-tuning"
+            await _facts(pilot, screen, "CoTuning")
+            assert fields(screen) == ("pretrained", ("weights",), "source model"), \
+                fields(screen)
+            screen.query_one("#trainer", Select).value = "config"
+            await _facts(pilot, screen, "DenseTeacher")
+            assert fields(screen) == first, fields(screen)
+        # a mode the user chose stays chosen
+        screen.query_one("#weights-mode", Select).value = "pretrained"
+        await pilot.pause(0.2)
+        screen.query_one("#trainer", Select).value = "co-tuning"
+        await _facts(pilot, screen, "CoTuning")
+        screen.query_one("#trainer", Select).value = "config"
+        await _facts(pilot, screen, "DenseTeacher")
+        assert fields(screen)[0] == "pretrained"
+
+    run_pilot(app, scenario, size=(100, 36))

@@ -201,6 +201,9 @@ class LaunchScreen(Screen["LaunchResult | None"]):
         """The trainer and data of the config as last read (None until then)."""
         self._unlabeled_prefill: str | None = None
         self._fits: dict[tuple, str] = {}  # (config, overrides, source, file time) -> line
+        self._auto_mode: str | None = None
+        """The weights mode before co-tuning set "pretrained" itself (None when the user
+        chose the mode): restored when the trainer is no longer co-tuning."""
 
     # ----------------------------------------------------------------- layout
 
@@ -343,7 +346,14 @@ class LaunchScreen(Screen["LaunchResult | None"]):
         self.query_one("#unlabeled-note", Static).update(safe_text(facts.unlabeled_what))
         mode = self.query_one("#weights-mode", Select)
         if facts.cotuning and mode.value == "none":  # co-tuning starts from a source model
+            self._auto_mode = "none"
             mode.value = "pretrained"
+        elif not facts.cotuning and self._auto_mode is not None:
+            # the trainer changed back: the mode the form had before co-tuning chose one
+            # (unless a weights file was typed meanwhile: that stays the user's choice)
+            if not self._value("weights"):
+                mode.value = self._auto_mode
+            self._auto_mode = None
         self._show_rows()
 
     # ----------------------------------------------------------------- form -> spec
@@ -415,6 +425,8 @@ class LaunchScreen(Screen["LaunchResult | None"]):
     @on(Checkbox.Changed)
     def _form_changed(self, event: Message) -> None:
         if isinstance(event, Select.Changed) and event.select.id == "weights-mode":
+            if self._auto_mode is not None and event.value != "pretrained":
+                self._auto_mode = None  # the user chose: theirs to keep
             self._show_rows()
         if isinstance(event, Input.Changed) and event.input.id == "config":
             # the run is named after its config unless a name is typed

@@ -9,6 +9,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from engine.rundir import ACTIVE
+from tui.progress import RunProgress, evaluating_text
 from tui.runmodel import RunSnapshot
 from tui.safetext import safe_markup as escape  # text from run.json: no markup, no controls
 
@@ -118,19 +119,19 @@ class RunHeader(Widget):
 
     def _progress(self, snap: RunSnapshot) -> str:
         train = snap.latest_train or {}
-        done, total = train.get("iter"), train.get("max_iters")
-        per_epoch = train.get("iters_per_epoch")
+        shown = RunProgress.of_run(snap.status, snap.meta, snap.latest_train)
+        done, total = shown.iter, shown.max_iters
         parts = []
-        if isinstance(train.get("epoch"), int):
-            epochs = (f"/{-(-total // per_epoch)}" if isinstance(total, int)
-                      and isinstance(per_epoch, int) and per_epoch > 0 else "")
-            parts.append(f"epoch {train['epoch'] + 1}{epochs}")
-        if isinstance(done, int):
-            parts.append(f"iter {done:,}" + (f"/{total:,}" if isinstance(total, int) else ""))
+        if shown.epoch is not None:
+            parts.append(f"epoch {shown.epoch_text()}")
+        if done is not None:
+            parts.append(f"iter {done:,}" + (f"/{total:,}" if total is not None else ""))
         if not parts:
             parts.append(download_line(snap.download) if snap.download and snap.status in
                          ACTIVE else "no training step yet")
-        fraction = snap.progress
+        if snap.status in ACTIVE and snap.evaluating is not None:
+            parts.append(f"[b yellow]{escape(evaluating_text(snap.evaluating))}[/]")
+        fraction = shown.fraction
         if fraction is not None:
             filled = round(fraction * self.BAR_WIDTH)
             parts.append(f"[green]{'━' * filled}[/][dim]{'━' * (self.BAR_WIDTH - filled)}[/]"
