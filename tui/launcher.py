@@ -538,6 +538,7 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
     attempt = int(meta.get("attempt", 1)) + 1
     return _start(run, argv, {**meta, "status": "starting", "command": argv,
                               "attempt": attempt, "ended": None, "exit_code": None,
+                              "slurm_job_id": None,  # resumed here, not in that job
                               "weights": {"mode": "resume", "resume": "auto"}})
 
 
@@ -575,6 +576,11 @@ def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
         return False  # it ended (whatever process its pid may name now)
     if plausible_pid(meta.get("pid")) and run.effective_status(meta) not in ACTIVE:
         return False  # its process is gone: it died without saying so
+    if meta.get("slurm_job_id") is not None:  # a SLURM job: SLURM signals every rank
+        from tui.slurm import cancel
+
+        cancel(run.id, meta["slurm_job_id"])
+        return True
     os.kill(engine_pid(run.path, meta), sig)
     return True
 
