@@ -269,16 +269,20 @@ def stop(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id (or unique prefix).")],
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
-    """Stop a run gracefully: finish the step, write a checkpoint, exit (interrupted)."""
+    """Stop a run gracefully: finish the step, write a checkpoint, exit (interrupted).
+    A SLURM job (run --slurm) is cancelled with scancel, which signals every rank."""
     from engine.rundir import resolve_run
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
-    if not launcher.stop(run_dir):  # a pid that is not provably this run's: RunError, exit 2
-        typer.echo(f"{printable(run_dir.id)} is not running "
-                   f"({printable(run_dir.effective_status())})")
-        raise typer.Exit(1)
+    stopped = launcher.stop(run_dir)  # a pid not provably this run's: RunError, exit 2
     job = run_dir.read_meta().get("slurm_job_id")
+    if not stopped:
+        status = printable(run_dir.effective_status())
+        gone = (f": its SLURM job {printable(job)} is no longer queued"
+                if job is not None and status in ("starting", "running") else "")
+        typer.echo(f"{printable(run_dir.id)} is not running ({status}){gone}")
+        raise typer.Exit(1)
     if job is not None:  # launcher.stop ran scancel: SLURM signals every rank
         typer.echo(f"cancelled SLURM job {printable(job)} of {printable(run_dir.id)} "
                    f"(scancel {printable(job)}): each rank gets SIGTERM, checkpoints and "

@@ -570,7 +570,9 @@ def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
     is gone. Only a process proven to be this run's engine is signalled (status active,
     this host, a pid > 1 started when the run recorded, whose command line names this run
     folder: see engine.ownership); anything else is refused with a ``RunError`` saying why
-    (run.json may have been copied from elsewhere, left stale, or planted)."""
+    (run.json may have been copied from elsewhere, left stale, or planted). A job of
+    ``dettui run --slurm`` (``slurm_job_id``) is cancelled with scancel instead, never
+    signalled by pid: :func:`tui.slurm.cancel`."""
     meta = run.read_meta()
     if meta.get("status") not in ACTIVE:
         return False  # it ended (whatever process its pid may name now)
@@ -579,8 +581,7 @@ def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
     if meta.get("slurm_job_id") is not None:  # a SLURM job: SLURM signals every rank
         from tui.slurm import cancel
 
-        cancel(run.id, meta["slurm_job_id"])
-        return True
+        return cancel(run.path, meta["slurm_job_id"])
     os.kill(engine_pid(run.path, meta), sig)
     return True
 

@@ -258,25 +258,40 @@ def submit(script: Path) -> str:
     """``sbatch --parsable SCRIPT``; the job id. A refusal is a ``RunError`` with sbatch's
     own message."""
     exe = _slurm_command("sbatch", f"cannot submit {script}")
-    out = subprocess.run([exe, "--parsable", str(script)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([exe, "--parsable", str(script.resolve())], capture_output=True,
+                         text=True, timeout=120)
     job = out.stdout.strip().split(";")[0]  # JOBID[;CLUSTER]
     if out.returncode != 0 or not JOB_ID.fullmatch(job):
         raise RunError(f"sbatch refused {script}: {(out.stderr or out.stdout).strip()}")
     return job
 
 
-def cancel(run_id: str, job: object) -> None:
-    """``scancel JOB``: SLURM sends SIGTERM to every process of the job (then SIGKILL after
-    its KillWait, 30 s by default); each rank finishes its step, checkpoints and the run
-    ends ``interrupted``. ``job`` comes from run.json, which anyone may have written: only
-    a plain job id is passed to scancel."""
+def cancel(run_dir: Path, job: object) -> bool:
+    """``scancel JOB`` for the run in ``run_dir``: SLURM sends SIGTERM to every process of
+    the job (then SIGKILL after its KillWait, 30 s by default); each rank finishes its
+    step, checkpoints, and the run ends ``interrupted``. False when the job is no longer
+    in SLURM's queue (it ended without the run saying so).
+
+    ``job`` comes from run.json, which anyone may have written (a copied or planted run
+    folder): only a plain job id is used, and only a job whose batch script is this run's
+    ``<runs_dir>/<run-id>.sbatch`` is cancelled; anything else is a ``RunError``."""
+    run_id = run_dir.name
     if not isinstance(job, str) or not JOB_ID.fullmatch(job):
         raise RunError(f"run {run_id}'s run.json holds SLURM job id {job!r}, which is no job "
                        "id (digits, or JOBID_TASK); nothing was cancelled")
-    exe = _slurm_command("scancel", f"run {run_id} is SLURM job {job}; stop it with "
-                                    f"`scancel {job}` where SLURM is")
-    out = subprocess.run([exe, job], capture_output=True, text=True, timeout=60)
+    how = f"run {run_id} is SLURM job {job}; stop it with `scancel {job}` where SLURM is"
+    squeue = subprocess.run([_slurm_command("squeue", how), "-h", "-j", job, "-o", "%o"],
+                            capture_output=True, text=True, timeout=60)
+    command = squeue.stdout.strip()
+    if squeue.returncode != 0 or not command:
+        return False  # finished, cancelled or forgotten by SLURM
+    script = run_dir.resolve().parent / f"{run_id}.sbatch"
+    if Path(command).resolve() != script:
+        raise RunError(f"SLURM job {job} runs {command}, not run {run_id}'s script {script}: "
+                       "it is not this run's job; nothing was cancelled")
+    out = subprocess.run([_slurm_command("scancel", how), job], capture_output=True,
+                         text=True, timeout=60)
     if out.returncode != 0:
         raise RunError(f"scancel {job} (run {run_id}) failed: "
                        f"{(out.stderr or out.stdout).strip()}")
+    return True

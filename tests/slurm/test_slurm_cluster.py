@@ -18,9 +18,11 @@ not depend on how fast this machine trains (the job must still be training then)
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,17 +33,20 @@ import pytest
 import torch
 
 from engine.trainers.checkpoint import load_checkpoint
+from tests.cli.test_distributed_slurm import write_script
 from tests.conftest import DEMO_CONFIG, REPO
 from tests.faults.procs import (
     as_opts,
     dettui_cmd,
     events,
+    free_port,
     last_iter,
     overrides,
     proc_env,
     wait_iter,
     wait_until,
 )
+from tests.security.helpers import write_run
 from tests.slurm.conftest import Cluster
 
 pytestmark = pytest.mark.slow
@@ -271,3 +276,124 @@ def test_time_limit_usr1_checkpoint_requeue_resume_equal_to_a_plain_run(
     different = [n for n in a["model"] if not torch.equal(a["model"][n], b["model"][n])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
     print(f"final weights: {len(a['model'])} tensors, all equal (torch.equal)")
+
+
+def test_stop_refuses_a_job_that_is_not_the_runs(slurm_cluster: Cluster,
+                                                 tmp_path: Path) -> None:
+    """A copied or planted run.json naming someone's other job: nothing is cancelled."""
+    other = tmp_path / "other.sh"
+    other.write_text("#!/bin/bash\nsleep 300\n")
+    job = slurm_cluster.run("sbatch", "--parsable", "-o", "/dev/null", str(other)).strip()
+    try:
+        runs = tmp_path / "runs"
+        write_run(runs, "20250101-000000-planted", status="running", pid=None,
+                  slurm_job_id=job)
+        out = subprocess.run(dettui_cmd("stop", "20250101-000000-planted", "--runs-dir",
+                                        str(runs)),
+                             cwd=REPO, env=slurm_cluster.env(proc_env()), capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert f"SLURM job {job} runs {other}" in out.stderr
+        assert "nothing was cancelled" in out.stderr and in_queue(slurm_cluster, job)
+    finally:
+        slurm_cluster.run("scancel", job, check=False)
+
+
+# Stand-ins: one "node" (this machine). srun runs the node script in place and notes its
+# pid; scancel/scontrol requeue signal every process of that step, as slurmstepd does.
+SHIMS = {
+    "srun": """#!/bin/bash
+while [[ "$1" == -* ]]; do shift; done
+echo $$ > "$SHIM_DIR/step.pid"
+exec "$@"
+""",
+    "scancel": """#!/bin/bash
+tree() { echo "$1"; for c in $(pgrep -P "$1"); do tree "$c"; done; }
+sig=${1#--signal=}
+echo "scancel $sig" >> "$SHIM_DIR/calls"
+kill -"$sig" $(tree "$(cat "$SHIM_DIR/step.pid")") 2>/dev/null
+exit 0
+""",
+    "scontrol": """#!/bin/bash
+tree() { echo "$1"; for c in $(pgrep -P "$1"); do tree "$c"; done; }
+if [ "$1" = show ]; then echo 127.0.0.1; exit 0; fi
+step=$(cat "$SHIM_DIR/step.pid")
+echo "requeue; step processes alive: $(tree "$step" | wc -l)" >> "$SHIM_DIR/calls"
+kill -TERM $(tree "$step") 2>/dev/null
+exit 0
+""",
+}
+
+
+def free_job_id() -> str:
+    """A job id whose rendezvous port (20000 + id % 20000, as the script says) is free."""
+    while not 20000 <= (port := free_port()) < 40000:
+        pass
+    return str(100_000 + port - 20000)
+
+
+def run_job(script: Path, shims: Path, job_id: str) -> subprocess.Popen:
+    env = proc_env(SLURM_JOB_ID=job_id, SLURM_NNODES="1", SLURM_JOB_NODELIST="node1",
+                   SHIM_DIR=str(shims), PATH=f"{shims}{os.pathsep}{os.environ['PATH']}")
+    # slurmd starts the batch shell with default signal dispositions; bash could not trap a
+    # SIGUSR1 it inherited as ignored (from whatever else ran in this test process).
+    return subprocess.Popen(["bash", str(script)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_DFL))
+
+
+def test_time_limit_path_with_stand_ins_where_no_slurm_can_be_started(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Where no real SLURM can be started (the cluster tests skip), the script's time-limit
+    path still runs for real on this machine, with stand-ins for srun/scancel/scontrol:
+    SIGUSR1 -> a checkpoint on every engine process while torchrun survives -> requeue ->
+    SIGTERM -> checkpoint + ``interrupted``; the requeued job resumes the same run dir."""
+    try:
+        request.getfixturevalue("slurm_cluster")
+    except pytest.skip.Exception:
+        pass  # no SLURM here: the stand-ins below are what runs the script
+    else:
+        pytest.skip("a real SLURM cluster runs this path (the requeue test above)")
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    for name, body in SHIMS.items():
+        (shims / name).write_text(body)
+        (shims / name).chmod(0o755)
+    script, run_id, _ = write_script(
+        tmp_path, "--nproc", "2", "--device", "cpu", "--no-eval",
+        *as_opts(overrides(tmp_path / "data", epochs=2, epoch_iter=40)))
+    text = script.read_text()
+    assert "--gres" not in text and sys.executable in text
+    run = tmp_path / "runs" / run_id
+
+    job_id = free_job_id()
+    job = run_job(script, shims, job_id)
+    wait_iter(run, 3, job)
+    job.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@LEAD does before the time limit
+    output = job.communicate(timeout=120)[0]
+    calls = (shims / "calls").read_text() if (shims / "calls").exists() else ""
+    assert "scancel USR1" in calls, (f"exit {job.returncode}\n{output[-5000:]}\n"
+                                     + (run / "train.log").read_text()[-2000:])
+    # torchrun (and the wrapper) were still there when the requeue came: USR1 killed nobody.
+    alive = int(re.search(r"step processes alive: (\d+)", calls).group(1))
+    assert alive >= 4, calls  # wrapper, torchrun, two engine ranks
+    ckpts = [e for e in events(run, "checkpoint") if e["kind"] == "last"]
+    assert len(ckpts) >= 2, ckpts  # SIGUSR1's, then the stop's
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["exit_code"] == 130, output[-3000:]
+    # One clean stop, though each rank got SIGTERM three times (slurmstepd, torchrun, wrapper)
+    assert events(run, "status")[-1]["message"] == "stopped by a signal after a checkpoint"
+    stopped_at = load_checkpoint(run / "checkpoints" / "last.pt")["iter"]
+    assert stopped_at == last_iter(run) < 80
+    assert "SIGUSR1: checkpoint written" in (run / "train.log").read_text()
+
+    (shims / "calls").unlink()
+    requeued = run_job(script, shims, job_id)  # the same job, run again by SLURM
+    output = requeued.communicate(timeout=180)[0]
+    assert requeued.returncode == 0, output[-3000:]
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "finished" and meta["attempt"] == 2
+    start = events(run, "start")[-1]
+    assert start["resume_from"].endswith("last.pt") and start["start_iter"] == stopped_at
+    assert start["world_size"] == 2
+    wait_until(lambda: last_iter(run) == 80, timeout=15, what="all 80 iterations")
