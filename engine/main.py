@@ -134,10 +134,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             # A job of `dettui run --slurm` (its script exports the id): `dettui stop`
             # cancels the job; any other start clears it (a local resume of that run).
             slurm_job = os.environ.get("DETTUI_SLURM_JOB_ID") or None
+            slurm = ({"slurm_job_id": slurm_job}
+                     if slurm_job or meta.get("slurm_job_id") is not None else {})
             recorder.update_meta(**{k: v for k, v in defaults.items() if k not in meta},
-                                 **attempt, architecture=cfg.architecture,
-                                 engine_pid=os.getpid(), exit_code=None,
-                                 slurm_job_id=slurm_job)
+                                 **attempt, **slurm, architecture=cfg.architecture,
+                                 engine_pid=os.getpid(), exit_code=None)
         _start_trackers(args, recorder, config_dict)
         from engine.run import Flags, run  # torch-heavy: imported after the cheap checks
 

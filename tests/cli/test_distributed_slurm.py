@@ -96,3 +96,38 @@ def test_stop_of_a_slurm_run_without_slurm_here_says_how(tmp_path: Path) -> None
     assert out.returncode == 2, out.stdout + out.stderr
     assert "is not found on this machine's PATH" in out.stderr
     assert "scancel 4242" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_runs_lists_an_active_slurm_run_with_its_job_id(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs, "20250101-000000-on-a-node", status="running", host="node-17",
+              slurm_job_id="4242")
+    write_run(runs, "20250101-000001-done", slurm_job_id="4243")  # finished: no job shown
+    out = subprocess.run(dettui_cmd("runs", "--runs-dir", str(runs)), cwd=REPO,
+                         env=proc_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()[2:]}
+    assert "running (job 4242)" in lines["20250101-000000-on-a-node"]
+    assert "job" not in lines["20250101-000001-done"]
+
+
+def test_the_tui_runs_table_and_monitor_header_name_the_job() -> None:
+    from tui.runs_index import RunRow
+    from tui.widgets.runs_table import row_cells
+
+    meta = {"id": "r", "status": "running", "slurm_job_id": "4242"}
+    row = RunRow(id="r", name="r", status="running", trainer="Trainer", config="c.yml",
+                 path=Path("r"), meta=meta)
+    assert row_cells(row, False, 0.0)[1].plain.endswith("running (job 4242)")
+    assert "job" not in row_cells(row, False, 0.0, compact_status=True)[1].plain
+    done = RunRow(id="r", name="r", status="finished", trainer="Trainer", config="c.yml",
+                  path=Path("r"), meta={**meta, "status": "finished"})
+    assert "job" not in row_cells(done, False, 0.0)[1].plain
+    from types import SimpleNamespace
+
+    from tui.widgets.run_header import RunHeader
+
+    snap = SimpleNamespace(meta=meta, status="running", run_id="r")
+    assert "SLURM job 4242" in RunHeader("r")._title(snap)
+    assert "SLURM job" not in RunHeader("r")._title(
+        SimpleNamespace(meta={"status": "running"}, status="running", run_id="r"))
