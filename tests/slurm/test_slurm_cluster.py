@@ -77,7 +77,8 @@ def job_output(run: Path, job: str) -> str:
 
 def job_records(cluster: Cluster, job: str) -> list[str]:
     """The job completion log's records of ``job`` (jobcomp/filetxt: one per end of an
-    attempt, a requeue included; ``sacct -c`` reads the same file)."""
+    attempt, a requeue included; without an accounting database ``sacct -c`` shows only
+    the last)."""
     comp = cluster.folder / "jobcomp.txt"
     lines = comp.read_text().splitlines() if comp.exists() else []
     return [line for line in lines if line.startswith(f"JobId={job} ")]
