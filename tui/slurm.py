@@ -246,20 +246,25 @@ def write_sbatch(spec: LaunchSpec, *, sbatch_options: list[str] | None = None,
     return path, run_id
 
 
-def _slurm_command(name: str, why: str) -> str:
+def _slurm(name: str, args: list[str], why: str) -> subprocess.CompletedProcess:
+    """Run SLURM's ``name`` command; a ``RunError`` saying ``why`` it was needed when it
+    is not here or does not answer within a minute (slurmctld down)."""
     exe = shutil.which(name)
     if exe is None:
         raise RunError(f"{name} is not found on this machine's PATH: {why}",
                        hint="run it on a login node of the SLURM cluster")
-    return exe
+    try:
+        return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise RunError(f"{name} did not answer within 60 s (is slurmctld up?): {why}")\
+            from None
 
 
 def submit(script: Path) -> str:
     """``sbatch --parsable SCRIPT``; the job id. A refusal is a ``RunError`` with sbatch's
     own message."""
-    exe = _slurm_command("sbatch", f"cannot submit {script}")
-    out = subprocess.run([exe, "--parsable", str(script.resolve())], capture_output=True,
-                         text=True, timeout=120)
+    out = _slurm("sbatch", ["--parsable", str(script.resolve())],
+                 f"{script} is written but not submitted")
     job = out.stdout.strip().split(";")[0]  # JOBID[;CLUSTER]
     if out.returncode != 0 or not JOB_ID.fullmatch(job):
         raise RunError(f"sbatch refused {script}: {(out.stderr or out.stdout).strip()}")
@@ -280,8 +285,7 @@ def cancel(run_dir: Path, job: object) -> bool:
         raise RunError(f"run {run_id}'s run.json holds SLURM job id {job!r}, which is no job "
                        "id (digits, or JOBID_TASK); nothing was cancelled")
     how = f"run {run_id} is SLURM job {job}; stop it with `scancel {job}` where SLURM is"
-    squeue = subprocess.run([_slurm_command("squeue", how), "-h", "-j", job, "-o", "%o"],
-                            capture_output=True, text=True, timeout=60)
+    squeue = _slurm("squeue", ["-h", "-j", job, "-o", "%o"], how)
     command = squeue.stdout.strip()
     if squeue.returncode != 0 or not command:
         return False  # finished, cancelled or forgotten by SLURM
@@ -289,8 +293,7 @@ def cancel(run_dir: Path, job: object) -> bool:
     if Path(command).resolve() != script:
         raise RunError(f"SLURM job {job} runs {command}, not run {run_id}'s script {script}: "
                        "it is not this run's job; nothing was cancelled")
-    out = subprocess.run([_slurm_command("scancel", how), job], capture_output=True,
-                         text=True, timeout=60)
+    out = _slurm("scancel", [job], how)
     if out.returncode != 0:
         raise RunError(f"scancel {job} (run {run_id}) failed: "
                        f"{(out.stderr or out.stdout).strip()}")
