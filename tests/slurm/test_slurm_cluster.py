@@ -249,6 +249,8 @@ def test_time_limit_usr1_checkpoint_requeue_resume_equal_to_a_plain_run(
                     or "CANCELLED AT" in x))
     print(" ".join(x.strip() for x in show.splitlines() if "JobState" in x or "Restarts" in x))
     print("job records:\n" + "\n".join(r[:150] for r in records))
+    print("\n".join(x for x in (run / "train.log").read_text().splitlines()
+                    if "SIGUSR1" in x or "resumed from" in x or "interrupted:" in x))
     # The time limit's USR1 reached the batch shell; every rank checkpointed; the job
     # requeued itself (SLURM's own record) and the requeued job ran to the end.
     assert "time limit near: checkpoint, then requeue" in output
