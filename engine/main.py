@@ -141,8 +141,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             # it; a restart nobody announced (a requeued SLURM job) is counted here.
             attempt = ({"attempt": (meta.get("attempt") or 1) + 1}
                        if meta and meta.get("status") != "starting" else {})
+            # A job of `dettui run --slurm` (its script exports the id): `dettui stop`
+            # cancels the job; any other start clears it (a local resume of that run).
+            slurm_job = os.environ.get("DETTUI_SLURM_JOB_ID") or None
+            slurm = ({"slurm_job_id": slurm_job}
+                     if slurm_job or meta.get("slurm_job_id") is not None else {})
             recorder.update_meta(**{k: v for k, v in defaults.items() if k not in meta},
-                                 **attempt, architecture=cfg.architecture,
+                                 **attempt, **slurm, architecture=cfg.architecture,
                                  engine_pid=os.getpid(), exit_code=None)
         _start_trackers(args, recorder, config_dict)
         from engine.run import Flags, run  # torch-heavy: imported after the cheap checks

@@ -178,6 +178,9 @@ def run(
     sbatch: Annotated[list[str], typer.Option(
         "--sbatch", help="With --slurm: an extra #SBATCH option, e.g. --time=24:00:00 "
                          "(repeatable).")] = [],
+    submit: Annotated[bool, typer.Option(
+        "--submit", help="With --slurm: also submit the script (sbatch) and print the job "
+                         "id.")] = False,
     tensorboard: Tensorboard = None,
     wandb: Wandb = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
@@ -192,10 +195,20 @@ def run(
                       nproc=nproc, force=force, max_restarts=max_restarts, nnodes=nnodes,
                       node_rank=node_rank, master_addr=master_addr, master_port=master_port,
                       tensorboard=tensorboard, wandb=wandb)
+    if submit and not slurm:
+        raise UserError("--submit goes with --slurm (it submits the sbatch script)",
+                        key="--submit")
     if slurm:
+        from tui.slurm import submit as sbatch_submit
         from tui.slurm import write_sbatch
 
         path, run_id = write_sbatch(spec, sbatch_options=list(sbatch))
+        if submit:
+            job = sbatch_submit(path)
+            typer.echo(f"wrote {path}\nsubmitted SLURM job {job}: run {run_id}, listed by "
+                       "`dettui runs` once the job starts\n"
+                       f"follow it:  dettui attach {run_id} --runs-dir {runs_dir}")
+            return
         typer.echo(f"wrote {path}\nsubmit it with:  sbatch {path}\n"
                    f"then follow it:   dettui attach {run_id} --runs-dir {runs_dir}")
         return
@@ -326,15 +339,25 @@ def stop(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id (or unique prefix).")],
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
-    """Stop a run gracefully: finish the step, write a checkpoint, exit (interrupted)."""
+    """Stop a run gracefully: finish the step, write a checkpoint, exit (interrupted).
+    A SLURM job (run --slurm) is cancelled with scancel, which signals every rank."""
     from engine.rundir import resolve_run
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
-    if not launcher.stop(run_dir):  # a pid that is not provably this run's: RunError, exit 2
-        typer.echo(f"{printable(run_dir.id)} is not running "
-                   f"({printable(run_dir.effective_status())})")
+    stopped = launcher.stop(run_dir)  # a pid not provably this run's: RunError, exit 2
+    job = run_dir.read_meta().get("slurm_job_id")
+    if not stopped:
+        status = printable(run_dir.effective_status())
+        gone = (f": its SLURM job {printable(job)} is no longer queued"
+                if job is not None and status in ("starting", "running") else "")
+        typer.echo(f"{printable(run_dir.id)} is not running ({status}){gone}")
         raise typer.Exit(1)
+    if job is not None:  # launcher.stop ran scancel: SLURM signals every rank
+        typer.echo(f"cancelled SLURM job {printable(job)} of {printable(run_dir.id)} "
+                   f"(scancel {printable(job)}): each rank gets SIGTERM, checkpoints and "
+                   "exits; the run ends interrupted")
+        return
     typer.echo(f"asked {printable(run_dir.id)} to stop; it checkpoints and exits")
 
 
@@ -414,6 +437,9 @@ def _run_cells(meta: dict) -> list[Any]:
              "interrupted": "yellow", "failed": "red"}.get(status, "white")
     config = Path(str(meta.get("config_path") or "-")).name
     # Every cell from run.json is text (never markup, no raw control characters).
+    job = meta.get("slurm_job_id")  # an active SLURM job: which one (scancel, squeue)
+    if status in ("starting", "running") and isinstance(job, str):
+        status += f" (job {job})"
     return [safe_text(str(meta.get("id", "?"))), safe_text(status, color), Text(progress),
             Text(f"{value:.3f}" if isinstance(value, (int, float)) else "-")
             + (safe_text(f" {best['model']}") if isinstance(best.get("model"), str)

@@ -586,6 +586,7 @@ def resume(run: RunDirectory, *, eval: bool | None = None, force: bool = False,
     started = meta.get("weights") if isinstance(meta.get("weights"), dict) else {}
     return _start(run, argv, {**meta, "status": "starting", "command": argv,
                               "attempt": attempt, "ended": None, "exit_code": None,
+                              "slurm_job_id": None,  # resumed here, not in that job
                               # what the run started from stays (source, file, sha256)
                               "weights": {**started, "mode": "resume", "resume": "auto"}})
 
@@ -618,12 +619,18 @@ def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
     is gone. Only a process proven to be this run's engine is signalled (status active,
     this host, a pid > 1 started when the run recorded, whose command line names this run
     folder: see engine.ownership); anything else is refused with a ``RunError`` saying why
-    (run.json may have been copied from elsewhere, left stale, or planted)."""
+    (run.json may have been copied from elsewhere, left stale, or planted). A job of
+    ``dettui run --slurm`` (``slurm_job_id``) is cancelled with scancel instead, never
+    signalled by pid: :func:`tui.slurm.cancel`."""
     meta = run.read_meta()
     if meta.get("status") not in ACTIVE:
         return False  # it ended (whatever process its pid may name now)
     if plausible_pid(meta.get("pid")) and run.effective_status(meta) not in ACTIVE:
         return False  # its process is gone: it died without saying so
+    if meta.get("slurm_job_id") is not None:  # a SLURM job: SLURM signals every rank
+        from tui.slurm import cancel
+
+        return cancel(run.path, meta["slurm_job_id"])
     os.kill(engine_pid(run.path, meta), sig)
     return True
 

@@ -115,6 +115,8 @@ class RunHeader(Widget):
                          + (f" @ epoch {epoch}" if isinstance(epoch, int) else ""))
         parts += [escape(str(meta[key])) for key in ("trainer", "host", "config_path")
                   if meta.get(key)]
+        if isinstance(meta.get("slurm_job_id"), str):
+            parts.append(f"SLURM job {escape(meta['slurm_job_id'])}")
         return "  ·  ".join(parts)
 
     def _progress(self, snap: RunSnapshot) -> str:

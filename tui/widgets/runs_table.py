@@ -55,6 +55,14 @@ def fmt_status(status: str, compact: bool = False) -> Text:
     return safe_text(icon if compact else f"{icon} {status}", style)
 
 
+def fmt_slurm_job(row: RunRow, compact: bool = False) -> Text:
+    """`` (job N)`` after the status of an active run that is a SLURM job."""
+    job = row.meta.get("slurm_job_id")
+    if compact or not row.active or not isinstance(job, str):
+        return Text()
+    return safe_text(f" (job {job})", "dim")
+
+
 def fit_columns(natural: dict[str, int], width: int, compact_status_width: int = 1
                 ) -> tuple[dict[str, int | None], bool]:
     """Which columns fit ``width`` cells: ``{key: None (natural width) or a shortened
@@ -127,7 +135,7 @@ def row_cells(row: RunRow, selected: bool, now: float,
     Text: a str cell is parsed as markup ("[/]" crashes)."""
     return (
         Text("◆", style="bold magenta") if selected else " ",
-        fmt_status(row.status, compact_status),
+        fmt_status(row.status, compact_status) + fmt_slurm_job(row, compact_status),
         safe_text(row.id),
         fmt_progress(row),
         fmt_ap(row),
