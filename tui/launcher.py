@@ -40,6 +40,7 @@ from engine.rundir import (
     now_iso,
     open_run_file,
 )
+from engine.runlock import check_not_locked, launching
 from engine.sysinfo import cuda_device_count
 
 TRAINER_CHOICES = ("config", "Trainer", "DenseTeacher", "ARSL", "Semi_RTDETR", "co-tuning")
@@ -514,7 +515,17 @@ def weights_meta(cfg: Config, resume: str | None) -> dict:
 
 def resume(run: RunDirectory, *, eval: bool | None = None,
            force: bool = False) -> subprocess.Popen:
-    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint."""
+    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint.
+
+    Under the run's launch lock (:mod:`engine.runlock`): of two resumes started at the same
+    instant, the second waits until the first has started its engine and recorded its pid,
+    then refuses, naming it."""
+    with launching(run.path):
+        return _resume(run, eval=eval, force=force)
+
+
+def _resume(run: RunDirectory, *, eval: bool | None, force: bool) -> subprocess.Popen:
+    check_not_locked(run.path)  # an engine works on it (maybe started by hand)
     meta = run.read_meta()
     status = run.effective_status(meta)
     if status in ACTIVE and meta.get("host") != socket.gethostname():
