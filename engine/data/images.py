@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from engine.errors import DataError
+from engine.safefiles import MAX_IMAGE_BYTES, open_regular
 
 EXIF_ORIENTATION = 0x0112
 SWAPS_AXES = frozenset({5, 6, 7, 8})
@@ -75,8 +76,8 @@ def probe_image(path: Path) -> ImageInfo:
 
     A missing or unreadable file is a ``DataError`` naming it.
     """
-    try:
-        with Image.open(path) as img:
+    try:  # a regular file only: a FIFO named as an image would hang the reader
+        with open_regular(path, MAX_IMAGE_BYTES) as f, Image.open(f) as img:
             raw_w, raw_h = img.size
             orientation = _orientation(img)
             fmt = img.format or "?"
@@ -91,7 +92,7 @@ def decode_rgb(path: Path) -> np.ndarray:
     """Decode ``path`` to a uint8 ``H x W x 3`` RGB array, upright (EXIF orientation
     applied). Every problem is a ``DataError`` naming the file."""
     try:
-        with Image.open(path) as img:
+        with open_regular(path, MAX_IMAGE_BYTES) as f, Image.open(f) as img:
             if _orientation(img) != 1:
                 img = ImageOps.exif_transpose(img)
             if img.mode == "P" and "transparency" in img.info:

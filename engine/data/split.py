@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.data.cocofile import MAX_ANNOTATION_BYTES
 from engine.errors import DataError
+from engine.safefiles import RefusedFile, check_output_path, read_regular
 
 LABELED_NAME = "labeled.json"
 UNLABELED_NAME = "unlabeled.json"
@@ -113,7 +115,7 @@ def split_coco(data: dict[str, Any], percent: float, seed: int, *, file: str | N
 def read_json(path: Path) -> dict[str, Any]:
     """Parse an annotation file; every problem is a ``DataError`` naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_ANNOTATION_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise DataError("annotation file not found", file=str(path)) from None
     except IsADirectoryError:
@@ -154,6 +156,13 @@ def write_split(annotations: Path, percent: float, seed: int, out_dir: Path
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError("--out must be a folder, and this is a file", file=str(out_dir),
                         key="--out")
+    for path, folder in ((out_dir, True), (out_dir / LABELED_NAME, False),
+                         (out_dir / UNLABELED_NAME, False)):
+        try:  # a device, a FIFO or a dangling link: never written over
+            check_output_path(path, folder=folder)
+        except RefusedFile as exc:
+            raise DataError(f"refusing to write there: {exc}", file=str(path),
+                            key="--out") from None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -29,6 +29,7 @@ from engine.data.imagefolder import IMAGE_EXTENSIONS
 from engine.data.images import probe_image
 from engine.data.summary import DatasetSummary
 from engine.errors import DataError
+from engine.safefiles import read_regular_text
 
 YAML_NAMES = ("data.yaml", "dataset.yaml")
 SPLITS = ("train", "val", "test")
@@ -103,7 +104,7 @@ def _images_of(entry: Path, key: str, yaml_path: Path) -> list[Path]:
     if entry.is_file() and entry.suffix == ".txt":
         out = []
         try:
-            text = entry.read_text(encoding="utf-8")
+            text = read_regular_text(entry)
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read the image list: {exc}", file=str(entry)) from None
         for line in text.splitlines():
@@ -203,7 +204,7 @@ def _is_float(text: str) -> bool:
 
 def _read_label_file(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return read_regular_text(path, encoding="utf-8-sig")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
