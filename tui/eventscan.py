@@ -265,7 +265,10 @@ def _parse_slow(data: bytes, block: Block) -> dict[str, Any] | None:
 def _float(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return float("nan")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int of 309+ digits (a hand-edited or planted line)
+        return float("nan")
 
 
 def train_rows(events: list[dict[str, Any]]) -> TrainRows:

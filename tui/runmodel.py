@@ -173,7 +173,10 @@ class SystemHistory:
 
 def _num(value: object) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int of 309+ digits (a hand-edited or planted line)
+            return float("nan")
     return float("nan")
 
 

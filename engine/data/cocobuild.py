@@ -133,9 +133,20 @@ def _check_unicode(text: str, what: str, where: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
-        raise DataError(f"the {what} {shown!r} is not valid UTF-8 text, which a COCO json "
-                        "must be", file=where, hint="rename it") from None
+        # the bytes on disk (os.fsencode undoes the surrogate escapes of a file name)
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        shown = shown.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise DataError(f"the {what} '{shown}' is not valid UTF-8 text, which a COCO json "
+                        "must be", file=where if where.isprintable() and _utf8(where)
+                        else shown, hint="rename it") from None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _round(value: float) -> float:
