@@ -7,11 +7,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # The suite runs engines, TUIs and pytest itself side by side on 2 cores: OpenMP threads that
 # busy-wait for work starve the other processes (measured: a tiny FCOS step fell from ~50 to
 # 1-2 images/s). Set before anything imports torch; subprocesses inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# Hypothesis (tests/security/test_fuzz_readers.py): "ci" by default, a few hundred examples
+# per reader; `pytest --hypothesis-profile=deep` for a longer local run.
+_FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow,
+                                                    HealthCheck.data_too_large],
+         "print_blob": True}
+settings.register_profile("ci", max_examples=200, **_FUZZ)
+settings.register_profile("deep", max_examples=5000, **_FUZZ)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
