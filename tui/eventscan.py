@@ -30,6 +30,7 @@ import numpy as np
 
 from engine.eventindex import INDEX_FIELDS, STATS_PREFIX, TERM_PREFIX
 from engine.events import decode
+from engine.safefiles import open_regular
 
 __all__ = ["Block", "STATS_PREFIX", "ScanWarning", "TRAIN_FIELDS", "TrainRows", "TrainTemplate",
            "iter_range", "line_boundary", "parse_block", "parse_range", "scan_parallel"]
@@ -305,7 +306,7 @@ def iter_range(path: str | Path, start: int, end: int, block_bytes: int = 8 << 2
                ) -> Iterator[tuple[int, Block]]:
     """``(offset after the block, block)`` for the bytes ``[start, end)`` of a file."""
     template: TrainTemplate | None = None
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         f.seek(start)
         pos = start
         while pos < end:
@@ -396,7 +397,7 @@ def line_boundary(path: str | Path, offset: int) -> int:
     """The first line start at or after ``offset``."""
     if offset == 0:
         return 0
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         f.seek(offset - 1)
         if f.read(1) == b"\n":
             return offset

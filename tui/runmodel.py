@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.errors import RunError
 from engine.rundir import RunDirectory
+from engine.safefiles import open_regular
 from tui.eventindex import index_blocks
 from tui.eventscan import (
     STATS_PREFIX,
@@ -369,7 +370,7 @@ class RunModel:
         size = self._tail.size()
         if size <= self._tail.offset:
             return self._tail.offset
-        with open(self.run.events, "rb") as f:
+        with open_regular(self.run.events) as f:  # never a FIFO: no blocking open
             back = min(size - self._tail.offset, 1 << 16)
             f.seek(size - back)
             cut = f.read(back).rfind(b"\n")
@@ -469,7 +470,7 @@ class RunModel:
         size = self._tail.size()
         if size == 0:
             return
-        with open(self.run.events, "rb") as f:
+        with open_regular(self.run.events) as f:  # never a FIFO: no blocking open
             f.seek(max(0, size - nbytes))
             data = f.read(nbytes)
         data = data[data.find(b"\n") + 1:] if size > nbytes else data
@@ -508,7 +509,7 @@ class RunModel:
             return False  # the engine's index: the full curves come almost as fast
         rows: list[TrainRows] = []
         template = self._template
-        with open(self.run.events, "rb") as f:
+        with open_regular(self.run.events) as f:  # never a FIFO: no blocking open
             for offset in np.linspace(self._tail.offset, end, samples, endpoint=False):
                 f.seek(int(offset))
                 data = f.read(window)
