@@ -21,7 +21,13 @@ _FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow,
          "print_blob": True}
 settings.register_profile("ci", max_examples=200, **_FUZZ)
 settings.register_profile("deep", max_examples=5000, **_FUZZ)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The profile named by --hypothesis-profile, else "ci" (Hypothesis' own "default" runs
+    100 examples with a deadline that a loaded machine misses)."""
+    settings.load_profile(config.getoption("--hypothesis-profile", None) or "ci")
+
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
