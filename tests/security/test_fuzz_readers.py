@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from engine.config import load_and_validate
 from engine.config.schema import field_docs
 from engine.data.cocofile import index_coco, load_coco_json
-from engine.data.images import probe_image
+from engine.data.images import ImageInfo, decode_rgb, probe_image
 from engine.data.split import read_json, split_coco
 from engine.data.voc import read_voc_xml
 from engine.data.yolo import _load_yaml, _parse_line, _read_label_file, yaml_class_names
@@ -78,6 +78,8 @@ def bounded(call: Callable[[], Any], allowed: tuple[type[BaseException], ...] = 
         elapsed = time.monotonic() - started
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     assert elapsed < TIME_LIMIT_S, f"took {elapsed:.1f}s"
+    event(f"{getattr(call, '__name__', '?')}: " + (type(result).__name__ if isinstance(
+        result, BaseException) else "loaded"))  # --hypothesis-show-statistics
     return result
 
 
@@ -217,9 +219,14 @@ YAML_VALUES = st.one_of(
     st.text(max_size=20))
 
 
-@given(names=YAML_VALUES, nc=YAML_VALUES, extra=st.text(max_size=30))
+GOOD_NAMES = st.lists(st.text("abcé ", min_size=1, max_size=3), min_size=1, max_size=4
+                      ).map(json.dumps)
+
+
+@given(names=st.one_of(GOOD_NAMES, YAML_VALUES), nc=st.one_of(st.just(""), st.sampled_from(["2", "1"]), YAML_VALUES),
+       extra=st.one_of(st.just(""), st.text(max_size=30)))
 def test_yolo_data_yaml(work: Path, names: str, nc: str, extra: str) -> None:
-    text = f"names: {names}\nnc: {nc}\n{extra}\n"
+    text = f"names: {names}\n" + (f"nc: {nc}\n" if nc else "") + f"{extra}\n"
     path = write(work, "data.yaml", text.encode("utf-8", "surrogatepass"))
 
     def read() -> None:
@@ -259,8 +266,8 @@ def test_events_jsonl(work: Path, data: bytes) -> None:
         for step, _, values in history(events):  # what export writes to TensorBoard
             assert 0 <= step < 2**63
             assert all(math.isfinite(v) for v in values.values())
-        for event in events:
-            scalars(event)
+        for ev in events:
+            scalars(ev)
 
     def tui_side() -> None:
         parse_block(data, None)
@@ -372,5 +379,8 @@ IMAGE_BYTES = st.one_of(png(), st.tuples(st.sampled_from(MAGICS), st.binary(max_
 @given(data=IMAGE_BYTES)
 def test_image_headers(work: Path, data: bytes) -> None:
     path = write(work, "image.png", data)
-    bounded(lambda: probe_image(path))
+    info = bounded(lambda: probe_image(path))
+    if isinstance(info, ImageInfo) and info.width * info.height <= 1 << 20:
+        pixels = bounded(lambda: decode_rgb(path))  # what training and previews decode
+        assert isinstance(pixels, UserError) or pixels.shape == (info.height, info.width, 3)
     bounded(lambda: load_preview(path), allowed=(OSError, ValueError))
