@@ -213,6 +213,7 @@ def test_yolo_label_file(work: Path, data: bytes) -> None:
 
 YAML_VALUES = st.one_of(
     st.sampled_from(["[a, b]", "{0: a, 1: b}", "{0: a, .inf: b}", "{0: a, 2: b}", "[a, a]",
+                     "{0: a, b: c}", "{0: a, null: b}", "{true: a}",
                      "[1, 2]", "[null]", "'x'", ".nan", "-1", "9" * 400, "{a: 1}", "[[a]]",
                      "&x [a, *x]", "!!binary aGk=", "!!python/object:os.system x", "{? a}",
                      "[" * 50, "'\\x00'"]),
