@@ -139,10 +139,21 @@ def test_data_import_never_writes_over_what_is_not_a_regular_file(
             sock.close()
 
 
+def _device(path: Path) -> Path:
+    """A private character device (a copy of /dev/null's node, 1:3) in the test's folder:
+    code with the bug replaces this one, never the machine's /dev/null (it did once, from a
+    run of this test against the unfixed code). Needs root, as the bug did."""
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root (and so does replacing one)")
+    os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    return path
+
+
 def test_write_coco_json_and_split_refuse_devices_and_fifos(tmp_path: Path) -> None:
+    device = _device(tmp_path / "null")
     with pytest.raises(DataError, match="character device"):
-        write_coco_json(Path("/dev/null"), {"images": []})
-    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+        write_coco_json(device, {"images": []})
+    assert stat.S_ISCHR(os.stat(device).st_mode)
     coco = tmp_path / "in.json"
     coco.write_text(json.dumps({"images": [{"id": i, "file_name": f"{i}.png"}
                                            for i in (1, 2)],
@@ -153,14 +164,20 @@ def test_write_coco_json_and_split_refuse_devices_and_fifos(tmp_path: Path) -> N
         write_split(coco, 50, 1, outdir)
     assert info.value.key == "--out"
     assert stat.S_ISFIFO(os.stat(outdir / "labeled.json").st_mode)
-    proc = dettui("data", "split", str(coco), "--percent", "50", "--out", "/dev/null")
-    assert proc.returncode == 2 and "/dev/null" in out(proc), out(proc)
+    proc = dettui("data", "split", str(coco), "--percent", "50", "--out", str(device))
+    assert proc.returncode == 2 and str(device) in out(proc), out(proc)
+    assert stat.S_ISCHR(os.stat(device).st_mode)
+    proc = dettui("data", "import", "yolo", str(make_yolo(tmp_path / "ds", n=2)), str(device))
+    assert proc.returncode == 2 and "character device" in out(proc), out(proc)
+    assert stat.S_ISCHR(os.stat(device).st_mode)
 
 
 def test_infer_out_must_be_a_folder_and_its_drawings_regular_files(tmp_path: Path) -> None:
     image = tmp_path / "a.png"
-    with pytest.raises(DataError, match="not a folder"):
-        _check_infer_out(Path("/dev/null"), [image])
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("x")
+    with pytest.raises(DataError, match="a regular file, not a folder"):
+        _check_infer_out(a_file, [image])
     _fifo(tmp_path / "out" / "a.png")
     with pytest.raises(DataError, match="named pipe"):
         _check_infer_out(tmp_path / "out", [image])
