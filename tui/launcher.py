@@ -15,6 +15,7 @@ run and hands the resume checkpoint to the other ranks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from engine.config import load_and_validate
 from engine.config.loader import load_config, read_yaml_mapping
@@ -513,19 +515,26 @@ def weights_meta(cfg: Config, resume: str | None) -> dict:
     return {"mode": "none"}
 
 
+def one_start_at_a_time(start: Callable[..., subprocess.Popen]
+                        ) -> Callable[..., subprocess.Popen]:
+    """Run ``start(run, ...)`` under the run's launch lock (:mod:`engine.runlock`), refusing
+    a run whose engine lock is held (an engine works on it, maybe one started by hand): of
+    two resumes started at the same instant, the second waits until the first has started
+    its engine and recorded its pid, then refuses, naming it."""
+
+    @functools.wraps(start)
+    def locked(run: RunDirectory, *args: Any, **kwargs: Any) -> subprocess.Popen:
+        with launching(run.path):
+            check_not_locked(run.path)
+            return start(run, *args, **kwargs)
+
+    return locked
+
+
+@one_start_at_a_time
 def resume(run: RunDirectory, *, eval: bool | None = None,
            force: bool = False) -> subprocess.Popen:
-    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint.
-
-    Under the run's launch lock (:mod:`engine.runlock`): of two resumes started at the same
-    instant, the second waits until the first has started its engine and recorded its pid,
-    then refuses, naming it."""
-    with launching(run.path):
-        return _resume(run, eval=eval, force=force)
-
-
-def _resume(run: RunDirectory, *, eval: bool | None, force: bool) -> subprocess.Popen:
-    check_not_locked(run.path)  # an engine works on it (maybe started by hand)
+    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint."""
     meta = run.read_meta()
     status = run.effective_status(meta)
     if status in ACTIVE and meta.get("host") != socket.gethostname():
