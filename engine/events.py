@@ -107,17 +107,24 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
 }
 
 
+_MAX_FLOAT = 1.7976931348623157e308
+_INT_RANGE = range(-(2**63), 2**63)  # what TensorBoard, numpy and SQLite can hold
+
+
 def _is_num(value: Any) -> bool:
-    return value is None or (type(value) in (int, float))
+    """None, a float, or an int a float can hold (a 400-digit int would overflow every
+    reader that plots it: skipped like any malformed line)."""
+    return value is None or type(value) is float or (
+        type(value) is int and -_MAX_FLOAT <= value <= _MAX_FLOAT)
 
 
 def _fits(value: Any, kind: str) -> bool:
     if value is None:
         return True
     if kind == _NUM:
-        return type(value) in (int, float)
+        return _is_num(value)
     if kind == _INT:
-        return type(value) is int
+        return type(value) is int and value in _INT_RANGE
     if kind == _STR:
         return type(value) is str
     if kind == _BOOL:

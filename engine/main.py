@@ -35,6 +35,7 @@ from engine.rundir import (
     default_runs_dir,
     now_iso,
 )
+from engine.runlock import EngineLock
 from engine.termtext import printable
 
 EXIT_OK, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 130
@@ -100,8 +101,11 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _open_run(args: argparse.Namespace, rank: int) -> RunDirectory | None:
-    """The run folder this process writes (rank 0 only)."""
+def _open_run(args: argparse.Namespace, rank: int,
+              locks: list[EngineLock]) -> RunDirectory | None:
+    """The run folder this process writes (rank 0 only), locked for this process's life
+    (the lock is appended to ``locks``): one engine per run folder. A second engine on it
+    raises ``RunError`` before writing anything there."""
     if rank != 0:
         return None
     if args.run_dir is not None:
@@ -109,22 +113,27 @@ def _open_run(args: argparse.Namespace, rank: int) -> RunDirectory | None:
         if not run.path.is_dir():
             raise UserError(f"run folder not found: {run.path}", key="--run-dir")
         run.check_writable()  # no symlink may lead our writes out of the run folder
+        locks.append(EngineLock(run.path).acquire())
         run.checkpoints.mkdir(exist_ok=True)
         return run
     # Under torchrun without --run-dir, rank 0 makes the folder; the others write nothing.
-    return RunDirectory.create(args.runs_dir or default_runs_dir(), args.name or args.config.stem)
+    run = RunDirectory.create(args.runs_dir or default_runs_dir(),
+                              args.name or args.config.stem)
+    locks.append(EngineLock(run.path).acquire())
+    return run
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))
     recorder: RunRecorder | None = None
+    locks: list[EngineLock] = []  # held until this function returns
     run_dir = args.run_dir
     try:
         if run_dir is not None:  # made by the front-end: report even config errors there
-            recorder = RunRecorder(_open_run(args, rank), rank)
+            recorder = RunRecorder(_open_run(args, rank, locks), rank)
         loaded, cfg = load_and_validate(args.config, args.opt)
         if recorder is None:
-            recorder = RunRecorder(_open_run(args, rank), rank)
+            recorder = RunRecorder(_open_run(args, rank, locks), rank)
             run_dir = recorder.run.path if recorder.run else None
         config_dict = cfg.to_dict()
         if recorder.active:
@@ -196,6 +205,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if recorder is not None:
             recorder.close()
+        for lock in locks:
+            lock.release()
 
 
 def _start_trackers(args: argparse.Namespace, recorder: RunRecorder,

@@ -23,6 +23,7 @@ from engine.config.schema import Config
 from engine.config.semi_weights import semi_weights_warning
 from engine.env import DistEnv, init_env, set_random_seed, teardown_env
 from engine.errors import RunError, UserError, WeightsError
+from engine.memcheck import check_first_batch_fits
 from engine.recorder import RunRecorder
 from engine.rundir import RunDirectory, default_runs_dir, resolve_run
 from engine.trainers import build_trainer
@@ -179,8 +180,10 @@ def resolve_weights(cfg: Config, keys: tuple[str, ...], recorder: RunRecorder, e
 
 
 def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str, Any]) -> Trainer:
-    # 1. environment
+    # 1. environment; a first batch that cannot fit in the device's memory is refused now,
+    # with the estimate, not met as an allocation of tens of GB at the first step
     env: DistEnv = init_env(cfg)
+    check_first_batch_fits(cfg, env.device)
 
     # 2. continuous evaluation: the same numbers every time
     if cfg.enable_ce:

@@ -10,6 +10,8 @@ runs/<run-id>/
   stderr.log      raw stdout/stderr of the engine process(es)
   checkpoints/    last.pt, best.pt, epoch_NNNN.pt
   cot_relationship.json   co-tuning runs only: the learned target -> source class relationship
+  engine.lock     locked by the engine for its whole life: one engine per run (engine.runlock)
+  launch.lock     locked by a front-end while it starts the run's engine
 ```
 
 stdlib only (psutil, imported on use, for liveness): the engine writes it, the front-ends

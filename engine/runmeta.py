@@ -123,6 +123,9 @@ def read_run_json(path: str | Path) -> dict[str, Any]:
         raise RunError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise RunError(f"{path} is not valid JSON ({exc})") from None
+    except ValueError as exc:  # a number of more than 4300 digits
+        raise RunError(f"{path} holds a number Python will not read "
+                       f"({str(exc).split(':')[0]})") from None
     except RecursionError:
         raise RunError(f"{path} is nested too deeply to be a run.json") from None
     try:

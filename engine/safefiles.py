@@ -17,7 +17,14 @@ import stat
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["RefusedFile", "file_kind", "open_append", "open_regular", "read_regular"]
+__all__ = ["MAX_IMAGE_BYTES", "MAX_TEXT_BYTES", "RefusedFile", "check_output_path",
+           "file_kind", "open_append", "open_regular", "read_regular", "read_regular_text"]
+
+MAX_TEXT_BYTES = 64 << 20
+"""A text file of a dataset (a YOLO label file, a VOC xml, an image or class list): the
+largest real ones are a few MB."""
+MAX_IMAGE_BYTES = 1 << 30
+"""An image file (Pillow's decompression-bomb limit guards the decoded size)."""
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -82,20 +89,52 @@ def read_regular(path: str | Path, limit: int) -> bytes:
         os.close(fd)
 
 
-def open_regular(path: str | Path) -> IO[bytes]:
+def read_regular_text(path: str | Path, limit: int = MAX_TEXT_BYTES,
+                      encoding: str = "utf-8") -> str:
+    """:func:`read_regular`, decoded (``UnicodeDecodeError`` when it is not ``encoding``)."""
+    return read_regular(path, limit).decode(encoding)
+
+
+def open_regular(path: str | Path, limit: int | None = None) -> IO[bytes]:
     """``open(path, "rb")``, refusing (:class:`RefusedFile`) anything but a regular file
-    without waiting on it: a FIFO planted as a log would block its reader for ever."""
+    without waiting on it (a FIFO planted as a log would block its reader for ever), and a
+    file larger than ``limit`` bytes when a limit is given."""
     fd = os.open(path, os.O_RDONLY | _NONBLOCK | _CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not stat.S_ISREG(mode):
-            raise RefusedFile(f"{file_kind(mode)}, not a regular file")
+        if not stat.S_ISREG(st.st_mode):
+            raise RefusedFile(f"{file_kind(st.st_mode)}, not a regular file")
+        if limit is not None and st.st_size > limit:
+            raise RefusedFile(f"too large: {_size_text(st.st_size)}, the limit is "
+                              f"{_size_text(limit)}")
     except BaseException:
         os.close(fd)
         raise
     return os.fdopen(fd, "rb")
+
+
+def check_output_path(path: str | Path, *, folder: bool = False) -> None:
+    """Refuse (:class:`RefusedFile`) to write ``path`` when it exists and is not what is
+    written there: a regular file (``folder=False``) or a directory (``folder=True``). A
+    device, a FIFO or a socket is never written over (as root, a JSON written to
+    ``/dev/null`` replaced the device), a folder is not a file and a file is not a folder.
+    A symbolic link is judged by what it points at; a dangling one is refused."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise RefusedFile(f"a symbolic link to {os.readlink(path)}, which does not "
+                              "exist") from None
+        return
+    except NotADirectoryError:
+        raise RefusedFile("a file is in the way of one of its folders") from None
+    if folder and not stat.S_ISDIR(mode):
+        what = "a regular file" if stat.S_ISREG(mode) else file_kind(mode)
+        raise RefusedFile(f"{what}, not a folder")
+    if not folder and not stat.S_ISREG(mode):
+        raise RefusedFile(f"{file_kind(mode)}, not a regular file")
 
 
 def open_append(path: str | Path, mode: str = "ab", **kwargs: Any) -> IO[Any]:

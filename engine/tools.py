@@ -8,7 +8,6 @@ checkpoint (its EMA weights when it has them) or a plain state dict / safetensor
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from engine.config import load_and_validate
 from engine.config.schema import Config
 from engine.data.coco import CocoDetection, read_rgb
 from engine.data.cocobuild import read_name_list
+from engine.data.cocofile import load_coco_json
 from engine.data.loader import build_eval_loader
 from engine.data.shapes import ensure_dataset
 from engine.data.sources import dataset_root
@@ -32,6 +32,7 @@ from engine.evaluation import evaluate_model
 from engine.events import encode
 from engine.models import build_model
 from engine.models.weights import load_state_dict_file, match_weights
+from engine.safefiles import RefusedFile, check_output_path
 from engine.termtext import printable
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -95,10 +96,21 @@ def _class_names(cfg: Config, weights: str) -> list[str]:
             return [f"class {i}" for i in range(1, cfg.num_classes + 1)]
     anno = Path(cfg.EvalDataset.dataset_dir) / cfg.EvalDataset.anno_path
     try:
-        cats = json.loads(anno.read_text())["categories"]
-        return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
-    except (OSError, ValueError, KeyError, TypeError):
+        cats = load_coco_json(anno)["categories"]
+        return [str(c["name"]) for c in sorted(cats, key=lambda c: c["id"])]
+    except (DataError, KeyError, TypeError):
         return [f"class {i}" for i in range(1, cfg.num_classes + 1)]
+
+
+def _check_infer_out(out: Path, images: list[Path]) -> None:
+    """``--out`` is a folder (or nothing yet) and each drawing lands on nothing or on a
+    regular file: a FIFO there would hang the save, a device would be written over."""
+    for target, folder in [(out, True), *((out / p.name, False) for p in images)]:
+        try:
+            check_output_path(target, folder=folder)
+        except RefusedFile as exc:
+            raise DataError(f"refusing to write there: {exc}", file=str(target),
+                            key="--out") from None
 
 
 def infer_images(config: Path, weights: str, images: list[Path], out: Path,
@@ -111,9 +123,14 @@ def infer_images(config: Path, weights: str, images: list[Path], out: Path,
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataError("not an image file; allowed: " + ", ".join(sorted(IMAGE_SUFFIXES)),
                             file=str(path))
+    _check_infer_out(out, images)
     model = load_model(cfg, weights, device)
     names = _class_names(cfg, weights)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the output folder: {exc.strerror or exc}",
+                        file=str(out), key="--out") from None
     for path in images:
         # uint8 CHW -> float in [0, 1]; the model resizes and maps boxes back to this image
         pixels = read_rgb(path)

@@ -34,6 +34,7 @@ from there on (a ``SessionLog.START`` "purge" at that step, as ``SummaryWriter``
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import Any, Protocol
 
 from engine.errors import ConfigError, RunError
 from engine.events import METRIC_KEYS, read_events
+from engine.safefiles import RefusedFile, check_output_path
 
 INSTALL = {"tensorboard": "pip install 'dettui[tensorboard]'",
            "wandb": "pip install 'dettui[wandb]'"}
@@ -64,16 +66,22 @@ def require(tracker: str) -> None:
 
 
 def _number(value: Any) -> float | None:
+    """A finite float, or None: null (a NaN on the engine's side), missing, or a number
+    no curve can hold (an event file may be hand-edited or planted)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None  # null (a NaN on the engine's side) or missing: no point on the curve
+        try:
+            number = float(value)
+        except OverflowError:  # an int of hundreds of digits
+            return None
+        return number if math.isfinite(number) else None
+    return None
 
 
 def scalars(event: dict[str, Any]) -> tuple[int, dict[str, float]] | None:
     """``(step, {tag: value})`` of one event, or None when it has no curve values."""
     step = event.get("iter")
-    if not isinstance(step, int) or isinstance(step, bool):
-        return None
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**63:
+        return None  # TensorBoard's steps are int64
     out: dict[str, float] = {}
 
     def put(tag: str, value: Any) -> None:
@@ -108,6 +116,24 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def prepare_logdir(logdir: Path) -> None:
+    """Make the TensorBoard folder, or say (``ConfigError``) why it can't be one: a file,
+    a dangling link, a FIFO or a device there, or a folder we may not write."""
+    try:
+        check_output_path(logdir, folder=True)
+        logdir.mkdir(parents=True, exist_ok=True)
+    except RefusedFile as exc:
+        raise ConfigError(f"cannot write TensorBoard scalars in {logdir}: {exc}",
+                          key="--tensorboard", hint="give a folder (it is created if "
+                          "missing)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create the TensorBoard folder {logdir}: "
+                          f"{exc.strerror or exc}", key="--tensorboard") from None
+    if not os.access(logdir, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write TensorBoard scalars in {logdir}: permission "
+                          "denied", key="--tensorboard")
+
+
 class TensorBoardSink:
     """Scalars in a TensorBoard log folder (``tensorboard --logdir DIR`` shows them)."""
 
@@ -119,6 +145,7 @@ class TensorBoardSink:
 
         self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
         self.logdir = Path(logdir)
+        prepare_logdir(self.logdir)
         self._writer = EventFileWriter(str(self.logdir), flush_secs=flush_secs)
 
     def write(self, step: int, values: dict[str, float], wall_time: float) -> None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # The suite runs engines, TUIs and pytest itself side by side on 2 cores: OpenMP threads that
 # busy-wait for work starve the other processes (measured: a tiny FCOS step fell from ~50 to
@@ -16,6 +17,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # working tree, where `synthesize` otherwise refuses to create one (issue 19.7; its own
 # test unsets this).
 os.environ.setdefault("DETTUI_SYNTHESIZE_ANYWHERE", "1")
+
+# Hypothesis (tests/security/test_fuzz_readers.py): "ci" by default, a few hundred examples
+# per reader; `pytest --hypothesis-profile=deep` for a longer local run.
+_FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow,
+                                                    HealthCheck.data_too_large],
+         "print_blob": True}
+settings.register_profile("ci", max_examples=200, **_FUZZ)
+settings.register_profile("deep", max_examples=5000, **_FUZZ)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The profile named by --hypothesis-profile, else "ci" (Hypothesis' own "default" runs
+    100 examples with a deadline that a loaded machine misses)."""
+    settings.load_profile(config.getoption("--hypothesis-profile", None) or "ci")
+
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

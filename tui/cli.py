@@ -105,10 +105,30 @@ def main(
 ) -> None:
     """Open the TUI when no command is given."""
     DEBUG["on"] = DEBUG["on"] or debug
+    _global_runs_dir(ctx, runs_dir)
     if ctx.invoked_subcommand is None:
         from tui.app import run_app
 
         raise typer.Exit(run_app(runs_dir, _configs_dirs(configs_dir)))
+
+
+def _global_runs_dir(ctx: typer.Context, runs_dir: Path) -> None:
+    """``dettui --runs-dir X COMMAND`` holds for the command: through ``DETTUI_RUNS_DIR``,
+    which every command's own ``--runs-dir`` reads (and the engines it starts inherit). A
+    different ``--runs-dir`` after the command as well is refused: which one was meant?"""
+    source = ctx.get_parameter_source("runs_dir")
+    if getattr(source, "name", None) != "COMMANDLINE":
+        return
+    # the command's own options are not parsed yet: every --runs-dir of the command line
+    argv = sys.argv[1:]
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--runs-dir"]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--runs-dir=")]
+    other = next((g for g in given if Path(g) != runs_dir), None)
+    if other is not None:
+        _fail(f"--runs-dir given twice, before the command ({runs_dir}) and after it "
+              f"({other}); give it once")
+        raise typer.Exit(EXIT_USER_ERROR)
+    os.environ[RUNS_DIR_ENV] = str(runs_dir)
 
 
 def _configs_dirs(extra: list[Path]) -> list[Path]:

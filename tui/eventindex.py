@@ -60,7 +60,7 @@ def index_blocks(events_path: str | Path, index_path: str | Path, end: int,
         return
     if not data.startswith(MAGIC):
         return
-    with open(events_path, "rb") as events:
+    with open_regular(events_path) as events:
         reader = _Reader(data, events, end, keep_system)
         yield from reader.blocks()
 

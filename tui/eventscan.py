@@ -30,6 +30,7 @@ import numpy as np
 
 from engine.eventindex import INDEX_FIELDS, STATS_PREFIX, TERM_PREFIX
 from engine.events import decode
+from engine.safefiles import open_regular
 
 __all__ = ["Block", "STATS_PREFIX", "ScanWarning", "TRAIN_FIELDS", "TrainRows", "TrainTemplate",
            "iter_range", "line_boundary", "parse_block", "parse_range", "scan_parallel"]
@@ -265,7 +266,10 @@ def _parse_slow(data: bytes, block: Block) -> dict[str, Any] | None:
 def _float(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return float("nan")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int of 309+ digits (a hand-edited or planted line)
+        return float("nan")
 
 
 def train_rows(events: list[dict[str, Any]]) -> TrainRows:
@@ -302,7 +306,7 @@ def iter_range(path: str | Path, start: int, end: int, block_bytes: int = 8 << 2
                ) -> Iterator[tuple[int, Block]]:
     """``(offset after the block, block)`` for the bytes ``[start, end)`` of a file."""
     template: TrainTemplate | None = None
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         f.seek(start)
         pos = start
         while pos < end:
@@ -393,7 +397,7 @@ def line_boundary(path: str | Path, offset: int) -> int:
     """The first line start at or after ``offset``."""
     if offset == 0:
         return 0
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         f.seek(offset - 1)
         if f.read(1) == b"\n":
             return offset

@@ -140,7 +140,7 @@ class LogTail:
                 return []
             self._started = True
             if size > self._initial_bytes:
-                with open(self.path, "rb") as f:
+                with open_regular(self.path) as f:
                     f.seek(size - self._initial_bytes)
                     f.readline()  # drop the partial first line
                     self._tail.offset = f.tell()

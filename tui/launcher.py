@@ -15,6 +15,7 @@ run and hands the resume checkpoint to the other ranks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from engine.config import load_and_validate
 from engine.config.loader import load_config, read_yaml_mapping
@@ -40,6 +42,7 @@ from engine.rundir import (
     now_iso,
     open_run_file,
 )
+from engine.runlock import check_not_locked, launching
 from engine.sysinfo import cuda_device_count
 from engine.trainers.catalogue import CHOICES, TrainerInfo, by_choice, closest, trainer_for
 from engine.weightsource import check as check_source
@@ -549,6 +552,23 @@ def weights_meta(cfg: Config, resume: str | None) -> dict:
     return {"mode": "none"}
 
 
+def one_start_at_a_time(start: Callable[..., subprocess.Popen]
+                        ) -> Callable[..., subprocess.Popen]:
+    """Run ``start(run, ...)`` under the run's launch lock (:mod:`engine.runlock`), refusing
+    a run whose engine lock is held (an engine works on it, maybe one started by hand): of
+    two resumes started at the same instant, the second waits until the first has started
+    its engine and recorded its pid, then refuses, naming it."""
+
+    @functools.wraps(start)
+    def locked(run: RunDirectory, *args: Any, **kwargs: Any) -> subprocess.Popen:
+        with launching(run.path):
+            check_not_locked(run.path)
+            return start(run, *args, **kwargs)
+
+    return locked
+
+
+@one_start_at_a_time
 def resume(run: RunDirectory, *, eval: bool | None = None, force: bool = False,
            overrides: list[str] | None = None) -> subprocess.Popen:
     """Resume ``run`` in place: same id, same resolved config, newest good checkpoint.

@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.errors import RunError
 from engine.rundir import RunDirectory
+from engine.safefiles import open_regular
 from tui.eventindex import index_blocks
 from tui.eventscan import (
     STATS_PREFIX,
@@ -173,7 +174,10 @@ class SystemHistory:
 
 def _num(value: object) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int of 309+ digits (a hand-edited or planted line)
+            return float("nan")
     return float("nan")
 
 
@@ -375,7 +379,7 @@ class RunModel:
         size = self._tail.size()
         if size <= self._tail.offset:
             return self._tail.offset
-        with open(self.run.events, "rb") as f:
+        with open_regular(self.run.events) as f:  # never a FIFO: no blocking open
             back = min(size - self._tail.offset, 1 << 16)
             f.seek(size - back)
             cut = f.read(back).rfind(b"\n")
@@ -485,7 +489,7 @@ class RunModel:
         size = self._tail.size()
         if size == 0:
             return
-        with open(self.run.events, "rb") as f:
+        with open_regular(self.run.events) as f:  # never a FIFO: no blocking open
             f.seek(max(0, size - nbytes))
             data = f.read(nbytes)
         data = data[data.find(b"\n") + 1:] if size > nbytes else data
@@ -524,7 +528,7 @@ class RunModel:
             return False  # the engine's index: the full curves come almost as fast
         rows: list[TrainRows] = []
         template = self._template
-        with open(self.run.events, "rb") as f:
+        with open_regular(self.run.events) as f:  # never a FIFO: no blocking open
             for offset in np.linspace(self._tail.offset, end, samples, endpoint=False):
                 f.seek(int(offset))
                 data = f.read(window)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,10 @@ def read_relationship(path: str | Path) -> tuple[Relationship | None, str | None
 
 
 def _finite(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    """A number a float holds, finite (``math.isfinite`` of a 400-digit int overflows)."""
+    if type(value) is int:
+        return -sys.float_info.max <= value <= sys.float_info.max
+    return type(value) is float and math.isfinite(value)
 
 
 def _parse_relationship(doc: object) -> Relationship:

@@ -154,6 +154,9 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None]:
         raise ConfigError(f"YAML error: {exc}", file=file) from None
     except RecursionError:
         raise ConfigError("the YAML is nested too deeply", file=file) from None
+    except ValueError as exc:  # int() of a number of more than 4300 digits
+        raise ConfigError(f"a value cannot be read: {str(exc).split(':')[0]}",
+                          file=file) from None
     finally:
         loader.dispose()
 

@@ -39,6 +39,18 @@ BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3")
 SHAPE_KINDS = ("circle", "square", "triangle", "cross", "ellipse", "ring", "diamond",
                "hexagon", "star", "frame", "x")
 
+MAX_IMAGE_SIDE = 8192
+"""The largest image side a config may ask for (``model.min_size``/``max_size``,
+``rtdetr.image_size``, ``synthesize.image_size``): 1e5 passed once and failed at
+allocation, after the run had started."""
+MAX_QUERIES = 10_000
+"""The most RT-DETR object or denoising queries (300 and 100 in the paper)."""
+MAX_BATCH = 4096
+"""The most images in a batch of one process."""
+MAX_INT = 2**31 - 1
+"""Every integer key is at most this (in magnitude): a 100-digit count fails later, in a
+library, with a message that names no key."""
+
 _YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -633,13 +645,22 @@ class _Validator:
         if tp is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 self._type_error(tp, value, keypath)
+            if not -MAX_INT <= value <= MAX_INT:
+                self.fail(keypath, f"must be at most {MAX_INT} in magnitude, got a "
+                          f"{len(str(abs(value)))}-digit number")
             return value
         if tp is float:
             if isinstance(value, str) and _YAML11_FLOAT.match(value.strip()):
-                return float(value)  # PyYAML reads `1e-3` (no dot) as a string
+                value = float(value)  # PyYAML reads `1e-3` (no dot) as a string
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self._type_error(tp, value, keypath)
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int of 309+ digits
+                number = math.inf
+            if not math.isfinite(number):  # NaN passes every `x < 0` check after this
+                self.fail(keypath, f"must be a finite number, got {value!r}")
+            return number
         if tp is str:
             if not isinstance(value, str):
                 self._type_error(tp, value, keypath)
@@ -703,6 +724,7 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
     _check_rtdetr(cfg.rtdetr, v)
     if cfg.num_classes < 1:
         v.fail(("num_classes",), "num_classes must be set to the number of object classes (>= 1)")
+    _check_sizes(cfg, v)
     positive = {("epoch",): cfg.epoch, ("snapshot_epoch",): cfg.snapshot_epoch,
                 ("log_iter",): cfg.log_iter,
                 ("TrainReader", "batch_size"): cfg.TrainReader.batch_size,
@@ -751,6 +773,49 @@ def _check_semantics(cfg: Config, v: _Validator) -> None:
     for section in ("TrainDataset", "EvalDataset"):
         _check_synthesize(getattr(cfg, section), section, v)
     _check_cotuning(cfg, v)
+
+
+def _float_keys(obj: Any, prefix: KeyPath) -> typing.Iterator[tuple[KeyPath, float]]:
+    """Every float value of a config section, with its key path."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _float_keys(value, (*prefix, f.name))
+        elif type(value) is float:
+            yield (*prefix, f.name), value
+
+
+def _check_sizes(cfg: Config, v: _Validator) -> None:
+    """Float keys are weights, rates, thresholds and fractions: none may be negative (a
+    negative weight_decay or loss weight trains towards worse). Sizes have upper bounds: an
+    absurd one would be allocated (10-20 GB) after the run started, or fail there."""
+    for keypath, value in _float_keys(cfg, ()):
+        if value < 0:
+            v.fail(keypath, f"must be >= 0, got {value}")
+    sides = {("model", "min_size"): cfg.model.min_size,
+             ("model", "max_size"): cfg.model.max_size,
+             ("rtdetr", "image_size"): cfg.rtdetr.image_size}
+    for section in ("TrainDataset", "EvalDataset"):
+        spec = getattr(cfg, section).synthesize
+        if spec is not None:
+            sides[(section, "synthesize", "image_size")] = spec.image_size
+    for i, size in enumerate(cfg.rtdetr.train_sizes):
+        sides[("rtdetr", f"train_sizes[{i}]")] = size
+    bounds = [(sides, MAX_IMAGE_SIDE, "pixels"),
+              ({("rtdetr", "num_queries"): cfg.rtdetr.num_queries,
+                ("rtdetr", "num_denoising"): cfg.rtdetr.num_denoising}, MAX_QUERIES,
+               "queries"),
+              ({("TrainReader", "batch_size"): cfg.TrainReader.batch_size,
+                ("EvalReader", "batch_size"): cfg.EvalReader.batch_size}, MAX_BATCH, "images")]
+    reader = cfg.SemiTrainReader
+    if reader is not None:
+        bounds.append(({("SemiTrainReader", "sup_batch_size"): reader.sup_batch_size,
+                        ("SemiTrainReader", "unsup_batch_size"): reader.unsup_batch_size},
+                       MAX_BATCH, "images"))
+    for keys, limit, unit in bounds:
+        for keypath, value in keys.items():
+            if value > limit:
+                v.fail(keypath, f"must be at most {limit} {unit}, got {value}")
 
 
 def _check_transforms(v: _Validator, keypath: KeyPath, ops: list[dict],

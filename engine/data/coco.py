@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from engine.config.schema import DatasetConfig
-from engine.data.cocofile import CocoIndex, index_coco
+from engine.data.cocofile import CocoIndex, index_coco, load_coco_json
 from engine.data.images import decode_rgb
 from engine.data.sources import annotation_source, check_image_folder, dataset_coco
 from engine.data.split import split_coco
@@ -176,8 +175,7 @@ class CocoDetection(Dataset):
         """
         if self._json_cache is None:
             if self.ds_cfg.name == "COCODataSet":
-                with open(self.anno_path, encoding="utf-8") as fh:
-                    self._json_cache = self._select(json.load(fh))
+                self._json_cache = self._select(load_coco_json(self.anno_path))
             else:
                 self._json_cache = self._select(dataset_coco(self.ds_cfg, self.section)[0])
         return self._json_cache

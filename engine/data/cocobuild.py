@@ -26,6 +26,7 @@ from typing import Any
 from engine.data.images import ImageInfo
 from engine.data.summary import IGNORED_WHAT, DatasetSummary
 from engine.errors import DataError
+from engine.safefiles import RefusedFile, check_output_path, read_regular_text
 
 Box = tuple[float, float, float, float]
 
@@ -38,6 +39,8 @@ class CocoBuilder:
     """Collects images and boxes, then ``finish()`` gives the COCO dict and its summary."""
 
     def __init__(self, class_names: list[str], summary: DatasetSummary) -> None:
+        for name in class_names:
+            _check_unicode(name, "class name", summary.source)
         self.class_names = list(class_names)
         self.summary = summary
         summary.class_names = list(class_names)
@@ -53,6 +56,7 @@ class CocoBuilder:
     def add_image(self, path: Path, info: ImageInfo, no_labels: str | None = None) -> int:
         """Add an image (its upright size); returns its id. ``no_labels`` says why it has
         no annotation at all (e.g. "no label file"), for the report."""
+        _check_unicode(str(path), "image file name", str(path))
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, "file_name": os.path.abspath(path),
                             "width": info.width, "height": info.height})
@@ -123,6 +127,28 @@ class CocoBuilder:
         return coco, self.summary
 
 
+def _check_unicode(text: str, what: str, where: str) -> None:
+    """A name the COCO json (UTF-8) can hold: a file name that is not UTF-8 on disk, or a
+    lone surrogate, cannot be written, and is refused naming it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # the bytes on disk (os.fsencode undoes the surrogate escapes of a file name)
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        shown = shown.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise DataError(f"the {what} '{shown}' is not valid UTF-8 text, which a COCO json "
+                        "must be", file=where if where.isprintable() and _utf8(where)
+                        else shown, hint="rename it") from None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _round(value: float) -> float:
     """Two decimals keep the json small; sub-pixel detail below that is noise."""
     r = round(value, 2)
@@ -142,7 +168,7 @@ def read_name_list(path: Path, *, key: str) -> list[str]:
     """Class names, one per line (a ``label_list`` or ``classes.txt``); blank lines are
     skipped, a repeated name is an error naming its line."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular_text(path, encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError("class list not found", file=str(path), key=key) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -166,6 +192,11 @@ def write_coco_json(path: Path, data: dict[str, Any]) -> None:
     if path.is_dir():
         raise DataError("the output must be a .json file path, and this is a folder",
                         file=str(path))
+    try:  # a device, a FIFO, a socket: never replaced by a json file
+        check_output_path(path)
+    except RefusedFile as exc:
+        raise DataError(f"refusing to write over it: {exc}", file=str(path),
+                        hint="give the path of a new or regular .json file") from None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

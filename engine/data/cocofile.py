@@ -48,6 +48,9 @@ def load_coco_json(path: Path, *, key: str | None = None,
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno,
                         column=exc.colno) from None
+    except (ValueError, RecursionError) as exc:  # a 4301-digit number, 100000-deep nesting
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise DataError(f"not usable JSON: {why}", file=str(path)) from None
     if not isinstance(data, dict):
         raise DataError(f"a COCO annotation file must hold a JSON object with the keys "
                         f"{', '.join(REQUIRED_KEYS)}; got a {type(data).__name__}",
@@ -99,11 +102,13 @@ def _kind(value: Any) -> str:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer that numpy's int64 (and the COCO evaluator) can hold."""
+    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A number a float can hold (an int of 400 digits cannot)."""
+    return (isinstance(value, float) or _is_int(value))
 
 
 def _index_categories(cats: list, path: Path) -> tuple[list[int], list[str]]:
@@ -145,8 +150,8 @@ def index_images(images: list, path: Path, allow_outside: bool = False
     for i, img in enumerate(images):
         where = f"images[{i}]"
         if not isinstance(img, dict) or not _is_int(img.get("id")):
-            raise DataError("each image needs an integer 'id', a string 'file_name' and "
-                            "integer 'width' and 'height'", file=str(path), key=where)
+            raise DataError("each image needs an integer 'id' (64-bit), a string 'file_name' "
+                            "and integer 'width' and 'height'", file=str(path), key=where)
         name = img.get("file_name")
         if not isinstance(name, str) or not name:
             raise DataError(f"image {img['id']} needs a non-empty string 'file_name'",

@@ -14,6 +14,7 @@ numpy + PIL only (no torch): the importers, ``dettui data check`` and the TUI us
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,15 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from engine.errors import DataError
+from engine.safefiles import MAX_IMAGE_BYTES, open_regular
+
+IMAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError,
+    TypeError, ZeroDivisionError, Image.DecompressionBombError)
+"""What Pillow raises on a corrupt or hostile file: beyond ``OSError`` and ``ValueError``
+its format plugins let through the errors of their parsers (``SyntaxError`` of a bad
+header, ``struct.error`` of a short chunk, ``DecompressionBombError`` of a 100000 x 100000
+PNG of 140 bytes, ...). Every reader of images turns these into its own message."""
 
 EXIF_ORIENTATION = 0x0112
 SWAPS_AXES = frozenset({5, 6, 7, 8})
@@ -53,7 +63,7 @@ def _orientation(img: Image.Image) -> int:
         else:
             exif = img.getexif()
         value = exif.get(EXIF_ORIENTATION, 1)
-    except (OSError, ValueError, SyntaxError):  # a corrupt EXIF block: show it as stored
+    except IMAGE_ERRORS:  # a corrupt EXIF block: show it as stored
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
@@ -75,12 +85,12 @@ def probe_image(path: Path) -> ImageInfo:
 
     A missing or unreadable file is a ``DataError`` naming it.
     """
-    try:
-        with Image.open(path) as img:
+    try:  # a regular file only: a FIFO named as an image would hang the reader
+        with open_regular(path, MAX_IMAGE_BYTES) as f, Image.open(f) as img:
             raw_w, raw_h = img.size
             orientation = _orientation(img)
             fmt = img.format or "?"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except IMAGE_ERRORS as exc:
         raise _open_error(path, exc) from None
     w, h = (raw_h, raw_w) if orientation in SWAPS_AXES else (raw_w, raw_h)
     return ImageInfo(width=w, height=h, orientation=orientation, raw_width=raw_w,
@@ -91,13 +101,13 @@ def decode_rgb(path: Path) -> np.ndarray:
     """Decode ``path`` to a uint8 ``H x W x 3`` RGB array, upright (EXIF orientation
     applied). Every problem is a ``DataError`` naming the file."""
     try:
-        with Image.open(path) as img:
+        with open_regular(path, MAX_IMAGE_BYTES) as f, Image.open(f) as img:
             if _orientation(img) != 1:
                 img = ImageOps.exif_transpose(img)
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")  # what PIL asks for before dropping the alpha
             return np.array(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except IMAGE_ERRORS as exc:
         raise _open_error(path, exc) from None
 
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.data.cocofile import MAX_ANNOTATION_BYTES
 from engine.errors import DataError
+from engine.safefiles import RefusedFile, check_output_path, read_regular
 
 LABELED_NAME = "labeled.json"
 UNLABELED_NAME = "unlabeled.json"
@@ -83,6 +85,9 @@ def split_coco(data: dict[str, Any], percent: float, seed: int, *, file: str | N
     for i, img in enumerate(images):
         if not isinstance(img, dict) or "id" not in img:
             raise DataError("each image needs an 'id'", file=file, key=f"images[{i}]")
+        if not isinstance(img["id"], (int, str)) or isinstance(img["id"], bool):
+            raise DataError(f"an image id is an integer (or a string), got "
+                            f"{type(img['id']).__name__}", file=file, key=f"images[{i}].id")
         ids.append(img["id"])
     chosen = labeled_positions(len(images), percent, seed)
     if not chosen:
@@ -95,6 +100,10 @@ def split_coco(data: dict[str, Any], percent: float, seed: int, *, file: str | N
         if not isinstance(ann, dict) or "image_id" not in ann:
             raise DataError("each annotation needs an 'image_id'", file=file,
                             key=f"annotations[{i}]")
+        if not isinstance(ann["image_id"], (int, str)) or isinstance(ann["image_id"], bool):
+            raise DataError(f"an image_id is an integer (or a string), got "
+                            f"{type(ann['image_id']).__name__}", file=file,
+                            key=f"annotations[{i}].image_id")
         if ann["image_id"] in labeled_ids:
             labeled_anns.append(ann)
     chosen_set = set(chosen)
@@ -113,7 +122,7 @@ def split_coco(data: dict[str, Any], percent: float, seed: int, *, file: str | N
 def read_json(path: Path) -> dict[str, Any]:
     """Parse an annotation file; every problem is a ``DataError`` naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_ANNOTATION_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise DataError("annotation file not found", file=str(path)) from None
     except IsADirectoryError:
@@ -125,10 +134,19 @@ def read_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno,
                         column=exc.colno) from None
+    except (ValueError, RecursionError) as exc:  # a 4301-digit number, 100000-deep nesting
+        raise DataError(f"not usable JSON: {_json_limit(exc)}", file=str(path)) from None
     if not isinstance(data, dict):
         raise DataError(f"a COCO annotation file holds a JSON object with an 'images' list; "
                         f"got a {type(data).__name__}", file=str(path))
     return data
+
+
+def _json_limit(exc: BaseException) -> str:
+    """Why ``json.loads`` gave up on a file that may well be valid JSON."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0]  # "Exceeds the limit (4300 digits) for integer ..."
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -154,6 +172,13 @@ def write_split(annotations: Path, percent: float, seed: int, out_dir: Path
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError("--out must be a folder, and this is a file", file=str(out_dir),
                         key="--out")
+    for path, folder in ((out_dir, True), (out_dir / LABELED_NAME, False),
+                         (out_dir / UNLABELED_NAME, False)):
+        try:  # a device, a FIFO or a dangling link: never written over
+            check_output_path(path, folder=folder)
+        except RefusedFile as exc:
+            raise DataError(f"refusing to write there: {exc}", file=str(path),
+                            key="--out") from None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -37,6 +37,7 @@ from engine.data.imagefolder import IMAGE_EXTENSIONS, list_image_files
 from engine.data.images import SWAPS_AXES, ImageInfo, orient_box, probe_image
 from engine.data.summary import DatasetSummary
 from engine.errors import DataError
+from engine.safefiles import MAX_TEXT_BYTES, read_regular, read_regular_text
 
 PASCAL_VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -64,11 +65,11 @@ def read_voc_xml(path: Path) -> VocFile:
     """Parse one VOC annotation file; any problem is a ``DataError`` naming the file (and
     the line, for malformed XML)."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_TEXT_BYTES)
     except FileNotFoundError:
         raise DataError("annotation file not found", file=str(path)) from None
     except OSError as exc:
-        raise DataError(f"cannot read the annotation file: {exc.strerror}",
+        raise DataError(f"cannot read the annotation file: {exc.strerror or exc}",
                         file=str(path)) from None
     try:
         root = SafeET.fromstring(data)
@@ -274,7 +275,7 @@ def voc_split_entries(src: Path, split: str) -> list[_Entry]:
 def _lines(path: Path) -> Iterable[tuple[int, str]]:
     """Non-blank lines of a text file with their 1-based numbers."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read the list file: {exc}", file=str(path)) from None
     for lineno, line in enumerate(text.splitlines(), start=1):

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from engine.config.loader import read_yaml_mapping
 from engine.data.cocobuild import CocoBuilder, read_name_list
 from engine.data.imagefolder import IMAGE_EXTENSIONS
 from engine.data.images import probe_image
 from engine.data.summary import DatasetSummary
-from engine.errors import DataError
+from engine.errors import ConfigError, DataError
+from engine.safefiles import read_regular_text
 
 YAML_NAMES = ("data.yaml", "dataset.yaml")
 SPLITS = ("train", "val", "test")
@@ -45,14 +46,14 @@ def label_path(image: Path) -> Path:
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
+    """A data.yaml is a config from others: read with the config loader's limits (a regular
+    file of at most 1 MiB, aliases counted before they are expanded: an alias bomb in
+    ``names:`` took 72 s and 3.8 GB)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read the dataset yaml: {exc}", file=str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DataError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-                        file=str(path), line=mark.line + 1 if mark else None) from None
+        data = read_yaml_mapping(path)
+    except ConfigError as exc:
+        raise DataError(exc.message, file=exc.file, line=exc.line, column=exc.column,
+                        hint=exc.hint) from None
     if not isinstance(data, dict):
         raise DataError("a dataset yaml holds a mapping with 'names' and the split folders "
                         "('train', 'val')", file=str(path))
@@ -64,29 +65,48 @@ def yaml_class_names(data: dict[str, Any], path: Path) -> list[str]:
     ``nc`` when both are given."""
     names = data.get("names")
     if isinstance(names, list) and names:
-        out = [str(n) for n in names]
+        out = [_class_name(n, f"names[{i}]", path) for i, n in enumerate(names)]
     elif isinstance(names, dict) and names:
-        try:
-            by_id = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            raise DataError("the keys of 'names' must be class ids 0, 1, 2, ...",
-                            file=str(path), key="names") from None
-        if sorted(by_id) != list(range(len(by_id))):
-            raise DataError(f"the class ids of 'names' must be 0..{len(by_id) - 1} without "
-                            f"gaps, got {sorted(by_id)[:12]}", file=str(path), key="names")
-        out = [by_id[i] for i in range(len(by_id))]
+        ids = list(names)
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in ids):
+            bad = next(k for k in ids if not isinstance(k, int) or isinstance(k, bool))
+            raise DataError(f"the keys of 'names' must be class ids 0, 1, 2, ..., got "
+                            f"{_shown(bad)}", file=str(path), key="names")
+        if sorted(ids) != list(range(len(ids))):
+            raise DataError(f"the class ids of 'names' must be 0..{len(ids) - 1} without "
+                            f"gaps, got {[_shown(k) for k in sorted(ids)[:12]]}",
+                            file=str(path), key="names")
+        out = [_class_name(names[i], f"names.{i}", path) for i in range(len(ids))]
     else:
         raise DataError("needs 'names': a list of class names, or a mapping "
                         "{0: name, 1: name, ...}", file=str(path), key="names")
     nc = data.get("nc")
     if nc is not None and nc != len(out):
-        raise DataError(f"nc is {nc} but 'names' lists {len(out)} classes", file=str(path),
-                        key="nc")
-    duplicates = sorted({n for n in out if out.count(n) > 1})
+        raise DataError(f"nc is {_shown(nc)} but 'names' lists {len(out)} classes",
+                        file=str(path), key="nc")
+    duplicates = sorted(n for n, count in Counter(out).items() if count > 1)  # linear
     if duplicates:
-        raise DataError(f"class names repeat: {', '.join(map(repr, duplicates))}",
-                        file=str(path), key="names")
+        shown = ", ".join(map(repr, duplicates[:12])) + (", ..." if len(duplicates) > 12
+                                                          else "")
+        raise DataError(f"class names repeat: {shown}", file=str(path), key="names")
     return out
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value quoted in a message, never huge (a 5000-digit int cannot even be str()ed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"a {value.bit_length()}-bit integer"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _class_name(value: Any, key: str, path: Path) -> str:
+    """A class name: a non-empty string (YAML's ``1`` or ``null`` is not a name)."""
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"a class name must be a non-empty string, got {_shown(value)}",
+                        file=str(path), key=key, hint="quote names that look like numbers: "
+                        "'1'")
+    return value
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -103,7 +123,7 @@ def _images_of(entry: Path, key: str, yaml_path: Path) -> list[Path]:
     if entry.is_file() and entry.suffix == ".txt":
         out = []
         try:
-            text = entry.read_text(encoding="utf-8")
+            text = read_regular_text(entry)
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read the image list: {exc}", file=str(entry)) from None
         for line in text.splitlines():
@@ -116,7 +136,19 @@ def _images_of(entry: Path, key: str, yaml_path: Path) -> list[Path]:
                     "image paths", file=str(yaml_path), key=key)
 
 
-def _yaml_split(yaml_path: Path, split: str) -> tuple[list[Path], list[str], str]:
+def _outside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (links resolved) lies outside ``folder``."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return True
+    return False
+
+
+def _yaml_split(yaml_path: Path, split: str) -> tuple[list[Path], list[str], str, list[str]]:
+    """The images and class names of ``split``, the source, and notes for the summary: a
+    ``path:`` or split entry that leads outside the data.yaml's folder is said (someone
+    else's data.yaml with ``train: /usr`` walks all of /usr)."""
     data = _load_yaml(yaml_path)
     names = yaml_class_names(data, yaml_path)
     if split not in data or data[split] in (None, ""):
@@ -125,22 +157,34 @@ def _yaml_split(yaml_path: Path, split: str) -> tuple[list[Path], list[str], str
                         key="--split", hint="splits here: " + (", ".join(have) or "none"))
     root = yaml_path.parent
     if data.get("path"):
-        given = Path(str(data["path"])).expanduser()
+        if not isinstance(data["path"], str):
+            raise DataError(f"'path' is the dataset's root folder (a string), got "
+                            f"{_shown(data['path'])}", file=str(yaml_path), key="path")
+        given = Path(data["path"]).expanduser()
         # relative to the yaml's folder where that exists, else to the working directory
         root = given if given.is_absolute() else (
             yaml_path.parent / given if (yaml_path.parent / given).is_dir() else given)
         if not root.is_dir():
             raise DataError(f"dataset root not found: {root}", file=str(yaml_path),
                             key="path")
+    notes = []
+    if data.get("path") and _outside(root, yaml_path.parent):
+        notes.append(f"path: {root} is outside the data.yaml's folder {yaml_path.parent}")
     entries = data[split] if isinstance(data[split], list) else [data[split]]
     images: list[Path] = []
     for item in entries:
-        p = Path(str(item)).expanduser()
+        if not isinstance(item, str):
+            raise DataError(f"a split entry is a folder or a .txt list (a string), got "
+                            f"{_shown(item)}", file=str(yaml_path), key=split)
+        p = Path(item).expanduser()
         p = p if p.is_absolute() else root / p
         if not p.exists():
             raise DataError(f"{split} images not found: {p}", file=str(yaml_path), key=split)
+        if _outside(p, yaml_path.parent):
+            notes.append(f"{split}: {p} is outside the data.yaml's folder "
+                         f"{yaml_path.parent}")
         images += _images_of(p, split, yaml_path)
-    return images, names, str(yaml_path)
+    return images, names, str(yaml_path), notes
 
 
 def _folder_split(src: Path, split: str) -> tuple[list[Path], list[str], str]:
@@ -203,7 +247,7 @@ def _is_float(text: str) -> bool:
 
 def _read_label_file(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return read_regular_text(path, encoding="utf-8-sig")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
@@ -226,16 +270,18 @@ def import_yolo(src: Path, split: str = "train") -> tuple[dict, DatasetSummary]:
     """``dettui data import yolo``: the images of one split and their boxes."""
     if not src.exists():
         raise DataError("not found", file=str(src))
-    yaml_path = src if src.is_file() else next(
-        (src / n for n in YAML_NAMES if (src / n).is_file()), None)
+    yaml_path = src if not src.is_dir() else next(  # a FIFO too: refused when read
+        (src / n for n in YAML_NAMES if (src / n).exists() and not (src / n).is_dir()), None)
+    notes: list[str] = []
     if yaml_path is not None:
-        images, names, source = _yaml_split(yaml_path, split)
+        images, names, source, notes = _yaml_split(yaml_path, split)
     else:
         images, names, source = _folder_split(src, split)
     if not images:
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the {split!r} "
                         "split", file=source)
     builder = CocoBuilder(names, DatasetSummary(title="import", kind="YOLO", source=source))
+    builder.summary.notes += notes
     for image in images:
         info = probe_image(image)
         labels = label_path(image)

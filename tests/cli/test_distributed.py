@@ -31,7 +31,7 @@ from tests.faults.procs import (
 )
 
 RUN_FILES = {"run.json", "config.yaml", "events.jsonl", "events.idx", "train.log",
-             "stderr.log", "checkpoints", "previews"}
+             "stderr.log", "checkpoints", "previews", "engine.lock"}
 
 
 def dettui(*args: str, env: dict | None = None, timeout: float = 240

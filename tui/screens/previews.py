@@ -26,6 +26,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual_image.widget import Image as AutoImage
 
+from engine.data.images import IMAGE_ERRORS
 from engine.previews import preview_epochs
 from engine.safefiles import read_regular
 from tui.safetext import safe_text
@@ -40,12 +41,19 @@ EPOCH_GROUP = Binding.Group("Epoch")
 
 
 def load_preview(path: Path) -> PILImage.Image:
-    """A preview file as a decoded RGB image; ``OSError``/``ValueError`` saying why not."""
+    """A preview file as a decoded RGB image; ``OSError``/``ValueError`` saying why not
+    (whatever Pillow raises on a hostile file, a decompression bomb included)."""
     data = read_regular(path, MAX_FILE_BYTES)
-    with PILImage.open(io.BytesIO(data)) as image:
-        if image.width * image.height > MAX_PIXELS:
-            raise ValueError(f"{image.width}x{image.height} pixels, more than a preview has")
-        return image.convert("RGB")
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ValueError(f"{image.width}x{image.height} pixels, more than a preview "
+                                 "has")
+            return image.convert("RGB")
+    except (OSError, ValueError):
+        raise
+    except IMAGE_ERRORS as exc:
+        raise ValueError(f"not a readable image: {exc}") from None
 
 
 class PreviewScreen(Screen[None]):
