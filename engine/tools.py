@@ -8,6 +8,7 @@ checkpoint (its EMA weights when it has them) or a plain state dict / safetensor
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
