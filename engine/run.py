@@ -67,9 +67,8 @@ def pick_checkpoint(ref: str, flags: Flags, trainer: Trainer) -> tuple[Path, dic
             if len(candidates) == 1:
                 raise
             errors.append(exc)
-            trainer.logger.warning(f"cannot resume from {path}: {exc.render()}; "
-                                   "trying the previous checkpoint")
-            trainer.recorder.emit("log", level="warning", message=exc.render())
+            trainer.recorder.note("warning", f"cannot resume from {path}: {exc.render()}; "
+                                             "trying the previous checkpoint")
     raise WeightsError("no readable checkpoint to resume from: "
                        + "; ".join(e.render() for e in errors))
 

@@ -138,8 +138,7 @@ class SemiTrainer(Trainer):
             notes.append(f"the teacher never starts: {self.ema_start_key} is {self.ema_start} "
                          f"but the run has {self.max_iters} iterations")
         for note in notes:
-            self.logger.warning(note)
-            self.recorder.emit("log", level="warning", message=note)
+            self.recorder.note("warning", note)
 
     # -------------------------------------------------------------------------- teacher
     def update_teacher(self) -> None:
@@ -155,8 +154,7 @@ class SemiTrainer(Trainer):
             self.teacher.update(self.model_without_ddp)
 
     def _log_event(self, message: str) -> None:
-        self.logger.info(message)
-        self.recorder.emit("log", level="info", message=message)
+        self.recorder.note("info", message)
 
     # ------------------------------------------------------------------------ evaluation
     def eval_models(self) -> list[tuple[nn.Module, str]]:
