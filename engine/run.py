@@ -17,6 +17,7 @@ from typing import Any
 import torch.distributed as dist
 
 from engine.config.schema import Config
+from engine.config.semi_weights import semi_weights_warning
 from engine.env import DistEnv, init_env, set_random_seed, teardown_env
 from engine.errors import RunError, UserError, WeightsError
 from engine.recorder import RunRecorder
@@ -121,6 +122,10 @@ def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str,
     # e.g. a supervisor restart or a requeued SLURM job that died before its first one.)
     resumed_from = resume(trainer, flags) if flags.resume is not None else None
     if resumed_from is None:
+        lone = semi_weights_warning(cfg)
+        if lone:
+            trainer.logger.warning(lone)
+            recorder.emit("log", level="warning", message=lone)
         if cfg.pretrain_teacher_weights and cfg.pretrain_student_weights:
             trainer.load_semi_weights(cfg.pretrain_teacher_weights,
                                       cfg.pretrain_student_weights)

@@ -292,6 +292,11 @@ class DenseTeacherTrainConfig:
                        "scores)", 0.01)
     gamma: float = doc("exponent of the quality-focal weights (PaddleDetection reads it but "
                        "uses 2)", 2.0)
+    quality: Literal["centerness", "iou"] = doc(
+        "what the student's FCOS quality branch learns on labeled images: centerness "
+        "(torchvision's FCOS) or iou, the IoU of each positive point's box "
+        "(PaddleDetection's FCOSLoss quality: iou, the DenseTeacher paper's configuration)",
+        "centerness")
 
 
 @dataclass
@@ -321,9 +326,14 @@ class DetrSsodTrainConfig:
     ema_decay: float = doc(
         "EMA decay of the teacher (PaddleDetection hard-codes 0.9996 and ignores the "
         "top-level ema_decay, which stays the use_ema decay here)", 0.9996)
+    score_fn: Literal["softmax", "sigmoid"] = doc(
+        "how the teacher scores a query for pseudo-labelling: softmax over the classes "
+        "(PaddleDetection's DETRBBoxSemiPostProcess, for which its 0.7 threshold is set) or "
+        "sigmoid (the score RT-DETR is trained and evaluated with, IoU-aware and lower)",
+        "softmax")
     pseudo_label_initial_score_thr: float = doc(
         "a teacher query becomes a pseudo-box when its best class scores at least this "
-        "(sigmoid score; no NMS: DETR's queries are one-to-one)", 0.7)
+        "(by score_fn; no NMS: DETR's queries are one-to-one)", 0.7)
     min_pseduo_box_size: float = doc(
         "pseudo-boxes must be wider and taller than this many pixels (PaddleDetection's "
         "spelling of the key)", 0.0)

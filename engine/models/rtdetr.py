@@ -240,13 +240,23 @@ class RTDETR(nn.Module):
         return results
 
     @torch.no_grad()
-    def detect_per_query(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def detect_per_query(self, images: list[Tensor], score_fn: str = "sigmoid"
+                         ) -> list[dict[str, Tensor]]:
         """One detection per query (its best class), highest score first: what a DETR
         teacher's pseudo-labels are drawn from (one-to-one, so no NMS is needed). Runs in
-        whatever mode the module is in; call it on a teacher in eval mode."""
+        whatever mode the module is in; call it on a teacher in eval mode.
+
+        ``score_fn``: ``sigmoid`` of the class logits (what RT-DETR is trained with and
+        evaluates by), or ``softmax`` over the classes (PaddleDetection's
+        ``DETRBBoxSemiPostProcess``), which rates a query by how much its best class beats
+        the others rather than by how sure it is of an object."""
+        if score_fn not in ("sigmoid", "softmax"):
+            raise ValueError(f"score_fn must be sigmoid or softmax, got {score_fn!r}")
         pixel_values, geometries = self.prepare(images)
         outputs = self.model(pixel_values)
-        scores, labels = outputs.intermediate_logits[:, -1].sigmoid().max(-1)
+        logits = outputs.intermediate_logits[:, -1]
+        probs = logits.softmax(-1) if score_fn == "softmax" else logits.sigmoid()
+        scores, labels = probs.max(-1)
         boxes = outputs.intermediate_reference_points[:, -1]
         results = []
         for b, geometry in enumerate(geometries):

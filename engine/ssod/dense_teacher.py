@@ -22,9 +22,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.models.detection import FCOS
+from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.ops import generalized_box_iou_loss
 
-from engine.ssod.fcos_dense import DenseOutputs
+from engine.ssod.arsl import fcos_matched_idxs, ltrb_iou
+from engine.ssod.fcos_dense import DenseOutputs, DenseStudent
 
 
 def qfl_v2(student_logits: Tensor, teacher_probs: Tensor, foreground: Tensor,
@@ -99,7 +102,11 @@ def dense_teacher_losses(student: DenseOutputs, teacher: DenseOutputs, ratio: fl
 def unsup_weight_at(iteration: int, start: int, weight: float, suppress: str) -> float:
     """The weight of the unsupervised loss at ``iteration`` (semi phase starts at
     ``start``), with PaddleDetection's ``suppress`` ramps: ``linear`` rises 0 -> 1 over
-    ``start`` iterations, ``exp`` over 2000, ``step`` is 0.25 until ``2 * start``."""
+    ``start`` iterations, ``exp`` over 2000, ``step`` is 0.25 until ``2 * start``. Like
+    PaddleDetection (``curr_iter > semi_start_iters``) the first weighted iteration is the
+    one after ``start``: 0 up to and including it."""
+    if iteration <= start:
+        return 0.0
     if suppress == "linear":
         if start > 0 and iteration <= 2 * start:
             return weight * (iteration - start) / start
@@ -112,3 +119,60 @@ def unsup_weight_at(iteration: int, start: int, weight: float, suppress: str) ->
     elif suppress != "none":
         raise ValueError(f"unknown suppress {suppress!r}")
     return weight
+
+
+# ------------------------------------------------------------------------- the student
+def iou_quality_loss(box_coder: BoxLinearCoder, targets: list[dict[str, Tensor]],
+                     head_outputs: dict[str, Tensor], anchors: list[Tensor],
+                     matched_idxs: list[Tensor]) -> Tensor:
+    """PaddleDetection's ``FCOSLoss(quality='iou')`` quality term: at every positive point,
+    BCE of the quality logit against the IoU of the point's predicted box with its assigned
+    box (ltrb distances in units of the point's level size, IoU smoothed as in
+    ``ltrb_iou``; the target carries no gradient), summed and divided by the positives
+    (at least 1), as torchvision's centerness term."""
+    regression = head_outputs["bbox_regression"]      # [B, P, 4]
+    quality = head_outputs["bbox_ctrness"]            # [B, P, 1]
+    preds, assigned, logits = [], [], []
+    for b, (target, idx, points) in enumerate(zip(targets, matched_idxs, anchors,
+                                                  strict=True)):
+        fg = idx >= 0
+        if target["labels"].numel() == 0 or not bool(fg.any()):
+            continue
+        preds.append(regression[b][fg])
+        assigned.append(box_coder.encode(points[fg], target["boxes"][idx[fg]]))
+        logits.append(quality[b, fg, 0])
+    if not preds:
+        return quality.sum() * 0.0
+    pred = torch.cat(preds).float()
+    with torch.no_grad():
+        iou = ltrb_iou(pred, torch.cat(assigned).float())
+    return F.binary_cross_entropy_with_logits(torch.cat(logits).float(), iou,
+                                              reduction="sum") / max(1, len(iou))
+
+
+class DenseTeacherStudent(DenseStudent):
+    """The DenseTeacher student: FCOS's supervised loss with its quality branch trained as
+    ``quality`` says (``DenseTeacher.train_cfg.quality``): ``centerness``, torchvision's
+    FCOS as it is (term ``bbox_ctrness``), or ``iou``, PaddleDetection's
+    ``FCOSLoss(quality='iou')`` of its DenseTeacher config (the paper's): the branch learns
+    the IoU of each positive point's box (``iou_quality_loss``, term ``bbox_iou``). The
+    classification and GIoU terms are torchvision's in both (its GIoU term is already the
+    unweighted one of PaddleDetection's ``iou`` quality). Either way the network stays a
+    plain torchvision FCOS, scoring boxes by ``sqrt(cls * quality)`` at inference."""
+
+    def __init__(self, fcos: FCOS, quality: str = "centerness"):
+        super().__init__(fcos)
+        if quality not in ("centerness", "iou"):
+            raise ValueError(f"quality must be centerness or iou, got {quality!r}")
+        self.quality = quality
+
+    def sup_loss(self, targets: list[dict], head_outputs: dict[str, Tensor],
+                 anchors: list[Tensor], num_anchors_per_level: list[int]) -> dict[str, Tensor]:
+        if self.quality == "centerness":
+            return super().sup_loss(targets, head_outputs, anchors, num_anchors_per_level)
+        matched = fcos_matched_idxs(self.fcos, targets, anchors, num_anchors_per_level)
+        losses = self.fcos.head.compute_loss(targets, head_outputs, anchors, matched)
+        return {"classification": losses["classification"],
+                "bbox_regression": losses["bbox_regression"],
+                "bbox_iou": iou_quality_loss(self.fcos.head.box_coder, targets,
+                                             head_outputs, anchors, matched)}

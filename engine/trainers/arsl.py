@@ -65,21 +65,6 @@ class ARSLTrainer(SemiTrainer):
                            neg_weight=milc.neg_weight, gamma=milc.gamma,
                            iou_weight=milc.iou_weight)
 
-    # ------------------------------------------------------------------------- teacher
-    def follow_student(self, iteration: int) -> None:
-        """Before step ``iteration``'s forward: at the burn-up step the teacher becomes a
-        copy of the student (also replacing teacher weights loaded at start-up, as
-        PaddleDetection does when the burn-up step is not 0); after it, an EMA step."""
-        if iteration < self.semi_start:
-            return
-        started = self.teacher.started_at
-        if started is None or started < self.semi_start:
-            self.teacher.copy_from(self.model_without_ddp, iteration)
-            self._log_event(f"teacher started: a copy of the student at iteration "
-                            f"{iteration + 1}; pseudo-label training begins")
-        else:
-            self.teacher.update(self.model_without_ddp)
-
     # ---------------------------------------------------------------------------- step
     def forward_losses(self, batch: SemiBatch) -> dict[str, Tensor]:
         it = self.iter

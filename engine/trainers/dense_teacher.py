@@ -1,12 +1,15 @@
 """``ssod_method: DenseTeacher`` (notes §4.3): FCOS, dense distillation from a teacher.
 
 Each step: the student's supervised FCOS losses on the labeled weak + strong views (one
-double batch, ``concat_sup_data``), and from ``semi_start_iters`` on, the distillation
+double batch, ``concat_sup_data``), and after ``semi_start_iters``, the distillation
 losses of its outputs on the unlabeled strong views against the teacher's outputs on the
 weak views, weighted and ramped up (``DenseTeacher.train_cfg``). Labeled and unlabeled
 images go through one forward of the (DDP-wrapped) student and one backward. After the
 optimizer step the teacher is copied from the student at ``ema_start_iters`` and follows it
-by EMA (``ema_decay``) on every later step.
+by EMA (``ema_decay``) on every later step (``SemiTrainer.follow_student``). As in
+PaddleDetection the distillation does not wait for that copy: with ``semi_start_iters``
+below ``ema_start_iters`` the student distils from the initial teacher (a copy of its own
+initial weights, or ``pretrain_teacher_weights``) until then (docs/semi-schedule.md).
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ from torchvision.models.detection import FCOS
 
 from engine.data.semi import SemiBatch
 from engine.errors import ConfigError
-from engine.ssod.dense_teacher import dense_teacher_losses, unsup_weight_at
-from engine.ssod.fcos_dense import DenseStudent, dense_outputs
+from engine.ssod.dense_teacher import (
+    DenseTeacherStudent,
+    dense_teacher_losses,
+    unsup_weight_at,
+)
+from engine.ssod.fcos_dense import dense_outputs
 from engine.trainers.semi import SemiTrainer
 
 DISTILL_TERMS = ("distill_loss_cls", "distill_loss_box", "distill_loss_quality")
@@ -36,7 +43,7 @@ class DenseTeacherTrainer(SemiTrainer):
                               "forward with the unlabeled ones",
                               key="DenseTeacher.train_cfg.concat_sup_data",
                               hint="set it to true (the default)")
-        return DenseStudent(self.model_without_ddp)
+        return DenseTeacherStudent(self.model_without_ddp, self.cfg.DenseTeacher.train_cfg.quality)
 
     def eval_models(self) -> list[tuple[nn.Module, str]]:
         models = super().eval_models()
@@ -49,9 +56,9 @@ class DenseTeacherTrainer(SemiTrainer):
         it = self.iter
         sup_images, sup_targets = self.to_device(*batch.sup_weak)
         strong_images, strong_targets = self.to_device(*batch.sup_strong)
-        weight = 0.0
-        if self.phase(it) == "semi" and self.teacher.started:
-            weight = unsup_weight_at(it, self.semi_start, tc.unsup_weight, tc.suppress)
+        # From the iteration after semi_start on, distil from the teacher as it stands: before
+        # ema_start that is the initial teacher (PaddleDetection's, docs/semi-schedule.md).
+        weight = unsup_weight_at(it, self.semi_start, tc.unsup_weight, tc.suppress)
         semi = weight > 0
         unsup_strong = self.to_device(*batch.unsup_strong)[0] if semi else None
         with torch.autocast(self.device.type, enabled=self.use_amp):
@@ -85,4 +92,4 @@ class DenseTeacherTrainer(SemiTrainer):
     def run_step(self, batch: SemiBatch) -> None:
         super().run_step(batch)
         if self.last_step.applied:
-            self.update_teacher()
+            self.follow_student(self.iter)

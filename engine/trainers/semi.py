@@ -3,8 +3,8 @@
 - data: one labeled and one unlabeled batch per step, each with a weak and a strong view
   sharing their geometry (``engine.data.semi``); an epoch is ``epoch_iter`` steps, or one
   pass over the labeled batches;
-- a ``Teacher``: a frozen copy of the student, started (hard copy) and updated (EMA) when
-  the method says so, saved in the checkpoint;
+- a ``Teacher``: a frozen copy of the student, started (hard copy) and updated (EMA) on
+  one schedule (``follow_student``, docs/semi-schedule.md), saved in the checkpoint;
 - phases: ``burn_in`` (supervised only) until ``semi_start_iters``, then ``semi``; a run
   whose semi phase would never start is warned about before training;
 - weights: ``pretrain_weights`` go to the student and the teacher; ``pretrain_teacher_weights``
@@ -12,8 +12,8 @@
 - evaluation: the teacher (once started) and the student, the teacher deciding ``best.pt``.
 
 A method subclasses it and writes the step: ``train_module`` (what one DDP forward
-computes) and ``forward_losses`` (sup + unsup terms, ``step_stats``), plus when its teacher
-follows the student (``after_optimizer_step`` by default, or before the forward).
+computes) and ``forward_losses`` (sup + unsup terms, ``step_stats``), and calls
+``follow_student`` where its method does (after the optimizer step, or before the forward).
 """
 
 from __future__ import annotations
@@ -141,15 +141,21 @@ class SemiTrainer(Trainer):
             self.recorder.note("warning", note)
 
     # -------------------------------------------------------------------------- teacher
-    def update_teacher(self) -> None:
-        """The default teacher schedule (DenseTeacher's, notes §4.3 step 6), called after
-        the optimizer step of step ``self.iter``: a hard copy at ``ema_start_iters``, an EMA
-        update every step after it."""
-        it = self.iter
-        if not self.teacher.started:
-            if it >= self.ema_start:
-                self.teacher.copy_from(self.model_without_ddp, it)
-                self._log_event(f"teacher started: a copy of the student at iteration {it + 1}")
+    def follow_student(self, iteration: int) -> None:
+        """The teacher schedule every method shares (docs/semi-schedule.md): nothing before
+        ``ema_start``; at the first call from ``ema_start`` on, a hard copy of the student,
+        which replaces the initial teacher (the student's copy, or weights loaded with
+        ``pretrain_teacher_weights``; a loaded teacher is kept only when ``ema_start`` is
+        0); an EMA update at every later call. Each method calls it at its own point of
+        step ``iteration``, PaddleDetection's: DenseTeacher after the optimizer step, ARSL
+        and Semi-RT-DETR before the forward."""
+        if iteration < self.ema_start:
+            return
+        started = self.teacher.started_at
+        if started is None or started < self.ema_start:
+            self.teacher.copy_from(self.model_without_ddp, iteration)
+            self._log_event(f"teacher started: a copy of the student at iteration "
+                            f"{iteration + 1}")
         else:
             self.teacher.update(self.model_without_ddp)
 
@@ -172,7 +178,9 @@ class SemiTrainer(Trainer):
 
     def load_semi_weights(self, teacher: str, student: str) -> None:
         """The seed's ``load_semi_weights``: each file into its model, each reported. A
-        teacher given this way is trusted from the start (no hard copy at ema_start)."""
+        teacher given this way is a teacher from the start (evaluated, labelling the
+        unlabeled images once the semi phase starts); ``follow_student`` replaces it by the
+        student's copy at ``ema_start`` unless that is 0."""
         self._load_into(self.model_without_ddp, student, "student weights")
         report = self._load_into(self.teacher.module, teacher, "teacher weights")
         # The student may start from a backbone; a teacher labels data from its first step,

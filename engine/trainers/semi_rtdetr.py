@@ -3,17 +3,18 @@ pseudo-labels (PaddleDetection's ``Trainer_Semi_RTDETR`` + ``DETR_SSOD``).
 
 Each step ``it`` (0-based; PaddleDetection's ``iter_id`` is ``it + 1``):
 
-1. **the teacher first**, before the forward: from ``ema_start_iters`` on it becomes a copy
-   of the student (once; also replacing teacher weights loaded at start-up, as
-   PaddleDetection's ``momentum=0`` update does), then follows it by EMA
+1. **the teacher first**, before the forward (``SemiTrainer.follow_student``): from
+   ``ema_start_iters`` on it becomes a copy of the student (once; also replacing teacher
+   weights loaded at start-up unless ``ema_start_iters`` is 0, as PaddleDetection's
+   ``momentum=0`` update at ``iter_id == ema_start_iters`` does), then follows it by EMA
    (``DETR_SSOD.train_cfg.ema_decay``, 0.9996) at every later step;
 2. the student's supervised RT-DETR losses on the labeled weak + strong views (one double
    batch);
 3. from ``ema_start_iters`` on (the semi phase), the teacher in eval mode labels the
    unlabeled weak views: one detection per query (DETR is one-to-one, so no NMS), kept when
-   its best class scores at least ``pseudo_label_initial_score_thr`` and its box is larger
-   than ``min_pseduo_box_size``; the student learns on the strong views of the images that
-   kept a box, with the teacher's score scaling each box's varifocal target
+   its best class scores (``score_fn``) at least ``pseudo_label_initial_score_thr`` and its
+   box is larger than ``min_pseduo_box_size``; the student learns on the strong views of
+   the images that kept a box, with the teacher's score scaling each box's varifocal target
    (``ScoredRTDetrLoss``); if no image kept one, the pseudo terms are the model's
    ``zero_loss`` so every parameter still gets a (zero) gradient and DDP's all-reduce
    matches across ranks;
@@ -23,14 +24,16 @@ Differences from PaddleDetection, each deliberate (notes §6.6): the teacher sta
 optimizer, the scheduler and both data positions are in one checkpoint, which ``resume``
 restores (its bugs 1-3); the pseudo-label VFL target is ``score x IoU`` without a crash
 (bug 6, fixed in ``ScoredRTDetrLoss``); evaluation never assumes a DataParallel wrapper
-(bug 5). Teacher scores are the sigmoid of the class logit RT-DETR is trained with, where
-PaddleDetection's ``DETRBBoxSemiPostProcess`` takes a softmax over sigmoid-trained logits;
-``sup_weight`` and ``unsup_weight`` are applied (PaddleDetection reads but ignores them).
-One consequence to know: a sigmoid score of a VFL-trained model already estimates the IoU
-(0.5-0.6 for good boxes of the tiny shapes model), so ``score x IoU`` asks the student for
-about IoU squared on pseudo-boxes, where PaddleDetection's softmax score (near 1 for a
-confident query) leaves about IoU; a softmax over 4 shapes classes, however, rates
-background queries highly, which is why it is not used here.
+(bug 5). ``sup_weight`` and ``unsup_weight`` are applied (PaddleDetection reads but
+ignores them). Teacher scores (``DETR_SSOD.train_cfg.score_fn``): ``softmax`` over the
+class logits, PaddleDetection's ``DETRBBoxSemiPostProcess`` and the default (its COCO
+threshold 0.7 is calibrated for it), or ``sigmoid`` of the logit RT-DETR is trained and
+evaluated with. They differ in what the VFL target ``score x IoU`` asks: a sigmoid score
+of a VFL-trained model already estimates the IoU (0.5-0.6 for good boxes of the tiny
+shapes model), so with it the student is asked for about IoU squared on pseudo-boxes,
+where a softmax score (near 1 for a confident query) leaves about IoU; but a softmax over
+few classes (4 shapes) rates background queries highly too, as it only compares the
+classes, which is why the shapes config uses ``sigmoid`` (and its 0.5 threshold).
 The teacher's hard copy happens at the first semi step rather than one step before it, so
 the teacher of the first semi step is the student of that moment, not its EMA one step old.
 """
@@ -133,25 +136,12 @@ class SemiRTDETRTrainer(SemiTrainer):
         return models
 
     # ------------------------------------------------------------------------- teacher
-    def follow_student(self, iteration: int) -> None:
-        """Before step ``iteration``'s forward (PaddleDetection updates the EMA first): from
-        ``ema_start_iters`` on, a hard copy once, then an EMA step every step."""
-        if iteration < self.ema_start:
-            return
-        started = self.teacher.started_at
-        if started is None or started < self.ema_start:
-            self.teacher.copy_from(self.model_without_ddp, iteration)
-            self._log_event(f"teacher started: a copy of the student at iteration "
-                            f"{iteration + 1}; pseudo-label training begins")
-        else:
-            self.teacher.update(self.model_without_ddp)
-
     @torch.no_grad()
     def pseudo_labels(self, weak_images: list[Tensor]) -> list[dict[str, Tensor]]:
         """The teacher's pseudo-labels of the unlabeled weak views (``select_pseudo_labels``)."""
         tc = self.cfg.DETR_SSOD.train_cfg
         with torch.autocast(self.device.type, enabled=self.use_amp):
-            detections = self.teacher.module.detect_per_query(weak_images)
+            detections = self.teacher.module.detect_per_query(weak_images, tc.score_fn)
         detections = [{k: v.float() if v.is_floating_point() else v for k, v in d.items()}
                       for d in detections]
         return select_pseudo_labels(detections, tc.pseudo_label_initial_score_thr,

@@ -70,6 +70,29 @@ def test_denseteacher_best_pt_works_in_dettui_eval(tmp_path: Path) -> None:
     assert "Average Precision" in proc.stdout
 
 
+def test_denseteacher_teacher_copies_at_ema_start_then_follows_after_each_update(
+        tmp_path: Path) -> None:
+    # One iteration per epoch, every epoch's weights kept: S_k = the student after k
+    # updates. ema_start 1: after the 2nd update the teacher becomes S_2, then after each
+    # update T <- 0.75 T + 0.25 S (an asymmetric decay: with 0.5 an average taken the wrong
+    # way round gives the same numbers).
+    code, run = train_in_process(
+        tmp_path / "runs", DENSE, [*semi_overrides(tmp_path / "data", epochs=4, epoch_iter=1,
+                                                   ema_start=1),
+                                   "ema_decay=0.75", "save_epoch_checkpoints=true"],
+        no_eval=True)
+    assert code == 0
+    ckpt = run / "checkpoints"
+    s2, s3 = (load_checkpoint(ckpt / f"epoch_000{k}.pt")["model"] for k in (2, 3))
+    final = load_checkpoint(ckpt / "epoch_0004.pt")
+    teacher, s4 = final["teacher"]["model"], final["model"]
+    floats = [n for n, t in s2.items() if t.dtype.is_floating_point]
+    for name in floats:
+        expected = 0.75 * (0.75 * s2[name] + 0.25 * s3[name]) + 0.25 * s4[name]
+        assert torch.allclose(teacher[name], expected, atol=1e-6), name
+    assert final["teacher"]["started_at"] == 1 and final["teacher"]["updates"] == 2
+
+
 def test_a_semi_phase_that_never_starts_is_warned_about(tmp_path: Path) -> None:
     code, run = train(tmp_path, DENSE, epochs=1, epoch_iter=2, semi_start=50)
     assert code == 0

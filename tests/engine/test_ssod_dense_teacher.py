@@ -6,9 +6,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torchvision.models.detection._utils import BoxLinearCoder
 
 from engine.ssod.dense_teacher import (
     dense_teacher_losses,
+    iou_quality_loss,
     ltrb_to_boxes,
     qfl_v2,
     select_foreground,
@@ -54,6 +57,27 @@ def test_select_foreground_takes_the_top_ratio_of_all_points() -> None:
     assert select_foreground(probs, ratio=0.01).count == 1  # at least one point
 
 
+def test_foreground_is_ranked_by_the_teachers_scores_not_the_students() -> None:
+    # One class, four points: the teacher is surest of point 0, the student of point 3.
+    t_cls = torch.tensor([[4.0], [0.0], [-2.0], [-4.0]])
+    s_cls = torch.tensor([[-4.0], [-2.0], [0.0], [4.0]])
+    t_box = torch.ones(4, 4)
+    s_box = torch.tensor([[1.0, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2], [3, 3, 3, 3]])
+    q = torch.zeros(4)
+    losses, sel = dense_teacher_losses(outputs(s_cls, s_box, q), outputs(t_cls, t_box, q), 0.25)
+    assert sel.foreground.tolist() == [True, False, False, False]
+    p_t = torch.sigmoid(torch.tensor(4.0)).item()
+    assert sel.count == 1 and sel.fg_score_sum == pytest.approx(p_t)
+    # Point 0's student box is the teacher's: no box loss (point 3's would cost).
+    assert losses["distill_loss_box"].item() == pytest.approx(0.0, abs=1e-6)
+    # cls: the soft target on point 0, background suppression on the others, / p_t.
+    p_s = s_cls.sigmoid().flatten()
+    fg = F.binary_cross_entropy(p_s[0], torch.tensor(p_t)) * (p_t - p_s[0]) ** 2
+    bg = sum(F.binary_cross_entropy(p_s[i], torch.tensor(0.0)) * p_s[i] ** 2 for i in (1, 2, 3))
+    assert losses["distill_loss_cls"].item() == pytest.approx(((fg + bg) / p_t).item(),
+                                                              rel=1e-5)
+
+
 def test_ltrb_boxes_are_boxes_around_the_point() -> None:
     assert ltrb_to_boxes(torch.tensor([[1.0, 2.0, 3.0, 4.0]])).tolist() == [[-1, -2, 3, 4]]
 
@@ -93,5 +117,34 @@ def test_unsup_weight_ramps() -> None:
     assert unsup_weight_at(250, 100, 2.0, "linear") == 2.0
     assert unsup_weight_at(5, 0, 1.0, "linear") == 1.0       # no burn-in, no ramp
     assert unsup_weight_at(150, 100, 1.0, "step") == 0.25
-    assert unsup_weight_at(100, 100, 1.0, "exp") == pytest.approx(math.exp(-2))
+    assert unsup_weight_at(101, 100, 1.0, "exp") == pytest.approx(math.exp(-1.999))
+    # PaddleDetection's ``curr_iter > semi_start_iters``: nothing at the start itself.
+    for suppress in ("linear", "exp", "step", "none"):
+        assert unsup_weight_at(100, 100, 1.0, suppress) == 0.0
+        assert unsup_weight_at(0, 0, 1.0, suppress) == 0.0
     assert unsup_weight_at(150, 100, 1.0, "none") == 1.0
+
+
+def test_iou_quality_learns_the_iou_of_each_positive_points_box() -> None:
+    # One image, three points of size 8 centred at (4, 4); points 0 and 2 are assigned the
+    # box (-4, -4, 12, 12), i.e. ltrb (1, 1, 1, 1) in units of 8; point 1 is background.
+    coder = BoxLinearCoder(normalize_by_size=True)
+    anchors = [torch.tensor([[0.0, 0, 8, 8]] * 3)]
+    targets = [{"boxes": torch.tensor([[-4.0, -4, 12, 12]]), "labels": torch.tensor([1])}]
+    matched = [torch.tensor([0, -1, 0])]
+    regression = torch.tensor([[[1.0, 1, 1, 1], [5.0, 5, 5, 5], [2.0, 2, 2, 2]]])
+    logits = torch.tensor([[[0.5], [3.0], [-1.0]]], requires_grad=True)
+    loss = iou_quality_loss(coder, targets, {"bbox_regression": regression,
+                                             "bbox_ctrness": logits}, anchors, matched)
+    # IoU (inter + 1) / (union + 1): point 0 (4 + 1) / (4 + 1) = 1; point 2 inter 4,
+    # union 16 -> 5 / 17. BCE against them, summed over the 2 positives, / 2.
+    iou = torch.tensor([1.0, 5 / 17])
+    expected = F.binary_cross_entropy_with_logits(torch.tensor([0.5, -1.0]), iou,
+                                                  reduction="sum") / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert logits.grad[0, 1, 0] == 0  # the background point learns nothing here
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    assert iou_quality_loss(coder, empty, {"bbox_regression": regression,
+                                           "bbox_ctrness": logits},
+                            anchors, [torch.full((3,), -1)]).item() == 0.0

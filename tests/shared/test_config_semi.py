@@ -130,7 +130,8 @@ def test_semi_rtdetr_section_keeps_paddle_names_and_checks_values() -> None:
     assert (tc.pseudo_label_initial_score_thr, tc.ema_decay, tc.min_pseduo_box_size) == (
         0.7, 0.9996, 0.0)
     assert cfg.DETR_SSOD.test_cfg.inference_on == "teacher"
-    assert "sigmoid" in field_docs()["DETR_SSOD.train_cfg.pseudo_label_initial_score_thr"]
+    assert "score_fn" in field_docs()["DETR_SSOD.train_cfg.pseudo_label_initial_score_thr"]
+    assert tc.score_fn == "softmax"  # PaddleDetection's DETRBBoxSemiPostProcess
     for key, value, message in [("pseudo_label_initial_score_thr", 1.5, "between 0 and 1"),
                                 ("ema_decay", 1.0, "must be in [0, 1)"),
                                 ("min_pseduo_box_size", -1, "must be >= 0"),
@@ -143,3 +144,22 @@ def test_semi_rtdetr_section_keeps_paddle_names_and_checks_values() -> None:
     assert coco.ssod_method == "Semi_RTDETR" and coco.architecture == "RTDETR"
     assert coco.ema_start_iters == 10000 and not coco.use_ema
     assert coco.DETR_SSOD.train_cfg.pseudo_label_initial_score_thr == 0.7
+    assert coco.DETR_SSOD.train_cfg.score_fn == "softmax"
+    _, shapes = load_and_validate(
+        REPO / "configs" / "semi_det" / "semi_rtdetr" / "semi_rtdetr_tiny_shapes.yml")
+    assert shapes.DETR_SSOD.train_cfg.score_fn == "sigmoid"  # its published numbers'
+    with pytest.raises(ConfigError) as info:
+        validate({"num_classes": 1, "DETR_SSOD": {"train_cfg": {"score_fn": "relu"}}})
+    assert info.value.key == "DETR_SSOD.train_cfg.score_fn"
+
+
+def test_denseteacher_quality_branch_key() -> None:
+    assert validate({"num_classes": 1}).DenseTeacher.train_cfg.quality == "centerness"
+    dt = REPO / "configs" / "semi_det" / "denseteacher"
+    _, coco = load_and_validate(dt / "denseteacher_fcos_r50_fpn_coco_semi010.yml")
+    assert coco.DenseTeacher.train_cfg.quality == "iou"  # PaddleDetection's, the paper's
+    _, shapes = load_and_validate(dt / "denseteacher_fcos_tiny_shapes.yml")
+    assert shapes.DenseTeacher.train_cfg.quality == "centerness"  # its published numbers'
+    with pytest.raises(ConfigError) as info:
+        validate({"num_classes": 1, "DenseTeacher": {"train_cfg": {"quality": "giou"}}})
+    assert info.value.key == "DenseTeacher.train_cfg.quality"
