@@ -19,6 +19,7 @@ import random
 import shutil
 import zipfile
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -159,6 +160,7 @@ def hardlink_replace(src: Path, dst: Path) -> None:
         raise
 
 
+@dataclass(eq=False)
 class Checkpointer:
     """Writes one run's checkpoints into ``folder`` and reports each with a ``checkpoint``
     event (detectron2's ``Checkpointer``, which ``PeriodicCheckpointer`` is given):
@@ -173,18 +175,19 @@ class Checkpointer:
     method returns None. A new checkpointer removes the temp files a kill left behind.
     """
 
-    def __init__(self, folder: Path | None, recorder: RunRecorder,
-                 training_state: Callable[[], dict[str, Any]], *, trainer: str,
-                 class_names: list[str], config: dict[str, Any]):
-        self.folder = folder
-        self.recorder = recorder
-        self.training_state = training_state
-        self.trainer = trainer
-        self.class_names = class_names
-        self.config = config
-        if folder is not None:
-            for tmp in remove_stale_temp_files(folder):
-                recorder.logger.info(f"removed {tmp}: a checkpoint write cut short by a kill")
+    folder: Path | None
+    recorder: RunRecorder
+    training_state: Callable[[], dict[str, Any]]
+    _: KW_ONLY
+    trainer: str
+    class_names: list[str]
+    config: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.folder is not None:
+            for tmp in remove_stale_temp_files(self.folder):
+                self.recorder.logger.info(f"removed {tmp}: a checkpoint write cut short by "
+                                          "a kill")
 
     @property
     def best_path(self) -> Path | None:

@@ -17,8 +17,9 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -223,6 +224,7 @@ class SystemMonitor(HookBase):
             self._thread.join(timeout=5)
 
 
+@dataclass(eq=False)
 class EvalHook(HookBase):
     """Every ``period`` epochs and after the last of ``epochs``: ``evaluate(observer)``
     (the trainer's ``run_evaluation``: COCO evaluation of each model, one ``eval`` event
@@ -234,19 +236,16 @@ class EvalHook(HookBase):
     ``PreviewHook``) sees the first model's outputs.
     """
 
-    def __init__(self, period: int, epochs: int,
-                 evaluate: Callable[[EvalObserver | None], Evaluation],
-                 recorder: RunRecorder, best_checkpoint: Path | None):
-        self.period = period
-        self.epochs = epochs
-        self.evaluate = evaluate
-        self.recorder = recorder
-        self.best_checkpoint = best_checkpoint
-        self.enabled = True
-        self.observer: EvalObserver | None = None
-        self.best: dict[str, Any] | None = None
-        self.best_model: nn.Module | None = None
-        self.improved = False
+    period: int
+    epochs: int
+    evaluate: Callable[[EvalObserver | None], Evaluation]
+    recorder: RunRecorder
+    best_checkpoint: Path | None
+    enabled: bool = True
+    observer: EvalObserver | None = field(default=None, init=False)
+    best: dict[str, Any] | None = field(default=None, init=False)
+    best_model: nn.Module | None = field(default=None, init=False)
+    improved: bool = field(default=False, init=False)
 
     def after_epoch(self) -> None:
         self.improved = False
@@ -275,20 +274,20 @@ class EvalHook(HookBase):
         self.recorder.logger.info(f"best AP so far: {self.best['value']:.3f} ({where})")
 
 
+@dataclass(eq=False)
 class CheckpointHook(HookBase):
     """Writes with ``checkpointer``: ``last.pt`` after every epoch and every ``interval``
     steps (0: never within an epoch); ``best.pt`` when ``best`` (the eval hook) says the AP
     improved; ``epoch_NNNN.pt`` every ``epoch_period`` epochs and after the last of
     ``epochs`` if ``keep_epochs``."""
 
-    def __init__(self, checkpointer: Checkpointer, *, interval: int, epoch_period: int,
-                 epochs: int, keep_epochs: bool, best: EvalHook | None):
-        self.checkpointer = checkpointer
-        self.interval = interval
-        self.epoch_period = epoch_period
-        self.epochs = epochs
-        self.keep_epochs = keep_epochs
-        self.best = best
+    checkpointer: Checkpointer
+    _: KW_ONLY
+    interval: int
+    epoch_period: int
+    epochs: int
+    keep_epochs: bool
+    best: EvalHook | None
 
     def after_step(self) -> None:
         t = self.trainer
@@ -307,6 +306,7 @@ class CheckpointHook(HookBase):
             self.checkpointer.link_epoch(t.epoch, t.iter)
 
 
+@dataclass(eq=False)
 class SignalHook(HookBase):
     """SIGINT/SIGTERM: finish the current step, checkpoint, stop (``interrupted``).
     SIGUSR1: checkpoint and go on. A second SIGINT/SIGTERM stops at once.
@@ -322,17 +322,16 @@ class SignalHook(HookBase):
       second request at least ``REPEAT_S`` seconds after the first means "stop at once".
     """
 
-    REPEAT_S = 1.0
+    REPEAT_S: ClassVar[float] = 1.0
 
-    def __init__(self, checkpointer: Checkpointer, epochs: int, logger: logging.Logger):
-        self.checkpointer = checkpointer
-        self.epochs = epochs
-        self.logger = logger
-        self.stop_requested = False
-        self.save_requested = False
-        self._stop_time = 0.0
-        self._owner_pid = os.getpid()
-        self._previous: dict[int, object] = {}
+    checkpointer: Checkpointer
+    epochs: int
+    logger: logging.Logger
+    stop_requested: bool = field(default=False, init=False)
+    save_requested: bool = field(default=False, init=False)
+    _stop_time: float = field(default=0.0, init=False)
+    _owner_pid: int = field(default_factory=os.getpid, init=False)
+    _previous: dict[int, object] = field(default_factory=dict, init=False)
 
     def _on_stop(self, signum: int, frame: object) -> None:
         if os.getpid() != self._owner_pid:

@@ -3,6 +3,7 @@ into ``previews/`` (:mod:`engine.previews`), and a ``preview`` event naming the 
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from engine.recorder import RunRecorder
 
 
+@dataclass(eq=False)
 class PreviewHook(HookBase):
     """Arms a :class:`PreviewCollector` as ``evaluation``'s observer each epoch (the
     evaluation then fills it with the first eval model's outputs, the model that decides
@@ -23,15 +25,14 @@ class PreviewHook(HookBase):
     it has (boxes scoring ``score_threshold`` or more; the last ``keep_epochs`` epochs are
     kept). Rank 0 only; ``count`` 0 turns it off."""
 
-    def __init__(self, evaluation: EvalHook, eval_ds: CocoDetection, recorder: RunRecorder,
-                 *, count: int, score_threshold: float, keep_epochs: int):
-        self.evaluation = evaluation
-        self.eval_ds = eval_ds
-        self.recorder = recorder
-        self.count = count
-        self.score_threshold = score_threshold
-        self.keep_epochs = keep_epochs
-        self.image_ids: list[int] = []
+    evaluation: EvalHook
+    eval_ds: CocoDetection
+    recorder: RunRecorder
+    _: KW_ONLY
+    count: int
+    score_threshold: float
+    keep_epochs: int
+    image_ids: list[int] = field(default_factory=list, init=False)
 
     def before_train(self) -> None:
         count = min(self.count, len(self.eval_ds)) if self.evaluation.enabled else 0
