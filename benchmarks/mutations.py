@@ -32,6 +32,7 @@ VIEWS = "tests/engine/test_semi_views.py"
 SCHEDULE = "tests/engine/test_semi_schedule.py"
 EMA = "tests/engine/test_teacher_ema.py"
 HOOKS = "tests/engine/test_trainer_hooks.py"
+SEMI_BASE = "tests/engine/test_semi_base.py"
 DT_LOSSES = "tests/engine/test_ssod_dense_teacher.py"
 
 
@@ -131,7 +132,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              (("engine/trainers/semi.py",
                "terms = {k: unsup[k] * weight for k in self.unsup_terms}",
                "terms = {k: unsup[k] for k in self.unsup_terms}"),),
-             (VIEWS,)),
+             (VIEWS, SEMI_BASE)),
     Mutation("dt_waits_for_teacher_start",
              "DenseTeacher distils only once the teacher has started (before issue 22)",
              (("engine/trainers/dense_teacher.py",
@@ -143,6 +144,25 @@ MUTATIONS: tuple[Mutation, ...] = (
                'if self.quality == "centerness":\n            return super().sup_loss(',
                'if True:\n            return super().sup_loss('),),
              (VIEWS,)),
+    # ------------------------------------------------- what SemiTrainer holds once
+    Mutation("arsl_teacher_decay_ignored", "ARSL's teacher follows with ema_decay",
+             (("engine/trainers/arsl.py",
+               "return self.cfg.SEMISUPNET.EMA_KEEP_RATE",
+               "return self.cfg.ema_decay"),),
+             (SEMI_BASE, "tests/engine/test_arsl_trainer.py::"
+              "test_teacher_copies_at_burn_up_then_follows_before_each_update")),
+    Mutation("rtdetr_teacher_decay_ignored", "Semi-RT-DETR's teacher follows with ema_decay",
+             (("engine/trainers/semi_rtdetr.py",
+               "return self.cfg.DETR_SSOD.train_cfg.ema_decay",
+               "return self.cfg.ema_decay"),),
+             (SEMI_BASE, "tests/engine/test_semi_rtdetr.py::"
+              "test_teacher_copies_then_follows_before_each_update")),
+    Mutation("inference_on_ignored", "test_cfg.inference_on: student still evaluates the "
+             "teacher first",
+             (("engine/trainers/semi.py",
+               'if self.inference_on() == "student":',
+               "if False:"),),
+             (SEMI_BASE,)),
     # --------------------------------------------------------------- kept caught (before)
     Mutation("dt_selection_reversed", "DenseTeacher takes the least confident points",
              (("engine/ssod/dense_teacher.py",
