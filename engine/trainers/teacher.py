@@ -1,6 +1,6 @@
 """The teacher of a semi-supervised method: a frozen copy of the student that follows it.
 
-Not the ``use_ema`` hook (``engine.trainers.ema``): when a teacher is first copied from the
+Not the ``use_ema`` average (``EMAHook``): when a teacher is first copied from the
 student, how often it follows and with which decay are part of each algorithm, so the
 trainer calls ``copy_from`` and ``update`` itself (DenseTeacher: copy at ``ema_start_iters``,
 then EMA every step; ARSL: copy at the end of burn-in; Semi-RT-DETR: EMA before the step).
