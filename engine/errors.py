@@ -63,6 +63,23 @@ class ConfigError(UserError):
     """A config file or override is missing, malformed, or does not fit the schema."""
 
 
+class ConfigErrors(ConfigError):
+    """Every error found in one config, in file order: a file with three mistakes is
+    fixed in one go. Its ``file``/``line``/``key`` are the first error's."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = list(errors)
+        first = self.errors[0]
+        super().__init__(first.message, file=first.file, line=first.line,
+                         column=first.column, key=first.key, hint=first.hint)
+
+    def render(self) -> str:
+        if not getattr(self, "errors", None):  # while UserError.__init__ renders
+            return super().render()
+        items = "\n".join("  " + e.render().replace("\n", "\n  ") for e in self.errors)
+        return f"{len(self.errors)} errors in the config:\n{items}"
+
+
 class DataError(UserError):
     """A dataset folder, image or annotation file is missing or malformed."""
 

@@ -16,6 +16,9 @@ Event types and their fields (schema version 1):
                 semi-supervised trainers add phase, next_phase, next_phase_iter, teacher
                 (started|not started), teacher_start_iter, and stats {name: value}
                 (pseudo-label statistics averaged like the losses)
+``eval_start``  epoch (0-based), iter, models [names, in the order they are evaluated],
+                images (how many): written as an evaluation begins, so a front-end can say
+                "evaluating" until the ``eval`` events (or a ``train``/``status`` event) come
 ``eval``        epoch (0-based), iter, model (student|teacher|ema|model), metrics {AP, AP50,
                 AP75, APs, APm, APl} on the 0-1 scale, per_class {name: AP} (0-1), stats
                 (the 12 COCO numbers), eval_time
@@ -30,6 +33,9 @@ Event types and their fields (schema version 1):
 ``log``         level, message (notable log lines, e.g. skipped weights)
 ``preview``     epoch (0-based), iter, model, dir (the run's previews/ folder), files (the
                 names of this evaluation's images in it: ``epochNNN_imgK.png``, NNN 1-based)
+``download``    key (the config key), source, url, path (the cache file), done (bytes),
+                total (bytes or null), state (downloading|done): a weights download before
+                training starts (at most two a second, and the final one)
 
 Conventions (every reader follows them):
 
@@ -62,7 +68,7 @@ from engine.safefiles import RefusedFile, open_regular
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log",
-               "preview")
+               "preview", "download", "eval_start")
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 MAX_LINE_BYTES = 1 << 20
 """Readers skip a longer line unparsed (the engine's longest, an error event with its
@@ -85,6 +91,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
               "batch_time": _NUM, "data_time": _NUM, "ips": _NUM, "eta": _NUM,
               "memory": _NUM, "stats": _NUM_MAP, "phase": _STR, "next_phase": _STR,
               "next_phase_iter": _INT, "teacher_start_iter": _INT},
+    "eval_start": {"epoch": _INT, "iter": _INT, "models": _STR_LIST, "images": _INT},
     "eval": {"epoch": _INT, "iter": _INT, "model": _STR, "metrics": _NUM_MAP,
              "per_class": _NUM_MAP, "stats": _LIST, "eval_time": _NUM, "summary": _STR_LIST},
     "system": {"cpu_percent": _NUM, "ram_used_mb": _NUM, "ram_total_mb": _NUM,
@@ -95,6 +102,8 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
               "iter": _INT, "path": _STR},
     "log": {"level": _STR, "message": _STR},
     "preview": {"epoch": _INT, "iter": _INT, "model": _STR, "dir": _STR, "files": _STR_LIST},
+    "download": {"key": _STR, "source": _STR, "url": _STR, "path": _STR, "done": _INT,
+                 "total": _INT, "state": _STR},
 }
 
 

@@ -5,6 +5,9 @@
                                   [--tensorboard [DIR]] [--wandb]
     python -m engine eval CONFIG --weights PATH [-o ...] [--json OUT]
     python -m engine infer CONFIG --weights PATH IMAGE... --out DIR [-o ...]
+    python -m engine fit CONFIG --weights SOURCE [-o ...]     (JSON: what of it fits the model)
+
+Weights may be a file, a URL, torchvision:..., hf:... or run:... (engine.weightsource).
 
 Exit codes: 0 finished, 1 crashed (traceback in stderr), 2 bad input (one clear message),
 130 interrupted (a checkpoint was written first).
@@ -75,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--score-thresh", type=float, default=0.3)
     i.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE")
 
+    f = sub.add_parser("fit", help="the partial-load report of weights on the config's "
+                                   "model, as JSON (nothing is trained or downloaded)")
+    f.add_argument("config", type=Path)
+    f.add_argument("--weights", required=True)
+    f.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE")
+    f.add_argument("--runs-dir", type=Path, help="where run: ids are looked up")
+
     s = sub.add_parser("shapes", help="write the synthetic shapes dataset (COCO json + PNGs)")
     s.add_argument("out", type=Path)
     s.add_argument("--train", type=int, default=600)
@@ -131,8 +141,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             # it; a restart nobody announced (a requeued SLURM job) is counted here.
             attempt = ({"attempt": (meta.get("attempt") or 1) + 1}
                        if meta and meta.get("status") != "starting" else {})
+            # A job of `dettui run --slurm` (its script exports the id): `dettui stop`
+            # cancels the job; any other start clears it (a local resume of that run).
+            slurm_job = os.environ.get("DETTUI_SLURM_JOB_ID") or None
+            slurm = ({"slurm_job_id": slurm_job}
+                     if slurm_job or meta.get("slurm_job_id") is not None else {})
             recorder.update_meta(**{k: v for k, v in defaults.items() if k not in meta},
-                                 **attempt, architecture=cfg.architecture,
+                                 **attempt, **slurm, architecture=cfg.architecture,
                                  engine_pid=os.getpid(), exit_code=None)
         _start_trackers(args, recorder, config_dict)
         from engine.run import Flags, run  # torch-heavy: imported after the cheap checks
@@ -250,17 +265,30 @@ def _interrupted(recorder: RunRecorder | None, message: str) -> int:
     return EXIT_INTERRUPTED
 
 
+def _weights_file(source: str) -> str:
+    """A weights source as a local file (downloaded once, when it is not cached yet)."""
+    from engine.weightsource import resolve
+
+    return str(resolve(source, key="--weights").path)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from engine.tools import evaluate_weights
 
-    return evaluate_weights(args.config, args.weights, args.opt, args.json)
+    return evaluate_weights(args.config, _weights_file(args.weights), args.opt, args.json)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from engine.tools import infer_images
 
-    return infer_images(args.config, args.weights, args.images, args.out, args.score_thresh,
-                        args.opt)
+    return infer_images(args.config, _weights_file(args.weights), args.images, args.out,
+                        args.score_thresh, args.opt)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from engine.tools import fit_report
+
+    return fit_report(args.config, args.weights, args.opt, args.runs_dir)
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
@@ -269,7 +297,8 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",")]
     write_shapes_dataset(args.out, train=args.train, val=args.val, seed=args.seed,
                          image_size=args.image_size, classes=classes)
-    print(f"wrote {args.train} train + {args.val} val images to {args.out} "
+    print(f"wrote {args.train} train + {args.val} val {'image' if args.val == 1 else 'images'} "
+          f"to {args.out} "
           f"(annotations in {args.out / 'annotations'})")
     return EXIT_OK
 
@@ -289,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
-        return {"eval": cmd_eval, "infer": cmd_infer, "shapes": cmd_shapes}[args.command](args)
+        return {"eval": cmd_eval, "infer": cmd_infer, "fit": cmd_fit,
+                "shapes": cmd_shapes}[args.command](args)
     except UserError as exc:  # the message may quote a file: no raw control characters
         print(f"error: {printable(exc.render(), newlines=True)}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -4,12 +4,15 @@
 2. ``enable_ce``: seed every RNG with 0 and use deterministic algorithms;
 3. trainer dispatch: ``ssod_method`` > ``use_cot`` > the supervised ``Trainer`` (the trainer
    catalogue, ``engine.trainers.catalogue``);
-4. weights: resume > teacher + student > ``pretrain_weights`` (first match only);
+4. weights: resume > teacher + student > ``pretrain_weights`` (first match only); a
+   weights source (URL, ``torchvision:``, ``hf:``, ``run:``) is resolved to a local file
+   first, downloaded once with progress events, and recorded in run.json;
 5. ``trainer.train(validate)``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,78 @@ def resume(trainer: Trainer, flags: Flags) -> Path | None:
     return path
 
 
+class DownloadEvents:
+    """A download's progress as ``download`` events (at most two a second, and the last)
+    and a train.log line at its start and end."""
+
+    def __init__(self, recorder: RunRecorder, key: str, source: str, url: str | None,
+                 path: Path):
+        self.recorder, self.fields = recorder, {"key": key, "source": source, "url": url,
+                                                "path": str(path)}
+        self.last = 0.0
+        self.started = False
+        self.pending: tuple[int, int | None] | None = None  # not emitted yet (throttled)
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        self.pending = (done, total)
+        if not self.started:
+            self.started = True
+            self.recorder.logger.info(f"downloading {self.fields['source']} from "
+                                      f"{self.fields['url']} to {self.fields['path']}")
+        if now - self.last >= 0.5 or (total is not None and done >= total):
+            self.flush()
+
+    def flush(self) -> None:
+        """Emit the latest progress if it was held back (a download that stopped)."""
+        if self.pending is not None:
+            done, total = self.pending
+            self.pending = None
+            self.last = time.monotonic()
+            self.recorder.emit("download", done=done, total=total, state="downloading",
+                               **self.fields)
+
+    def finish(self, size: int) -> None:
+        self.recorder.emit("download", done=size, total=size, state="done", **self.fields)
+
+
+def resolve_weights(cfg: Config, keys: tuple[str, ...], recorder: RunRecorder, env: DistEnv,
+                    flags: Flags) -> dict[str, str]:
+    """The local file of each weights source ``keys`` name, downloaded once (rank 0 first:
+    the other ranks of this machine then find it in the cache) and recorded in run.json's
+    ``weights.resolved`` (source, file, sha256)."""
+    from engine.weightsource import plan, resolve
+
+    files: dict[str, str] = {}
+    records = []
+    # ``run:`` ids are looked up beside this run (the launcher made it in the runs dir)
+    runs_dir = flags.runs_dir or (flags.run_dir.parent if flags.run_dir else None)
+    if env.distributed and not env.is_main:
+        env.barrier()  # rank 0 downloads first
+    for key in keys:
+        source = getattr(cfg, key)
+        where = plan(source, runs_dir=runs_dir, key=key)
+        events = DownloadEvents(recorder, key, source, where.url, where.path)
+        try:
+            resolved = resolve(source, runs_dir=runs_dir, key=key, progress=events)
+        finally:
+            events.flush()  # where a failed download stopped
+        if resolved.downloaded:
+            events.finish(resolved.size)
+        files[key] = str(resolved.path)
+        records.append(resolved.record(key))
+        if resolved.kind != "file":
+            recorder.logger.info(f"{key}: {source} -> {resolved.path} "
+                                 f"(sha256 {resolved.sha256[:16]}...)")
+    if env.distributed and env.is_main:
+        env.barrier()
+    if recorder.active and records:
+        meta = recorder.run.read_meta() if recorder.run.exists() else {}
+        weights = meta.get("weights") if isinstance(meta.get("weights"), dict) else {}
+        recorder.update_meta(weights={**weights, "resolved": records})
+    return files
+
+
 def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str, Any]) -> Trainer:
     # 1. environment
     env: DistEnv = init_env(cfg)
@@ -121,16 +196,18 @@ def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str,
     # (``--resume auto`` with no checkpoint yet is a fresh start: it gets the init weights,
     # e.g. a supervisor restart or a requeued SLURM job that died before its first one.)
     resumed_from = resume(trainer, flags) if flags.resume is not None else None
-    if resumed_from is None:
+    if resumed_from is None:  # a resumed run never resolves (nor downloads) weights again
         lone = semi_weights_warning(cfg)
         if lone:
-            trainer.logger.warning(lone)
-            recorder.emit("log", level="warning", message=lone)
+            recorder.note("warning", lone)
         if cfg.pretrain_teacher_weights and cfg.pretrain_student_weights:
-            trainer.load_semi_weights(cfg.pretrain_teacher_weights,
-                                      cfg.pretrain_student_weights)
+            files = resolve_weights(cfg, ("pretrain_teacher_weights",
+                                          "pretrain_student_weights"), recorder, env, flags)
+            trainer.load_semi_weights(files["pretrain_teacher_weights"],
+                                      files["pretrain_student_weights"])
         elif cfg.pretrain_weights:
-            trainer.load_weights(cfg.pretrain_weights)
+            files = resolve_weights(cfg, ("pretrain_weights",), recorder, env, flags)
+            trainer.load_weights(files["pretrain_weights"])
 
     recorder.emit("start", trainer=trainer.name, world_size=env.world_size,
                   device=str(env.device), resume_from=str(resumed_from) if resumed_from else None,

@@ -348,7 +348,11 @@ def resolve_run(runs_dir: str | Path, ref: str) -> RunDirectory:
     if len(matches) > 1:
         names = ", ".join(p.name for p in matches[:5])
         raise RunError(f"run {ref!r} is ambiguous in {root}: {names}")
-    raise RunError(f"no run {ref!r} in {root}", hint="`dettui runs` lists the runs")
+    where = f"the runs folder {root.resolve()}" + ("" if root.is_dir() else
+                                                   " (there is no such folder)")
+    raise RunError(f"no run {ref!r} in {where}",
+                   hint="`dettui runs` lists the runs; --runs-dir DIR (or DETTUI_RUNS_DIR) "
+                        "looks in another folder")
 
 
 def scan_runs(runs_dir: str | Path

@@ -36,7 +36,7 @@ FIELDS: dict[str, str] = {
     "pid": _INT, "pgid": _INT, "engine_pid": _INT, "pid_started": _NUMBER,
     "eval": _BOOL, "overrides": _STR_LIST, "command": _STR_LIST, "weights": _OBJECT,
     "best": _OBJECT, "progress": _OBJECT, "error": _OBJECT,
-    "trackers": _OBJECT,
+    "trackers": _OBJECT, "slurm_job_id": _STR,
 }
 """Known keys and the type of their value (any may also be null)."""
 

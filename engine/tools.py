@@ -1,6 +1,8 @@
-"""``python -m engine eval`` and ``python -m engine infer``: a trained model, used.
+"""``python -m engine eval`` and ``python -m engine infer``: a trained model, used; and
+``python -m engine fit``: how a weights file fits a config's model, without training.
 
-Both build the model from the config and load weights from a local file: a dettui
+Eval and infer build the model from the config and load weights from a local file (the
+caller resolves a URL, ``torchvision:``, ``hf:`` or ``run:`` source to one first): a dettui
 checkpoint (its EMA weights when it has them) or a plain state dict / safetensors file.
 """
 
@@ -127,4 +129,31 @@ def infer_images(config: Path, weights: str, images: list[Path], out: Path,
         target = out / path.name
         canvas.save(target)
         print(printable(f"{path} -> {target}: {kept} detections >= {score_thresh}"))
+    return 0
+
+
+def fit_report(config: Path, source: str, overrides: list[str],
+               runs_dir: Path | None = None) -> int:
+    """``python -m engine fit``: how many of a weights file's tensors fit the config's model
+    (the partial-load report ``pretrain_weights`` gives), as one JSON line; nothing is
+    trained, and a source not downloaded yet is reported as such, not fetched."""
+    from engine.weightsource import check, plan
+
+    _, cfg = load_and_validate(config, overrides)
+    where = plan(source, runs_dir=runs_dir, key="pretrain_weights")
+    if where.remote and not where.cached:
+        print(json.dumps({"source": source, "cached": False, "url": where.url,
+                          "size": where.size}))
+        return 0
+    check(source, runs_dir=runs_dir, key="pretrain_weights", offline=True)
+    state = load_state_dict_file(where.path, prefer_ema=True)
+    model = build_model(cfg)
+    report, _ = match_weights(model.state_dict(), state, str(where.path))
+    loaded = [n for n in report.loaded if not n.endswith("num_batches_tracked")]
+    total = [n for n in model.state_dict() if not n.endswith("num_batches_tracked")]
+    print(json.dumps({"source": source, "cached": True, "file": str(where.path),
+                      "loaded": len(loaded), "model_tensors": len(total),
+                      "file_tensors": len(state), "skipped": len(report.skipped_shape),
+                      "missing": len(report.missing), "unused": len(report.unused),
+                      "summary": report.summary()}))
     return 0

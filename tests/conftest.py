@@ -12,6 +12,10 @@ import pytest
 # busy-wait for work starve the other processes (measured: a tiny FCOS step fell from ~50 to
 # 1-2 images/s). Set before anything imports torch; subprocesses inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The tests generate their tiny shapes datasets in pytest's temporary folders, outside the
+# working tree, where `synthesize` otherwise refuses to create one (issue 19.7; its own
+# test unsets this).
+os.environ.setdefault("DETTUI_SYNTHESIZE_ANYWHERE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -25,12 +25,16 @@ from engine.rundir import RUNS_DIR_ENV
 from engine.safefiles import RefusedFile, open_regular
 from engine.termtext import printable
 from engine.trainers.catalogue import TRAINERS
+from tui.cli_help import FlagHelpGroup
 from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
+from tui.cli_weights import Offline, prefetch, set_offline
+from tui.cli_weights import register as register_weights
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="dettui",
+    cls=FlagHelpGroup,
     help="A terminal control room for object-detection training. Run with no command to "
          "open the TUI.",
     no_args_is_help=False,
@@ -41,11 +45,11 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: generate the built-in synthetic shapes dataset, split "
                             "a COCO file into labeled and unlabeled parts, import Pascal VOC "
                             "or YOLO labels, check a config's datasets.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, cls=FlagHelpGroup)
 app.add_typer(data_app, name="data")
 import_app = typer.Typer(help="Write one COCO json for a Pascal VOC or YOLO dataset (images "
                               "stay where they are, named by absolute path) and report what "
-                              "it holds.", no_args_is_help=True)
+                              "it holds.", no_args_is_help=True, cls=FlagHelpGroup)
 data_app.add_typer(import_app, name="import")
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV,
@@ -56,6 +60,8 @@ DEFAULT_RUNS = Path("runs")
 TRAINER_HELP = ("config (whatever the config selects), or one of: "
                 + "; ".join(t.summary() for t in TRAINERS)
                 + ". A trainer is refused on an architecture it cannot train.")
+WEIGHTS_HELP = ("Weights or checkpoint: a file, an http(s) URL, torchvision:BUILDER\\[:WEIGHTS], "
+                "hf:REPO_ID\\[@REV] or run:RUN_ID\\[:best|:last].")
 DEBUG = {"on": os.environ.get("DETTUI_DEBUG") == "1"}
 
 
@@ -92,7 +98,9 @@ def main(
     ctx: typer.Context,
     runs_dir: RunsDir = DEFAULT_RUNS,
     configs_dir: Annotated[list[Path], typer.Option(
-        "--configs-dir", help="Extra folder of configs to browse (repeatable).")] = [],
+        "--configs", "--configs-dir", metavar="DIR",
+        help="Folder of YAML configs to browse (repeatable); ./configs is browsed too "
+             "when there is one.")] = [],
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
 ) -> None:
     """Open the TUI when no command is given."""
@@ -104,7 +112,9 @@ def main(
 
 
 def _configs_dirs(extra: list[Path]) -> list[Path]:
-    dirs = [Path("configs")] if Path("configs").is_dir() else []
+    # With no folder given, ./configs is looked at even when absent: the tree then says
+    # where it looked and how to point it elsewhere.
+    dirs = [Path("configs")] if Path("configs").is_dir() or not extra else []
     return dirs + [d for d in extra if d not in dirs]
 
 
@@ -114,17 +124,24 @@ def run(
     config: Annotated[Path, typer.Argument(help="YAML config (with _BASE_ inheritance).")],
     headless: Annotated[bool, typer.Option(
         "--headless", help="No TUI: a Rich console with progress, eval tables and a summary; "
-                           "Ctrl-C stops cleanly after a checkpoint.")] = False,
+                           "Ctrl-C, SIGTERM and SIGHUP stop the run cleanly after a "
+                           "checkpoint.")] = False,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="No TUI, no console: start the run, print its id and how to "
+                         "attach to it, and return; it trains on.")] = False,
     eval: Annotated[bool, typer.Option("--eval/--no-eval",
                                        help="COCO-evaluate every snapshot_epoch.")] = True,
     resume: Annotated[str | None, typer.Option(
         "--resume", help="Resume from a checkpoint path, a run id, or 'auto'.")] = None,
     weights: Annotated[str | None, typer.Option(
-        "--weights", help="Pretrained weights file (pretrain_weights).")] = None,
+        "--weights", help="Pretrained weights (pretrain_weights): a file, an http(s) URL, "
+                          "torchvision:BUILDER\\[:WEIGHTS], hf:REPO_ID\\[@REV] or "
+                          "run:RUN_ID\\[:best|:last].")] = None,
     teacher: Annotated[str | None, typer.Option(
-        "--teacher", help="Teacher weights (semi-supervised).")] = None,
+        "--teacher", help="Teacher weights (semi-supervised; the same forms).")] = None,
     student: Annotated[str | None, typer.Option(
-        "--student", help="Student weights (semi-supervised).")] = None,
+        "--student", help="Student weights (semi-supervised; the same forms).")] = None,
+    offline: Offline = False,
     ce: Annotated[bool, typer.Option(
         "--ce", help="enable_ce: seed everything with 0, deterministic algorithms.")] = False,
     device: Annotated[str | None, typer.Option(
@@ -161,23 +178,37 @@ def run(
     sbatch: Annotated[list[str], typer.Option(
         "--sbatch", help="With --slurm: an extra #SBATCH option, e.g. --time=24:00:00 "
                          "(repeatable).")] = [],
+    submit: Annotated[bool, typer.Option(
+        "--submit", help="With --slurm: also submit the script (sbatch) and print the job "
+                         "id.")] = False,
     tensorboard: Tensorboard = None,
     wandb: Wandb = False,
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Start a training run: the TUI's launch form, or --headless on a server."""
-    from tui.launcher import LaunchSpec, launch, run_worker_node
+    from tui.launcher import WEIGHT_KEYS, LaunchSpec, launch, run_worker_node, validate_spec
 
+    set_offline(offline)
     spec = LaunchSpec(config=config, overrides=list(opt), runs_dir=runs_dir, name=name,
                       eval=eval, resume=resume, weights=weights, teacher=teacher,
                       student=student, enable_ce=ce, device=device, amp=amp, trainer=trainer,
                       nproc=nproc, force=force, max_restarts=max_restarts, nnodes=nnodes,
                       node_rank=node_rank, master_addr=master_addr, master_port=master_port,
                       tensorboard=tensorboard, wandb=wandb)
+    if submit and not slurm:
+        raise UserError("--submit goes with --slurm (it submits the sbatch script)",
+                        key="--submit")
     if slurm:
+        from tui.slurm import submit as sbatch_submit
         from tui.slurm import write_sbatch
 
         path, run_id = write_sbatch(spec, sbatch_options=list(sbatch))
+        if submit:
+            job = sbatch_submit(path)
+            typer.echo(f"wrote {path}\nsubmitted SLURM job {job}: run {run_id}, listed by "
+                       "`dettui runs` once the job starts\n"
+                       f"follow it:  dettui attach {run_id} --runs-dir {runs_dir}")
+            return
         typer.echo(f"wrote {path}\nsubmit it with:  sbatch {path}\n"
                    f"then follow it:   dettui attach {run_id} --runs-dir {runs_dir}")
         return
@@ -185,12 +216,44 @@ def run(
         typer.echo("joining the multi-node job as a worker node; node 0 records the run",
                    err=True)
         raise typer.Exit(run_worker_node(spec))
+    if detach and headless:
+        raise UserError("--detach starts the run and returns, --headless follows it to the "
+                        "end: choose one", key="--detach",
+                        hint=f"follow a detached run later with `dettui attach RUN "
+                             f"--runs-dir {runs_dir}`")
+    if detach or headless:
+        _say_generation(spec)
+        # Remote weights download here, with a progress bar, before any run folder exists
+        # (a 404 or a bad hash is refused like any bad input); the engine finds them cached.
+        cfg = validate_spec(spec)
+        prefetch({key: getattr(cfg, key) for key in WEIGHT_KEYS}, runs_dir)
+    if detach:
+        run_dir, proc = launch(spec)
+        run_id = printable(run_dir.id)
+        typer.echo(f"started {run_id} (pid {proc.pid}); it trains on without this shell\n"
+                   f"follow it: dettui attach {run_id} --runs-dir {printable(str(runs_dir))}\n"
+                   f"stop it:   dettui stop {run_id} --runs-dir {printable(str(runs_dir))}")
+        return
     if not headless:
         from tui.app import run_app
 
         raise typer.Exit(run_app(runs_dir, _configs_dirs([]), launch=spec))
-    run_dir, proc = launch(spec)
-    _watch(run_dir, proc)
+    _launch_and_watch(lambda: launch(spec))
+
+
+def _say_generation(spec: Any) -> None:
+    """Say where the shapes dataset is about to be generated (``synthesize``), before the
+    engine starts writing it (a bad config is reported by the launch itself)."""
+    from engine.config import load_and_validate
+    from tui.launcher import generation_notes
+
+    try:
+        notes = generation_notes(load_and_validate(spec.config, spec.all_overrides())[1],
+                                 spec.runs_dir)
+    except UserError:
+        return
+    for note in notes:
+        typer.echo(printable(note))
 
 
 def _joins_as_worker(spec: Any) -> bool:
@@ -204,10 +267,16 @@ def _joins_as_worker(spec: Any) -> bool:
         return False  # reported by the launch itself, the same way as ever
 
 
-def _watch(run_dir: Any, proc: subprocess.Popen | None) -> None:
-    from tui.headless import HeadlessWatcher
+def _launch_and_watch(start: Callable[[], tuple[Any, subprocess.Popen]]) -> None:
+    """Start a run and follow it in the console to its end; exit with its code. SIGTERM
+    and SIGHUP (a job runner, a closed terminal) stop it cleanly, like Ctrl-C, even when
+    they come while it starts: the engine lives in its own session and would otherwise
+    train on unwatched."""
+    from tui.headless import HeadlessWatcher, StopSignals
 
-    code = HeadlessWatcher(run_dir, proc).watch()
+    with StopSignals() as signals:
+        run_dir, proc = start()
+        code = HeadlessWatcher(run_dir, proc, signals=signals).watch()
     raise typer.Exit(code)
 
 
@@ -219,16 +288,27 @@ def resume(
                         ] = False,
     force: Annotated[bool, typer.Option("--force", help="Resume even if the config changed.")
                      ] = False,
+    opt: Annotated[list[str], typer.Option(
+        "-o", "--opt", help="Change the run's config from here on, e.g. -o epoch=N to train "
+                            "a finished run longer (repeatable).")] = [],
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
-    """Resume a past run in place: same id, same config, newest good checkpoint."""
+    """Resume a past run in place: same id, same config, newest good checkpoint. A
+    finished run has nothing left: it is said so and nothing starts (-o epoch=N trains
+    it longer)."""
+    from engine.resumable import training_left
     from engine.rundir import resolve_run
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
-    proc = launcher.resume(run_dir, force=force)
+    left = training_left(run_dir, opt)
+    if left.nothing_left:
+        typer.echo(printable(left.describe(run_dir.id)))
+        return
     if headless:
-        _watch(run_dir, proc)
+        _launch_and_watch(lambda: (run_dir, launcher.resume(run_dir, force=force,
+                                                            overrides=list(opt))))
+    proc = launcher.resume(run_dir, force=force, overrides=list(opt))
     run_id = printable(run_dir.id)
     typer.echo(f"resumed {run_id} (pid {proc.pid}); follow it with "
                f"`dettui attach {run_id}` or open `dettui`")
@@ -259,15 +339,25 @@ def stop(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id (or unique prefix).")],
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
-    """Stop a run gracefully: finish the step, write a checkpoint, exit (interrupted)."""
+    """Stop a run gracefully: finish the step, write a checkpoint, exit (interrupted).
+    A SLURM job (run --slurm) is cancelled with scancel, which signals every rank."""
     from engine.rundir import resolve_run
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
-    if not launcher.stop(run_dir):  # a pid that is not provably this run's: RunError, exit 2
-        typer.echo(f"{printable(run_dir.id)} is not running "
-                   f"({printable(run_dir.effective_status())})")
+    stopped = launcher.stop(run_dir)  # a pid not provably this run's: RunError, exit 2
+    job = run_dir.read_meta().get("slurm_job_id")
+    if not stopped:
+        status = printable(run_dir.effective_status())
+        gone = (f": its SLURM job {printable(job)} is no longer queued"
+                if job is not None and status in ("starting", "running") else "")
+        typer.echo(f"{printable(run_dir.id)} is not running ({status}){gone}")
         raise typer.Exit(1)
+    if job is not None:  # launcher.stop ran scancel: SLURM signals every rank
+        typer.echo(f"cancelled SLURM job {printable(job)} of {printable(run_dir.id)} "
+                   f"(scancel {printable(job)}): each rank gets SIGTERM, checkpoints and "
+                   "exits; the run ends interrupted")
+        return
     typer.echo(f"asked {printable(run_dir.id)} to stop; it checkpoints and exits")
 
 
@@ -335,14 +425,11 @@ def _run_cells(meta: dict) -> list[Any]:
     from rich.text import Text
 
     from engine.rundir import run_duration
+    from tui.progress import RunProgress
     from tui.safetext import safe_text
 
-    prog = meta.get("progress") or {}
-    epoch, epochs = prog.get("epoch"), prog.get("epochs")
-    # run.json counts epochs from 1; a run that has finished has done them all
-    if meta.get("status") == "finished" and isinstance(epochs, int):
-        epoch = epochs
-    progress = f"{epoch}/{epochs}" if isinstance(epoch, int) and epochs else "-"
+    # the rule the TUI's runs table and monitor use too
+    progress = RunProgress.from_meta(str(meta.get("status")), meta.get("progress")).epoch_text()
     best = meta.get("best") or {}
     value = best.get("value")
     status = str(meta.get("status", "?"))
@@ -350,6 +437,9 @@ def _run_cells(meta: dict) -> list[Any]:
              "interrupted": "yellow", "failed": "red"}.get(status, "white")
     config = Path(str(meta.get("config_path") or "-")).name
     # Every cell from run.json is text (never markup, no raw control characters).
+    job = meta.get("slurm_job_id")  # an active SLURM job: which one (scancel, squeue)
+    if status in ("starting", "running") and isinstance(job, str):
+        status += f" (job {job})"
     return [safe_text(str(meta.get("id", "?"))), safe_text(status, color), Text(progress),
             Text(f"{value:.3f}" if isinstance(value, (int, float)) else "-")
             + (safe_text(f" {best['model']}") if isinstance(best.get("model"), str)
@@ -430,15 +520,18 @@ def _engine(args: list[str]) -> None:
 @user_errors
 def eval_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config; its EvalDataset is used.")],
-    weights: Annotated[str, typer.Option("--weights", help="Weights or checkpoint file.")],
+    weights: Annotated[str, typer.Option("--weights", help=WEIGHTS_HELP)],
     opt: Overrides = [],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")
                         ] = None,
+    offline: Offline = False,
 ) -> None:
     """COCO-evaluate weights on the config's EvalDataset (AP table + per-class AP)."""
     from engine.config import load_and_validate
 
+    set_offline(offline)
     load_and_validate(config, opt)  # bad input fails here, fast, without torch
+    prefetch({"--weights": weights})
     args = ["eval", str(config), "--weights", weights]
     for o in opt:
         args += ["-o", o]
@@ -452,16 +545,19 @@ def eval_cmd(
 def infer(
     config: Annotated[Path, typer.Argument(help="YAML config of the model.")],
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG).")],
-    weights: Annotated[str, typer.Option("--weights", help="Weights or checkpoint file.")],
+    weights: Annotated[str, typer.Option("--weights", help=WEIGHTS_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the annotated copies.")],
     score_thresh: Annotated[float, typer.Option("--score-thresh", help="Draw boxes above.")
                             ] = 0.3,
     opt: Overrides = [],
+    offline: Offline = False,
 ) -> None:
     """Detect objects and draw boxes and labels on copies of the images."""
     from engine.config import load_and_validate
 
+    set_offline(offline)
     load_and_validate(config, opt)
+    prefetch({"--weights": weights})
     args = ["infer", str(config), "--weights", weights, "--out", str(out),
             "--score-thresh", str(score_thresh), *[str(i) for i in images]]
     for o in opt:
@@ -470,6 +566,7 @@ def infer(
 
 
 app.command("export")(user_errors(export))  # tui/cli_trackers.py
+register_weights(app, user_errors)  # tui/cli_weights.py: dettui weights list|get|verify|rm
 
 
 @data_app.command("shapes")
@@ -512,26 +609,35 @@ def data_split(
     labeled.json keeps PERCENT % of the images and their annotations, unlabeled.json lists
     the rest without annotations."""
     from engine.data.split import write_split  # stdlib only
+    from engine.data.summary import plural
 
     labeled, unlabeled, counts = write_split(annotations, percent, seed, out)
-    typer.echo(f"{annotations}: {counts.images} images, split {percent:g}% labeled "
+    typer.echo(f"{annotations}: {plural(counts.images, 'image')}, split {percent:g}% labeled "
                f"(seed {seed})")
-    typer.echo(f"  labeled:   {counts.labeled_images} images, {counts.labeled_boxes} "
-               f"annotations -> {labeled}")
-    typer.echo(f"  unlabeled: {counts.unlabeled_images} images, no annotations "
+    typer.echo(f"  labeled:   {plural(counts.labeled_images, 'image')}, "
+               f"{plural(counts.labeled_boxes, 'annotation')} -> {labeled}")
+    typer.echo(f"  unlabeled: {plural(counts.unlabeled_images, 'image')}, no annotations "
                f"({counts.unlabeled_boxes_dropped} dropped) -> {unlabeled}")
 
 
-def _report_import(coco: dict, summary: Any, out: Path) -> None:
+# The splits whose json is evaluated on: the import's snippet puts them under EvalDataset.
+EVAL_SPLITS = ("val", "valid", "validation", "minival", "test")
+
+
+def _report_import(coco: dict, summary: Any, out: Path, split: str | None) -> None:
     from engine.data.cocobuild import write_coco_json
+    from engine.data.summary import plural
 
     for line in summary.lines():
         typer.echo(line)
     write_coco_json(out, coco)
     folder = out.resolve().parent
-    typer.echo(f"wrote {out} ({len(coco['images'])} images, {len(coco['annotations'])} "
-               "annotations); use it in a config:")
-    typer.echo(f"  num_classes: {len(coco['categories'])}\n  TrainDataset:\n"
+    section = "EvalDataset" if split in EVAL_SPLITS else "TrainDataset"
+    typer.echo(f"wrote {out} ({plural(len(coco['images']), 'image')}, "
+               f"{plural(len(coco['annotations']), 'annotation')}); use it in a config:")
+    # Runs as printed: the launcher, `data check` and the engine need image_dir only for
+    # relative file names (engine.data.sources.check_image_folder).
+    typer.echo(f"  num_classes: {len(coco['categories'])}\n  {section}:\n"
                f"    name: COCODataSet\n    dataset_dir: {json.dumps(str(folder))}\n"
                f"    anno_path: {json.dumps(out.name)}\n"
                "    # image_dir is not used: the json names every image by absolute path")
@@ -567,7 +673,7 @@ def import_voc_cmd(
     out = paths[-1]
     coco, summary = import_voc(None if folders else paths[0], split=split, images=images,
                                annotations=annotations, classes=classes)
-    _report_import(coco, summary, out)
+    _report_import(coco, summary, out, split)
 
 
 @import_app.command("yolo")
@@ -577,16 +683,23 @@ def import_yolo_cmd(
         help="An Ultralytics data.yaml (or its folder), or a folder with images/ + labels/ "
              "(and classes.txt).")],
     out: Annotated[Path, typer.Argument(metavar="OUT.json", help="The COCO file to write.")],
-    split: Annotated[str, typer.Option(
+    split: Annotated[str | None, typer.Option(
         "--split", help="Which split: train, val or test (the data.yaml key, or "
-                        "images/SPLIT/).")] = "train",
+                        "images/SPLIT/); default train, one split per json.")] = None,
 ) -> None:
-    """YOLO txt labels -> one COCO json. A missing or empty label file is an image without
-    boxes; boxes outside the image are clipped or dropped and counted."""
-    from engine.data.yolo import import_yolo
+    """YOLO txt labels -> one COCO json of one split (train unless --split says otherwise).
+    A missing or empty label file is an image without boxes; boxes outside the image are
+    clipped or dropped and counted."""
+    from engine.data.yolo import import_yolo, yolo_splits
 
-    coco, summary = import_yolo(src, split)
-    _report_import(coco, summary, out)
+    coco, summary = import_yolo(src, split or "train")
+    if split is None:  # one split per json: say which, and how to get the others
+        others = [s for s in yolo_splits(src) if s != "train"]
+        typer.echo("imported the train split only" + (
+            f"; this dataset also has {', '.join(others)}: import "
+            + " / ".join(f"--split {s}" for s in others) + " into another json"
+            if others else ""))
+    _report_import(coco, summary, out, split)
 
 
 @data_app.command("check")
@@ -610,7 +723,9 @@ def data_check(
         for line in summary.lines():
             typer.echo(line)
         images += summary.images
-    typer.echo(f"ok: {images} images checked" + (" and decoded" if decode else ""))
+    from engine.data.summary import plural
+
+    typer.echo(f"ok: {plural(images, 'image')} checked" + (" and decoded" if decode else ""))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ from engine.rundir import (
 )
 from engine.sysinfo import cuda_device_count
 from engine.trainers.catalogue import CHOICES, TrainerInfo, by_choice, closest, trainer_for
+from engine.weightsource import check as check_source
 
+WEIGHT_KEYS = ("pretrain_weights", "pretrain_teacher_weights", "pretrain_student_weights")
 DEFAULT_MASTER_PORT = 29500
 RESTART_BACKOFF_ENV = "DETTUI_RESTART_BACKOFF"  # first supervisor backoff, seconds
 # With ``fleet: true`` and no rendezvous flags, the rendezvous comes from these variables
@@ -140,6 +142,15 @@ class ConfigFacts:
         return self.info is not None and self.info.use_cot
 
 
+def check_data(cfg: Config) -> None:
+    """The datasets of ``cfg`` are there (or will be generated): a DataError names the
+    first one that is not (the config browser's ✗, with validate_spec's own check)."""
+    _check_dataset(cfg.TrainDataset, "TrainDataset")
+    _check_dataset(cfg.EvalDataset, "EvalDataset")
+    if cfg.UnsupTrainDataset is not None:
+        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
+
+
 def config_facts(spec: LaunchSpec) -> ConfigFacts | None:
     """The :class:`ConfigFacts` of ``spec`` (its trainer choice and overrides applied); None
     when the config can't be read (the validation says why)."""
@@ -179,13 +190,18 @@ def _check_weights_path(value: str | None, key: str) -> None:
         raise WeightsError(f"is a directory, expected a weights file: {p}", key=key)
 
 
-def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str) -> None:
-    """A dataset that will not be generated must be there (the engine checks the content)."""
+def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str,
+                   runs_dir: Path | None = None) -> None:
+    """A dataset that will not be generated must be there (the engine checks the content);
+    one that will be must be generated where the user meant it to be."""
     if isinstance(ds, UnsupDatasetConfig) and ds.name == "ImageFolder":
         list_image_files(Path(ds.dataset_dir).expanduser() / ds.image_dir,
                          key=f"{section}.image_dir")
         return
     if ds.synthesize is not None:
+        from engine.data.sources import synthesize_target  # numpy: on use
+
+        synthesize_target(ds, section, runs_dir)
         return
     root = Path(ds.dataset_dir).expanduser()
     if not root.is_dir():
@@ -196,21 +212,41 @@ def _check_dataset(ds: DatasetConfig | UnsupDatasetConfig, section: str) -> None
     if not anno.is_file():
         raise DataError(f"annotation file not found: {anno}", key=f"{section}.anno_path")
     images = root / ds.image_dir
-    if not images.is_dir():
-        raise DataError(f"image folder not found: {images}", key=f"{section}.image_dir")
+    if not images.is_dir():  # needed only by relative file names: the engine's own rule
+        from engine.data.sources import check_image_folder, listed_file_names  # numpy
+
+        check_image_folder(images, listed_file_names(ds, section), section)
+
+
+def generation_notes(cfg: Config, runs_dir: Path | None) -> list[str]:
+    """What the engine will generate before it trains, and where (``synthesize``): said
+    by the console before the run starts (it takes a while, and writes to disk)."""
+    from engine.data.sources import synthesize_target
+
+    notes, seen = [], set()
+    for section in ("TrainDataset", "EvalDataset", "UnsupTrainDataset"):
+        ds = getattr(cfg, section)
+        target = synthesize_target(ds, section, runs_dir) if ds is not None else None
+        if target is not None and (target, ds.anno_path) not in seen:
+            seen.add((target, ds.anno_path))
+            spec = ds.synthesize
+            amount = (f"{spec.shots} boxes per class" if spec.shots
+                      else f"{spec.num_images} images")
+            notes.append(f"{section}: generating the shapes dataset ({amount}) in {target}")
+    return notes
 
 
 def validate_spec(spec: LaunchSpec, *, rendezvous: bool = True) -> Config:
     """Everything we can check without torch: config, overrides, weight and data paths,
     and (unless ``rendezvous`` is off: a SLURM job brings its own) the multi-node flags."""
     _, cfg = load_and_validate(spec.config, spec.all_overrides())
-    _check_dataset(cfg.TrainDataset, "TrainDataset")
-    _check_dataset(cfg.EvalDataset, "EvalDataset")
+    _check_dataset(cfg.TrainDataset, "TrainDataset", spec.runs_dir)
+    _check_dataset(cfg.EvalDataset, "EvalDataset", spec.runs_dir)
     if cfg.UnsupTrainDataset is not None:
-        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset")
-    _check_weights_path(cfg.pretrain_weights, "pretrain_weights")
-    _check_weights_path(cfg.pretrain_teacher_weights, "pretrain_teacher_weights")
-    _check_weights_path(cfg.pretrain_student_weights, "pretrain_student_weights")
+        _check_dataset(cfg.UnsupTrainDataset, "UnsupTrainDataset", spec.runs_dir)
+    for key in WEIGHT_KEYS:  # a file, URL, torchvision:, hf: or run: (engine.weightsource)
+        if getattr(cfg, key):
+            check_source(getattr(cfg, key), runs_dir=spec.runs_dir, key=key)
     if spec.resume and spec.resume != "auto" and ("/" in spec.resume or
                                                    spec.resume.endswith(".pt")):
         _check_weights_path(spec.resume, "--resume")
@@ -513,9 +549,14 @@ def weights_meta(cfg: Config, resume: str | None) -> dict:
     return {"mode": "none"}
 
 
-def resume(run: RunDirectory, *, eval: bool | None = None,
-           force: bool = False) -> subprocess.Popen:
-    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint."""
+def resume(run: RunDirectory, *, eval: bool | None = None, force: bool = False,
+           overrides: list[str] | None = None) -> subprocess.Popen:
+    """Resume ``run`` in place: same id, same resolved config, newest good checkpoint.
+
+    ``overrides`` (``-o epoch=N`` to train a finished run longer) change the run's config
+    from here on: they are the intended difference from the checkpoint's config, so they
+    need no ``force``. Ask ``engine.resumable.training_left`` first whether anything is
+    left to train: a finished run resumed as it is trains nothing."""
     meta = run.read_meta()
     status = run.effective_status(meta)
     if status in ACTIVE and meta.get("host") != socket.gethostname():
@@ -528,8 +569,13 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
                        hint="start it again with `dettui run`")
     trackers = meta.get("trackers") if isinstance(meta.get("trackers"), dict) else {}
     tensorboard = trackers.get("tensorboard")  # the same folder as before (absolute)
-    spec = LaunchSpec(config=run.config_yaml, eval=meta.get("eval", True) if eval is None
-                      else eval, force=force, nproc=max(1, int(meta.get("world_size", 1))),
+    overrides = list(overrides or [])
+    if overrides:  # bad input is refused here, before anything starts
+        load_and_validate(run.config_yaml, overrides)
+    spec = LaunchSpec(config=run.config_yaml, overrides=overrides,
+                      eval=meta.get("eval", True) if eval is None else eval,
+                      force=force or bool(overrides),
+                      nproc=max(1, int(meta.get("world_size", 1))),
                       tensorboard=tensorboard if isinstance(tensorboard, str) else None,
                       wandb=trackers.get("wandb") is True)
     check_trackers(spec)
@@ -537,9 +583,12 @@ def resume(run: RunDirectory, *, eval: bool | None = None,
     argv = supervised(run.path.resolve(), engine_argv(run.path.resolve(), spec, resume="auto"),
                       int(meta.get("max_restarts", 0)))
     attempt = int(meta.get("attempt", 1)) + 1
+    started = meta.get("weights") if isinstance(meta.get("weights"), dict) else {}
     return _start(run, argv, {**meta, "status": "starting", "command": argv,
                               "attempt": attempt, "ended": None, "exit_code": None,
-                              "weights": {"mode": "resume", "resume": "auto"}})
+                              "slurm_job_id": None,  # resumed here, not in that job
+                              # what the run started from stays (source, file, sha256)
+                              "weights": {**started, "mode": "resume", "resume": "auto"}})
 
 
 def _resolved_device(run: RunDirectory) -> str:
@@ -570,12 +619,18 @@ def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
     is gone. Only a process proven to be this run's engine is signalled (status active,
     this host, a pid > 1 started when the run recorded, whose command line names this run
     folder: see engine.ownership); anything else is refused with a ``RunError`` saying why
-    (run.json may have been copied from elsewhere, left stale, or planted)."""
+    (run.json may have been copied from elsewhere, left stale, or planted). A job of
+    ``dettui run --slurm`` (``slurm_job_id``) is cancelled with scancel instead, never
+    signalled by pid: :func:`tui.slurm.cancel`."""
     meta = run.read_meta()
     if meta.get("status") not in ACTIVE:
         return False  # it ended (whatever process its pid may name now)
     if plausible_pid(meta.get("pid")) and run.effective_status(meta) not in ACTIVE:
         return False  # its process is gone: it died without saying so
+    if meta.get("slurm_job_id") is not None:  # a SLURM job: SLURM signals every rank
+        from tui.slurm import cancel
+
+        return cancel(run.path, meta["slurm_job_id"])
     os.kill(engine_pid(run.path, meta), sig)
     return True
 

@@ -215,6 +215,11 @@ class RunSnapshot:
     eval_version: int
     system_version: int
     meta_version: int
+    download: dict[str, Any] | None = None
+    """The latest ``download`` event (weights fetched before training starts)."""
+    evaluating: dict[str, Any] | None = None
+    """The ``eval_start`` event of the evaluation under way, if one is (see
+    :func:`tui.progress.evaluating_text`); None once its results, a later step or an end came."""
 
     @property
     def loading(self) -> bool:
@@ -255,8 +260,10 @@ class RunModel:
         self.latest_system: dict[str, Any] | None = None
         self.system = SystemHistory(system_history)
         self.last_checkpoint: dict[str, Any] | None = None
+        self.download: dict[str, Any] | None = None
         self.errors: deque[dict[str, Any]] = deque(maxlen=error_history)
         self.start: dict[str, Any] | None = None
+        self.evaluating: dict[str, Any] | None = None
         self.events_read = 0
         self._tail = ByteTail(self.run.events)
         self._template: TrainTemplate | None = None
@@ -306,6 +313,8 @@ class RunModel:
             if isinstance(item, TrainRows):
                 self.train.extend(item)
                 self._versions["train"] += 1
+                if item.n:
+                    self.evaluating = None  # training went on: that evaluation is over
             else:
                 self._apply(item, fresh)
         if block.last_train is not None and fresh:
@@ -377,7 +386,8 @@ class RunModel:
         fresh = RunModel(self.run.path, system_history=self.system.maxlen,
                          error_history=self.errors.maxlen or 20)
         for name in ("train", "_ap", "_metrics", "latest_train", "latest_eval", "latest_system",
-                     "system", "last_checkpoint", "errors", "start", "events_read",
+                     "system", "last_checkpoint", "download", "errors", "start", "evaluating",
+                     "events_read",
                      "_template", "_peeked_until", "_preview"):
             setattr(self, name, getattr(fresh, name))
         for key in self._versions:
@@ -385,6 +395,12 @@ class RunModel:
 
     def _apply(self, event: dict[str, Any], fresh: bool = True) -> None:
         kind = event.get("type")
+        if kind == "eval_start":
+            self.evaluating = event
+            self._versions["meta"] += 1
+        elif kind in ("eval", "start", "status", "error") and self.evaluating is not None:
+            self.evaluating = None
+            self._versions["meta"] += 1
         if kind == "eval":
             model = str(event.get("model") or "model")
             metrics = event.get("metrics") if isinstance(event.get("metrics"), dict) else {}
@@ -413,6 +429,9 @@ class RunModel:
                 self._versions["eval"] += 1
         elif kind == "checkpoint":
             self.last_checkpoint = event
+        elif kind == "download":
+            self.download = event
+            self._versions["meta"] += 1
         elif kind == "error":
             self.errors.append(event)
             self._versions["meta"] += 1
@@ -556,8 +575,9 @@ class RunModel:
             latest_train=self.latest_train, latest_eval=dict(self.latest_eval),
             latest_system=self.latest_system, system=self.system.copy(),
             last_checkpoint=self.last_checkpoint, errors=list(self.errors),
-            start=self.start, bytes_read=self.bytes_read, bytes_total=self.bytes_total(),
+            download=self.download, start=self.start, bytes_read=self.bytes_read,
+            bytes_total=self.bytes_total(),
             events_read=self.events_read, train_version=self._versions["train"],
             eval_version=self._versions["eval"], system_version=self._versions["system"],
-            meta_version=self._versions["meta"])
+            meta_version=self._versions["meta"], evaluating=self.evaluating)
 

@@ -21,6 +21,7 @@ from engine.errors import RunError
 from engine.events import decode
 from engine.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory, run_duration
 from engine.safefiles import open_regular
+from tui.progress import RunProgress
 
 #: Sortable columns, in the order the sort key cycles through them.
 SORT_KEYS = ("created", "id", "status", "trainer", "config", "progress", "best_ap", "duration")
@@ -81,23 +82,19 @@ class RunRow:
         return Path(self.config).stem if self.config else "-"
 
     @property
+    def shown(self) -> RunProgress:
+        """Its epoch and iteration, by the rule every front-end shares (tui.progress)."""
+        return RunProgress.of(self.status, self.epoch, self.epochs, self.iter, self.max_iters)
+
+    @property
     def shown_epoch(self) -> int | None:
-        """Epochs done (a finished run: ``epochs``), or the epoch under way (1-based) while
-        active; from the iteration count when known, else run.json's (1-based) epoch."""
-        if self.status == "finished" and self.epochs:
-            return self.epochs  # all of them, even if the last progress write was missed
-        if self.iter is not None and self.max_iters and self.epochs:
-            per_epoch = max(1, self.max_iters // self.epochs)
-            done = min(self.epochs, self.iter // per_epoch)
-            return min(self.epochs, done + 1) if self.active and done < self.epochs else done
-        return self.epoch
+        """The epoch of the last step done, from 1 (a finished run: ``epochs``)."""
+        return self.shown.epoch
 
     @property
     def fraction(self) -> float | None:
         """Progress in [0, 1] by iterations, when known."""
-        if self.iter is not None and self.max_iters:
-            return max(0.0, min(1.0, self.iter / self.max_iters))
-        return None
+        return self.shown.fraction
 
     def duration(self, now: float) -> float | None:
         """Seconds of training over every attempt (a resumed run counts them all), up to

@@ -28,9 +28,9 @@ def safe_text(value: object, style: str = "", *, newlines: bool = False) -> Text
     return Text(printable(value, newlines=newlines), style=style)
 
 
-def safe_markup(value: object) -> str:
+def safe_markup(value: object, *, newlines: bool = False) -> str:
     """``value`` for a Rich markup string: control characters visible, brackets escaped."""
-    return escape(printable(value))
+    return escape(printable(value, newlines=newlines))
 
 
 def log_line(line: str) -> str:

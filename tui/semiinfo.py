@@ -103,13 +103,19 @@ def phase_line(schedule: SemiSchedule) -> str:
     return text
 
 
-def phase_changed(previous: str | None, event: dict[str, Any]) -> str | None:
+def phase_changed(previous: str | None, event: dict[str, Any],
+                  start: dict[str, Any] | None = None) -> str | None:
     """The console line for a train event whose phase differs from ``previous`` (None when
-    it does not, or when the event has no phase)."""
+    it does not, or when the event has no phase). The semi phase starts where the run's
+    ``start`` event says (``semi_start_iter`` + 1), as :func:`phase_line` says it: train
+    events come every ``log_iter`` steps, so the first semi one may be a few steps later."""
     phase = event.get("phase")
     if not isinstance(phase, str) or phase == previous:
         return None
     at = _int(event.get("iter"))
+    semi_start = _int((start or {}).get("semi_start_iter"))
+    if phase == "semi" and semi_start is not None and (at is None or semi_start < at):
+        at = semi_start + 1
     where = f" at iter {at:,}" if at is not None else ""
     if previous is None:
         next_at = _int(event.get("next_phase_iter"))

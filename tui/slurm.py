@@ -10,8 +10,9 @@ Preemption and time limits, step by step:
 1. ``#SBATCH --signal=B:USR1@LEAD``: LEAD seconds before the time limit SLURM sends SIGUSR1
    to the batch shell only.
 2. The batch shell's trap sends SIGUSR1 to the job steps (``scancel --signal=USR1``, which
-   skips the batch shell), waits until ``last.pt`` has been replaced (at most
-   ``checkpoint_wait_s``), then ``scontrol requeue``s the job.
+   skips the batch shell), again every 2 s until ``last.pt`` has been replaced (at most
+   ``checkpoint_wait_s``: an engine still starting up ignores it), then ``scontrol
+   requeue``s the job, unless the training has ended meanwhile.
 3. On each node the step's wrapper passes SIGUSR1 on to the engine processes (torchrun's
    children), which checkpoint after the current step and go on. torchrun itself runs with
    SIGUSR1 ignored (set before ``exec``, inherited): its default action would kill it.
@@ -19,23 +20,66 @@ Preemption and time limits, step by step:
    forwards it to its workers and the wrapper passes it on too (the engine counts
    near-simultaneous copies as one request): they finish the step, checkpoint, and exit
    ``interrupted``. The requeued job runs this script again and resumes.
+
+The script exports ``DETTUI_SLURM_JOB_ID``: the engine records it in ``run.json``
+(``slurm_job_id``), so ``dettui runs`` shows the job and ``dettui stop`` cancels the job
+(``scancel``, SIGTERM to every rank) instead of signalling a local pid.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import shlex
+import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, RunError
 from engine.rundir import check_run_id, slugify
 from tui.launcher import LaunchSpec, train_argv, validate_spec
 
 SIGNAL_LEAD_S = 300  # SIGUSR1 this long before the time limit
 CHECKPOINT_WAIT_S = 240  # the trap waits at most this long for the checkpoint
 RESUME_VAR = "DETTUI_RESUME"
+JOB_VAR = "DETTUI_SLURM_JOB_ID"  # set by the batch script; the engine records it
+JOB_ID = re.compile(r"\d+(_\d+)?")  # a job id, or an array job's JOBID_TASK
+
+
+def time_limit_s(value: str) -> int | None:
+    """Seconds in an sbatch ``--time`` value (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM,
+    D-HH:MM:SS); ``None`` for UNLIMITED/INFINITE or a value SLURM itself must judge."""
+    days, _, rest = value.strip().rpartition("-")
+    if days and not days.isdigit():
+        return None
+    parts = rest.split(":")
+    if not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return None
+    nums = [int(p) for p in parts]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        nums += [0] * (3 - len(nums))
+        return int(days) * 86400 + nums[0] * 3600 + nums[1] * 60 + nums[2]
+    if len(nums) == 1:
+        return nums[0] * 60
+    if len(nums) == 2:
+        return nums[0] * 60 + nums[1]
+    return nums[0] * 3600 + nums[1] * 60 + nums[2]
+
+
+def signal_timing(sbatch_options: list[str]) -> tuple[int, int]:
+    """The USR1 lead and the checkpoint wait for a job with these options: 300 s and 240 s,
+    scaled down to half and 2/5 of a ``--time`` limit under 10 minutes (a lead as long as
+    the limit would signal the job as it starts, and requeue it forever)."""
+    limit = None
+    for opt in sbatch_options:
+        match = re.fullmatch(r"(?:--time[= ]|-t ?)(\S+)", opt.strip())
+        if match:
+            limit = time_limit_s(match.group(1))
+    if limit is None or limit >= 2 * SIGNAL_LEAD_S:
+        return SIGNAL_LEAD_S, CHECKPOINT_WAIT_S
+    return max(limit // 2, 1), max(limit * 2 // 5, 1)
 
 
 def _q(value: object) -> str:
@@ -63,9 +107,12 @@ torchrun=$!
 trap 'pkill -USR1 -P "$torchrun"' USR1
 trap 'pkill -TERM -P "$torchrun"' TERM
 rc=0
-while :; do
+while :; do  # a trap cuts a wait short (status > 128): wait again while it runs
   wait "$torchrun"; rc=$?
-  kill -0 "$torchrun" 2>/dev/null || break
+  kill -0 "$torchrun" 2>/dev/null && continue
+  # It ended during a trap: its own status, if that cut-short wait did not take it.
+  wait "$torchrun" 2>/dev/null; last=$?; [ "$last" = 127 ] || rc=$last
+  break
 done
 exit "$rc"
 """
@@ -112,8 +159,12 @@ set -u
 cd {_q(workdir.resolve())}
 export RUN_DIR={_q(run_dir)}
 mkdir -p "$RUN_DIR"
-MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-export MASTER_ADDR
+# The rendezvous host: the first node's address as SLURM knows it (NodeAddr; a node's
+# name need not resolve).
+first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+MASTER_ADDR=$(scontrol show node "$first_node" | grep -o 'NodeAddr=[^ ]*' | cut -d= -f2)
+export MASTER_ADDR=${{MASTER_ADDR:-$first_node}}
+export {JOB_VAR}=$SLURM_JOB_ID
 export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
 export PYTHONUNBUFFERED=1
 {resume_block}
@@ -124,15 +175,24 @@ NODE_SCRIPT=$(cat <<'DETTUI_NODE'
 # SIGUSR1 ({signal_lead_s}s before the time limit): checkpoint on every node, then requeue.
 # A checkpoint write replaces last.pt: a new inode says it is there.
 last_inode() {{ stat -c %i "$RUN_DIR/checkpoints/last.pt" 2>/dev/null || echo none; }}
+step_running() {{ [ -z "${{step:-}}" ] || kill -0 "$step" 2>/dev/null; }}
+run_finished() {{ grep -q '"status": "finished"' "$RUN_DIR/run.json" 2>/dev/null; }}
 checkpoint_and_requeue() {{
   echo "dettui: $(date -Is): time limit near: checkpoint, then requeue"
-  local before
+  local before i
   before=$(last_inode)
-  scancel --signal=USR1 "$SLURM_JOB_ID"  # the job steps, not this shell
-  for _ in $(seq 1 {checkpoint_wait_s * 5}); do
-    [ "$(last_inode)" != "$before" ] && break
+  # USR1 to the job steps (not this shell), again every 2 s until the checkpoint is there:
+  # an engine still starting up ignores it until its training runs.
+  for i in $(seq 0 {checkpoint_wait_s * 5}); do
+    [ $((i % 10)) = 0 ] && scancel --signal=USR1 "$SLURM_JOB_ID"
     sleep 0.2
+    [ "$(last_inode)" != "$before" ] && break
+    step_running || break
   done
+  if ! step_running || run_finished; then
+    echo "dettui: $(date -Is): the training has ended: no requeue"
+    return
+  fi
   scontrol requeue "$SLURM_JOB_ID"
 }}
 trap checkpoint_and_requeue USR1
@@ -140,9 +200,12 @@ trap checkpoint_and_requeue USR1
 srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c "$NODE_SCRIPT" &
 step=$!
 rc=0
-while :; do
+while :; do  # the trap cuts a wait short (status > 128): wait again while it runs
   wait "$step"; rc=$?
-  kill -0 "$step" 2>/dev/null || break
+  kill -0 "$step" 2>/dev/null && continue
+  # It ended during the trap: its own status, if that cut-short wait did not take it.
+  wait "$step" 2>/dev/null; last=$?; [ "$last" = 127 ] || rc=$last
+  break
 done
 exit "$rc"
 """
@@ -174,8 +237,64 @@ def write_sbatch(spec: LaunchSpec, *, sbatch_options: list[str] | None = None,
         n += 1
         run_id = f"{base}-{n}"
     path = runs_dir / f"{run_id}.sbatch"
+    lead, wait = signal_timing(list(sbatch_options or []))
     path.write_text(render_sbatch(spec, run_id, workdir=workdir or Path.cwd(),
-                                  sbatch_options=sbatch_options, script_path=path.resolve()),
+                                  sbatch_options=sbatch_options, script_path=path.resolve(),
+                                  signal_lead_s=lead, checkpoint_wait_s=wait),
                     encoding="utf-8")
     path.chmod(0o755)
     return path, run_id
+
+
+def _slurm(name: str, args: list[str], why: str) -> subprocess.CompletedProcess:
+    """Run SLURM's ``name`` command; a ``RunError`` saying ``why`` it was needed when it
+    is not here or does not answer within a minute (slurmctld down)."""
+    exe = shutil.which(name)
+    if exe is None:
+        raise RunError(f"{name} is not found on this machine's PATH: {why}",
+                       hint="run it on a login node of the SLURM cluster")
+    try:
+        return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise RunError(f"{name} did not answer within 60 s (is slurmctld up?): {why}")\
+            from None
+
+
+def submit(script: Path) -> str:
+    """``sbatch --parsable SCRIPT``; the job id. A refusal is a ``RunError`` with sbatch's
+    own message."""
+    out = _slurm("sbatch", ["--parsable", str(script.resolve())],
+                 f"{script} is written but not submitted")
+    job = out.stdout.strip().split(";")[0]  # JOBID[;CLUSTER]
+    if out.returncode != 0 or not JOB_ID.fullmatch(job):
+        raise RunError(f"sbatch refused {script}: {(out.stderr or out.stdout).strip()}")
+    return job
+
+
+def cancel(run_dir: Path, job: object) -> bool:
+    """``scancel JOB`` for the run in ``run_dir``: SLURM sends SIGTERM to every process of
+    the job (then SIGKILL after its KillWait, 30 s by default); each rank finishes its
+    step, checkpoints, and the run ends ``interrupted``. False when the job is no longer
+    in SLURM's queue (it ended without the run saying so).
+
+    ``job`` comes from run.json, which anyone may have written (a copied or planted run
+    folder): only a plain job id is used, and only a job whose batch script is this run's
+    ``<runs_dir>/<run-id>.sbatch`` is cancelled; anything else is a ``RunError``."""
+    run_id = run_dir.name
+    if not isinstance(job, str) or not JOB_ID.fullmatch(job):
+        raise RunError(f"run {run_id}'s run.json holds SLURM job id {job!r}, which is no job "
+                       "id (digits, or JOBID_TASK); nothing was cancelled")
+    how = f"run {run_id} is SLURM job {job}; stop it with `scancel {job}` where SLURM is"
+    squeue = _slurm("squeue", ["-h", "-j", job, "-o", "%o"], how)
+    command = squeue.stdout.strip()
+    if squeue.returncode != 0 or not command:
+        return False  # finished, cancelled or forgotten by SLURM
+    script = run_dir.resolve().parent / f"{run_id}.sbatch"
+    if Path(command).resolve() != script:
+        raise RunError(f"SLURM job {job} runs {command}, not run {run_id}'s script {script}: "
+                       "it is not this run's job; nothing was cancelled")
+    out = _slurm("scancel", [job], how)
+    if out.returncode != 0:
+        raise RunError(f"scancel {job} (run {run_id}) failed: "
+                       f"{(out.stderr or out.stdout).strip()}")
+    return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 from engine.config.loader import KeyPath, LoadedConfig
 from engine.config.ops import DEFAULT_STRONG_AUG, PHOTOMETRIC_OPS, TRANSFORM_OPS
-from engine.errors import ConfigError
+from engine.errors import ConfigError, ConfigErrors
 from engine.trainers.catalogue import (
     SSOD_METHODS,
     closest,
@@ -447,10 +448,14 @@ class Config:
                                          0.3)
     preview_keep_epochs: int = doc("previews of this many latest evaluations are kept", 3)
 
-    pretrain_weights: str | None = doc("weights-only init from a local file (.pt/.pth/"
-                                       ".safetensors); mismatched tensors are skipped", None)
-    pretrain_teacher_weights: str | None = doc("semi-supervised: teacher init weights", None)
-    pretrain_student_weights: str | None = doc("semi-supervised: student init weights", None)
+    pretrain_weights: str | None = doc(
+        "weights-only init (mismatched tensors are skipped): a file (.pt/.pth/.safetensors), "
+        "an http(s) URL (optional #sha256=HEX), torchvision:BUILDER[:WEIGHTS], "
+        "hf:REPO_ID[@REVISION] or run:RUN_ID[:best|:last]; remote ones download once", None)
+    pretrain_teacher_weights: str | None = doc("semi-supervised: teacher init weights (any "
+                                               "form pretrain_weights takes)", None)
+    pretrain_student_weights: str | None = doc("semi-supervised: student init weights (any "
+                                               "form pretrain_weights takes)", None)
     ssod_method: str | None = doc("semi-supervised trainer: " + ", ".join(SSOD_METHODS), None)
     use_cot: bool = doc("use the co-tuning (transfer learning) trainer", False)
     semi_start_iters: float = doc(
@@ -547,18 +552,47 @@ def _type_name(tp: Any) -> str:
 
 
 class _Validator:
+    """Builds the typed config and collects every error on the way (``errors``): a key
+    that does not convert is reported and left at its default, so the keys after it are
+    checked too; then the semantic checks run with ``collecting`` on, where ``fail``
+    records an error and returns (a check must not rely on ``fail`` to stop it)."""
+
     def __init__(self, loaded: LoadedConfig | None):
         self.loaded = loaded
+        self.errors: list[ConfigError] = []
+        self.collecting = False
 
-    def fail(self, keypath: KeyPath, message: str, hint: str | None = None) -> typing.NoReturn:
-        src = self.loaded.source_of(keypath) if self.loaded else None
+    def fail(self, keypath: KeyPath, message: str, hint: str | None = None) -> None:
+        # a list item (``sample_transforms[2]``) is where its list is
+        where = tuple(re.sub(r"\[\d+\]$", "", part) for part in keypath)
+        src = self.loaded.source_of(where) if self.loaded else None
         file = line = None
         if src is not None:
             file = src.file if src.override is None else f"-o {src.override}"
             line = src.line
         elif self.loaded is not None:
             file = str(self.loaded.path)
-        raise ConfigError(message, file=file, line=line, key=".".join(keypath), hint=hint)
+        error = ConfigError(message, file=file, line=line, key=".".join(keypath), hint=hint)
+        if not self.collecting:
+            raise error
+        self.errors.append(error)
+
+    def raise_errors(self) -> None:
+        """Raise what was found: one error as it is, several as ``ConfigErrors`` in file
+        order (the top file first, then its bases, then the ``-o`` overrides)."""
+        if not self.errors:
+            return
+        files = [str(f) for f in self.loaded.files] if self.loaded else []
+
+        def position(e: ConfigError) -> tuple[int, float]:
+            rank = files.index(e.file) if e.file in files else len(files)
+            return rank, e.line if e.line is not None else math.inf
+
+        first: dict[str | None, ConfigError] = {}
+        for error in self.errors:  # one error per key: the first found says it
+            first.setdefault(error.key, error)
+        errors = sorted(first.values(), key=position)  # stable: -o overrides in given order
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
 
     def convert(self, tp: Any, value: Any, keypath: KeyPath) -> Any:
         origin = typing.get_origin(tp)
@@ -572,10 +606,14 @@ class _Validator:
             for arg in args:
                 if arg is type(None):
                     continue
+                found = len(self.errors)
                 try:
-                    return self.convert(arg, value, keypath)
+                    converted = self.convert(arg, value, keypath)
                 except ConfigError:
                     continue
+                if len(self.errors) == found:
+                    return converted
+                del self.errors[found:]  # this arm did not fit: try the next one
             self._type_error(tp, value, keypath)
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
@@ -614,13 +652,20 @@ class _Validator:
             if not isinstance(value, list):
                 self._type_error(tp, value, keypath)
             (item_tp,) = typing.get_args(tp)
-            return [self.convert(item_tp, v, (*keypath[:-1], f"{keypath[-1]}[{i}]"))
-                    for i, v in enumerate(value)]
+            items = []
+            for i, v in enumerate(value):  # a bad item is reported; the others are checked
+                try:
+                    v = self.convert(item_tp, v, (*keypath[:-1], f"{keypath[-1]}[{i}]"))
+                except ConfigError as exc:
+                    self.errors.append(exc)  # kept as it is, so the items keep their index
+                items.append(v)
+            return items
         raise TypeError(f"schema type {tp!r} is not supported")  # a bug in the schema
 
     def _type_error(self, tp: Any, value: Any, keypath: KeyPath) -> typing.NoReturn:
         got = "null" if value is None else f"{value!r} ({type(value).__name__})"
         self.fail(keypath, f"expected {_type_name(tp)}, got {got}")
+        raise AssertionError("fail raises while converting")  # collecting is off here
 
     def build(self, cls: type, data: dict, prefix: KeyPath) -> Any:
         hints = typing.get_type_hints(cls)
@@ -628,14 +673,21 @@ class _Validator:
         kwargs = {}
         for key, value in data.items():
             keypath = (*prefix, str(key))
-            if key not in hints:
-                close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-                where = f"section '{'.'.join(prefix)}'" if prefix else "the top level"
-                self.fail(keypath, f"unknown key in {where}",
-                          hint=(f"did you mean '{close[0]}'?" if close else
-                                "allowed keys: " + ", ".join(names)))
-            kwargs[key] = self.convert(hints[key], value, keypath)
-        return cls(**kwargs)
+            try:  # a bad key is reported and left at its default: the next ones count too
+                if key not in hints:
+                    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+                    where = f"section '{'.'.join(prefix)}'" if prefix else "the top level"
+                    self.fail(keypath, f"unknown key in {where}",
+                              hint=(f"did you mean '{close[0]}'?" if close else
+                                    "allowed keys: " + ", ".join(names)))
+                kwargs[key] = self.convert(hints[key], value, keypath)
+            except ConfigError as exc:
+                self.errors.append(exc)
+        try:
+            return cls(**kwargs)
+        except TypeError:  # a required key was left out because it was wrong
+            self.raise_errors()
+            raise
 
 
 def _check_semantics(cfg: Config, v: _Validator) -> None:
@@ -710,11 +762,13 @@ def _check_transforms(v: _Validator, keypath: KeyPath, ops: list[dict],
         where = (*parent, f"{leaf}[{i}]")
         if not isinstance(op, dict) or len(op) != 1:
             v.fail(where, "each transform is a one-key mapping like {RandomFlip: {prob: 0.5}}")
+            continue
         (name, args), = op.items()
         if name not in TRANSFORM_OPS:
             close = difflib.get_close_matches(str(name), TRANSFORM_OPS, n=1)
             v.fail(where, f"unknown transform {name!r}; allowed: " + ", ".join(TRANSFORM_OPS),
                    hint=f"did you mean {close[0]!r}?" if close else None)
+            continue
         if allowed is not None and name not in allowed:
             v.fail(where, f"{name} changes the geometry of the image, and the weak and strong "
                    f"views must share theirs point by point; {leaf} takes photometric ops "
@@ -725,6 +779,7 @@ def _check_transforms(v: _Validator, keypath: KeyPath, ops: list[dict],
             continue
         if not isinstance(args, dict):
             v.fail(where, f"the arguments of {name} must be a mapping")
+            continue
         for arg in args:
             if arg not in TRANSFORM_OPS[name]:
                 v.fail(where, f"{name} has no argument {arg!r}; allowed: "
@@ -951,7 +1006,8 @@ def _check_rtdetr(r: RTDETRConfig, v: _Validator) -> None:
     if len(r.backbone_hidden_sizes) != 4 or any(c < 1 for c in r.backbone_hidden_sizes):
         v.fail(key("backbone_hidden_sizes"),
                f"must be 4 stage widths >= 1, got {r.backbone_hidden_sizes}")
-    if r.backbone_layer_type == "basic" and r.backbone_stem_channels != r.backbone_hidden_sizes[0]:
+    if (r.backbone_layer_type == "basic" and r.backbone_hidden_sizes
+            and r.backbone_stem_channels != r.backbone_hidden_sizes[0]):
         # transformers' basic ResNet-vd block downsamples whenever its width changes, and the
         # first stage keeps the stem's resolution: the widths must match there.
         v.fail(key("backbone_stem_channels"), f"must equal backbone_hidden_sizes[0] "
@@ -959,6 +1015,7 @@ def _check_rtdetr(r: RTDETRConfig, v: _Validator) -> None:
     stages = r.feature_stages
     if not stages or any(s not in (1, 2, 3, 4) for s in stages) or sorted(set(stages)) != stages:
         v.fail(key("feature_stages"), f"must be increasing stage numbers from 1-4, got {stages}")
+        return
     largest_stride = 2 ** (stages[-1] + 1)
     if r.image_size % largest_stride:
         v.fail(key("image_size"), f"must be a multiple of the largest feature stride "
@@ -968,7 +1025,7 @@ def _check_rtdetr(r: RTDETRConfig, v: _Validator) -> None:
         v.fail(key("train_sizes"), f"every size must be a positive multiple of the largest "
                f"feature stride {largest_stride}, got {bad}")
     for dim, heads in (("encoder_hidden_dim", "encoder_heads"), ("d_model", "decoder_heads")):
-        if getattr(r, dim) % getattr(r, heads):
+        if getattr(r, heads) >= 1 and getattr(r, dim) % getattr(r, heads):
             v.fail(key(dim), f"{getattr(r, dim)} is not divisible by {heads} "
                    f"{getattr(r, heads)}")
     if r.encoder_hidden_dim % 4:  # the 2-D sine position embedding splits it in 4
@@ -984,7 +1041,15 @@ def validate(loaded: LoadedConfig | dict) -> Config:
     else:
         v, data = _Validator(loaded), loaded.data
     cfg = v.build(Config, data, ())
-    _check_semantics(cfg, v)
+    v.collecting = True
+    try:
+        _check_semantics(cfg, v)
+    except Exception:
+        # A check that went on past an error it recorded may trip over the bad value:
+        # the errors say what is wrong. Without any, it is a bug in a check.
+        if not v.errors:
+            raise
+    v.raise_errors()
     return cfg
 
 

@@ -24,12 +24,12 @@ from engine.data.imagefolder import list_image_files
 from engine.data.images import SWAPS_AXES, decode_rgb, probe_image
 from engine.data.sources import (
     annotation_source,
+    check_image_folder,
     dataset_coco,
     dataset_root,
-    has_relative_file_names,
 )
 from engine.data.split import split_coco
-from engine.data.summary import IGNORED_WHAT, DatasetSummary
+from engine.data.summary import IGNORED_WHAT, DatasetSummary, plural
 from engine.errors import DataError
 
 Progress = Callable[[str, int, int], None]
@@ -64,8 +64,8 @@ def _not_generated(ds: DatasetConfig | UnsupDatasetConfig, section: str) -> Data
     if ds.synthesize is None or anno.is_file():
         return None
     summary = DatasetSummary(title=section, kind=ds.name, source=str(anno))
-    summary.notes.append(f"not generated yet: synthesize writes {ds.synthesize.num_images} "
-                         "shapes images here on first use")
+    summary.notes.append(f"not generated yet: synthesize writes "
+                         f"{plural(ds.synthesize.num_images, 'shapes image')} here on first use")
     return summary
 
 
@@ -98,16 +98,15 @@ def check_labeled(ds: DatasetConfig, section: str, num_classes: int, *, train: b
         summary = summarize_coco(data, index, title=section, kind=ds.name, source=str(path))
     empty = sum(summary.without_boxes.values())
     if train and empty and not ds.allow_empty:
-        summary.notes.append(f"training skips the {empty} images without boxes "
+        summary.notes.append(f"training skips {'the ' if empty > 1 else ''}"
+                             f"{plural(empty, 'image')} without boxes "
                              f"({section}.allow_empty: false)")
     if ds.semi_split is not None:
         summary.notes.append(f"semi_split: the labeled {ds.semi_split.percent:g}% of the "
                              f"file (seed {ds.semi_split.seed})")
     image_root = root / ds.image_dir
     if converted is None or decode:
-        if has_relative_file_names(index.file_names) and not image_root.is_dir():
-            raise DataError("image folder not found", file=str(image_root),
-                            key=f"{section}.image_dir")
+        check_image_folder(image_root, index.file_names, section)
         _open_images(image_root, index, section, path, decode, progress)
     return summary
 
@@ -208,9 +207,7 @@ def check_unlabeled(ds: UnsupDatasetConfig, section: str, *, decode: bool = Fals
                               file=str(anno), key=f"{section}.semi_split.percent")[1]
         names = index_images(data["images"], anno)[2]
         source = str(anno)
-        if has_relative_file_names(names) and not folder.is_dir():
-            raise DataError("image folder not found", file=str(folder),
-                            key=f"{section}.image_dir")
+        check_image_folder(folder, names, section)
     summary = DatasetSummary(title=section, kind=ds.name, source=source, images=len(names),
                              labeled=False)
     for i, name in enumerate(names):

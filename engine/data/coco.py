@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from engine.config.schema import DatasetConfig
 from engine.data.cocofile import CocoIndex, index_coco
 from engine.data.images import decode_rgb
-from engine.data.sources import annotation_source, dataset_coco, has_relative_file_names
+from engine.data.sources import annotation_source, check_image_folder, dataset_coco
 from engine.data.split import split_coco
 from engine.errors import DataError
 
@@ -117,9 +117,7 @@ class CocoDetection(Dataset):
                             file=str(self.anno_path),
                             hint=f"set {self.section}.allow_empty: true to train on images "
                                  "without boxes")
-        if not self.image_root.is_dir() and has_relative_file_names(index.file_names):
-            raise DataError("image folder not found", file=str(self.image_root),
-                            key=f"{self.section}.image_dir")
+        check_image_folder(self.image_root, index.file_names, self.section)
         self._index: CocoIndex = index
         self._log_summary(num_cats)
 

@@ -17,6 +17,11 @@ from typing import Any
 IGNORED_WHAT = "difficult/crowd"
 
 
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """``1 image``, ``2 images`` (``many``: an irregular plural, ``1 class``/``2 classes``)."""
+    return f"{n} {noun if n == 1 else many or noun + 's'}"
+
+
 def printable(text: object) -> str:
     """``text`` with control and format characters shown as escapes (``\\x1b``)."""
     out = []
@@ -85,7 +90,8 @@ class DatasetSummary:
         if not self.labeled:
             out += [f"  note: {printable(n)}" for n in self.notes]
             return out
-        out.append(f"  boxes    {self.total_boxes} in {len(self.class_names)} classes"
+        classes = plural(len(self.class_names), "class", "classes")
+        out.append(f"  boxes    {self.total_boxes} in {classes}"
                    + (f" (+{sum(self.ignored)} {IGNORED_WHAT}, ignored)"
                       if sum(self.ignored) else ""))
         width = max((len(printable(n)) for n in self.class_names), default=0)
@@ -97,10 +103,11 @@ class DatasetSummary:
                 row += "  no boxes"
             out.append(row)
         if self.clipped:
-            out.append(f"  clipped  {self.clipped} boxes partly outside their image")
+            out.append(f"  clipped  {plural(self.clipped, 'box', 'boxes')} partly outside "
+                       f"{'its image' if self.clipped == 1 else 'their image'}")
         if self.dropped:
             total = sum(self.dropped.values())
-            out.append(f"  dropped  {total} boxes")
+            out.append(f"  dropped  {plural(total, 'box', 'boxes')}")
             for reason, n in self.dropped.items():
                 first = self.dropped_first.get(reason)
                 out.append(f"    {n:>7}  {printable(reason)}"

@@ -14,7 +14,7 @@ from engine.data.coco import Target, read_rgb
 from engine.data.cocofile import index_images, load_coco_json
 from engine.data.imagefolder import list_image_files
 from engine.data.shapes import ensure_dataset
-from engine.data.sources import has_relative_file_names
+from engine.data.sources import check_image_folder
 from engine.data.split import split_coco
 from engine.errors import DataError
 
@@ -43,9 +43,7 @@ class UnlabeledImages(Dataset):
         else:
             names, ids = self._from_json(ds_cfg, root)
             source = str(root / (ds_cfg.anno_path or ""))
-            if not self.image_root.is_dir() and has_relative_file_names(names):
-                raise DataError("image folder not found", file=str(self.image_root),
-                                key=f"{section}.image_dir")
+            check_image_folder(self.image_root, names, section)
         self.file_names = np.asarray(names, dtype=str)
         self.image_ids = np.asarray(ids, dtype=np.int64)
         log.info("%s: %s: %d unlabeled images", section, source, len(names))

@@ -210,6 +210,18 @@ def _read_label_file(path: Path) -> str | None:
         raise DataError(f"cannot read the label file: {exc}", file=str(path)) from None
 
 
+def yolo_splits(src: Path) -> list[str]:
+    """The splits a YOLO dataset has (its data.yaml's split keys, or the folders under
+    ``images/``); empty when ``src`` is no YOLO dataset (``import_yolo`` says why)."""
+    yaml_path = src if src.is_file() else next(
+        (src / n for n in YAML_NAMES if (src / n).is_file()), None)
+    if yaml_path is not None:
+        data = _load_yaml(yaml_path)
+        return [s for s in SPLITS if data.get(s)]
+    images = src / "images"
+    return sorted(p.name for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
+
+
 def import_yolo(src: Path, split: str = "train") -> tuple[dict, DatasetSummary]:
     """``dettui data import yolo``: the images of one split and their boxes."""
     if not src.exists():

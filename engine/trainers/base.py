@@ -37,6 +37,7 @@ from engine.errors import ConfigError, NonFiniteLoss, WeightsError
 from engine.evaluation import EvalObserver, EvalResult, evaluate_model
 from engine.models import build_model, count_parameters
 from engine.models.weights import LoadReport, load_pretrained
+from engine.precision import amp_ignored
 from engine.recorder import RunRecorder
 from engine.trainers.checkpoint import Checkpointer, capture_rng_state, restore_rng_state
 from engine.trainers.hooks import (
@@ -127,6 +128,8 @@ class Trainer:
         self.scheduler = build_lr_scheduler(cfg, self.optimizer, self.iters_per_epoch,
                                             self.max_iters)
         self.use_amp = cfg.amp and self.device.type == "cuda"
+        if cfg.amp and not self.use_amp:  # said in train.log and the console, not skipped
+            self.recorder.note("warning", amp_ignored(str(self.device)))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
         # Loop state; a checkpoint restores exactly these (and the hooks' state below).
@@ -293,7 +296,11 @@ class Trainer:
         evaluated (empty on other ranks), for the eval hook's best tracking."""
         results: Evaluation = []
         if self.env.is_main:
-            for i, (model, which) in enumerate(self.eval_models()):
+            models = self.eval_models()
+            # an evaluation takes a while (tens of seconds on a CPU): front-ends say so
+            self.recorder.emit("eval_start", epoch=self.epoch, iter=self.iter,
+                               models=[which for _, which in models], images=len(self.eval_ds))
+            for i, (model, which) in enumerate(models):
                 t0 = time.perf_counter()
                 result = self.evaluate(model, observe if i == 0 else None)
                 results.append((model, which, result, time.perf_counter() - t0))

@@ -112,9 +112,9 @@ def test_import_report_counts_quirks(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "images   2  (1 without boxes: 1 no annotation file)" in out
-    assert "boxes    2 in 1 classes (+1 difficult/crowd, ignored)" in out
-    assert "clipped  1 boxes partly outside their image" in out
-    assert "dropped  1 boxes" in out and "entirely outside the image" in out
+    assert "boxes    2 in 1 class (+1 difficult/crowd, ignored)" in out
+    assert "clipped  1 box partly outside its image" in out
+    assert "dropped  1 box" in out and "entirely outside the image" in out
 
 
 def _check_config(tmp_path: Path, voc: Path) -> Path:

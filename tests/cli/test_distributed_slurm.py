@@ -1,57 +1,19 @@
-"""``dettui run --slurm`` (issue 4.6): the sbatch script, checked by bash, and its time-limit
-path run for real on this machine with stand-ins for ``srun``/``scancel``/``scontrol``:
-SIGUSR1 -> a checkpoint on every engine process while torchrun survives -> requeue ->
-SIGTERM -> checkpoint + ``interrupted``; the requeued job resumes the same run dir.
+"""``dettui run --slurm`` without a cluster: the sbatch script checked by bash, the USR1 lead
+for short time limits, and what ``--submit`` and ``dettui stop`` refuse. The script's real
+runs are in ``tests/slurm/`` (a real SLURM cluster; stand-ins where none can be started).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
-from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import DEMO_CONFIG, REPO
-from tests.faults.procs import (
-    as_opts,
-    dettui_cmd,
-    events,
-    free_port,
-    last_iter,
-    overrides,
-    proc_env,
-    wait_iter,
-    wait_until,
-)
-
-# Stand-ins: one "node" (this machine). srun runs the node script in place and notes its
-# pid; scancel/scontrol requeue signal every process of that step, as slurmstepd does.
-SHIMS = {
-    "srun": """#!/bin/bash
-while [[ "$1" == -* ]]; do shift; done
-echo $$ > "$SHIM_DIR/step.pid"
-exec "$@"
-""",
-    "scancel": """#!/bin/bash
-tree() { echo "$1"; for c in $(pgrep -P "$1"); do tree "$c"; done; }
-sig=${1#--signal=}
-echo "scancel $sig" >> "$SHIM_DIR/calls"
-kill -"$sig" $(tree "$(cat "$SHIM_DIR/step.pid")") 2>/dev/null
-exit 0
-""",
-    "scontrol": """#!/bin/bash
-tree() { echo "$1"; for c in $(pgrep -P "$1"); do tree "$c"; done; }
-if [ "$1" = show ]; then echo 127.0.0.1; exit 0; fi
-step=$(cat "$SHIM_DIR/step.pid")
-echo "requeue; step processes alive: $(tree "$step" | wc -l)" >> "$SHIM_DIR/calls"
-kill -TERM $(tree "$step") 2>/dev/null
-exit 0
-""",
-}
+from tests.faults.procs import dettui_cmd, proc_env
+from tests.security.helpers import write_run
+from tui.slurm import signal_timing, time_limit_s
 
 
 def write_script(tmp_path: Path, *args: str) -> tuple[Path, str, str]:
@@ -93,65 +55,79 @@ def test_slurm_refuses_max_restarts(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.sbatch"))
 
 
-def free_job_id() -> str:
-    """A job id whose rendezvous port (20000 + id % 20000, as the script says) is free."""
-    while not 20000 <= (port := free_port()) < 40000:
-        pass
-    return str(100_000 + port - 20000)
+def test_the_usr1_lead_scales_with_a_short_time_limit(tmp_path: Path) -> None:
+    assert time_limit_s("1") == 60 and time_limit_s("1:30") == 90
+    assert time_limit_s("2-03") == 2 * 86400 + 3 * 3600
+    assert time_limit_s("1-00:00:05") == 86405 and time_limit_s("UNLIMITED") is None
+    assert signal_timing(["--partition=gpu"]) == (300, 240)
+    assert signal_timing(["--time=24:00:00"]) == (300, 240)
+    assert signal_timing(["--time=1"]) == (30, 24)  # not 300 s before a 60-s limit
+    assert signal_timing(["-t 4"]) == (120, 96)
+    path, _, _ = write_script(tmp_path, "--sbatch", "--time=1")
+    text = path.read_text()
+    assert "#SBATCH --signal=B:USR1@30\n" in text and "seq 0 120)" in text  # 24 s of 0.2
 
 
-def run_job(script: Path, shims: Path, job_id: str) -> subprocess.Popen:
-    env = proc_env(SLURM_JOB_ID=job_id, SLURM_NNODES="1", SLURM_JOB_NODELIST="node1",
-                   SHIM_DIR=str(shims), PATH=f"{shims}{os.pathsep}{os.environ['PATH']}")
-    # slurmd starts the batch shell with default signal dispositions; bash could not trap a
-    # SIGUSR1 it inherited as ignored (from whatever else ran in this test process).
-    return subprocess.Popen(["bash", str(script)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_DFL))
+def test_submit_goes_with_slurm(tmp_path: Path) -> None:
+    out = subprocess.run(dettui_cmd("run", str(DEMO_CONFIG), "--submit", "--runs-dir",
+                                    str(tmp_path)),
+                         cwd=REPO, env=proc_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--submit goes with --slurm" in out.stderr
+    assert not list(tmp_path.iterdir())
 
 
-def test_slurm_time_limit_checkpoints_requeues_and_the_requeued_job_resumes(
-        tmp_path: Path) -> None:
-    shims = tmp_path / "shims"
-    shims.mkdir()
-    for name, body in SHIMS.items():
-        (shims / name).write_text(body)
-        (shims / name).chmod(0o755)
-    script, run_id, _ = write_script(
-        tmp_path, "--nproc", "2", "--device", "cpu", "--no-eval",
-        *as_opts(overrides(tmp_path / "data", epochs=2, epoch_iter=40)))
-    text = script.read_text()
-    assert "--gres" not in text and sys.executable in text
-    run = tmp_path / "runs" / run_id
+def stop_slurm_run(tmp_path: Path, job: object, path: str) -> subprocess.CompletedProcess:
+    runs = tmp_path / "runs"
+    write_run(runs, "20250101-000000-job", status="running", pid=None, slurm_job_id=job)
+    return subprocess.run(dettui_cmd("stop", "20250101-000000-job", "--runs-dir", str(runs)),
+                          cwd=REPO, env=proc_env(PATH=path), capture_output=True, text=True,
+                          timeout=60)
 
-    job_id = free_job_id()
-    job = run_job(script, shims, job_id)
-    wait_iter(run, 3, job)
-    job.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@LEAD does before the time limit
-    output = job.communicate(timeout=120)[0]
-    calls = (shims / "calls").read_text() if (shims / "calls").exists() else ""
-    assert "scancel USR1" in calls, (f"exit {job.returncode}\n{output[-5000:]}\n"
-                                     + (run / "train.log").read_text()[-2000:])
-    # torchrun (and the wrapper) were still there when the requeue came: USR1 killed nobody.
-    alive = int(re.search(r"step processes alive: (\d+)", calls).group(1))
-    assert alive >= 4, calls  # wrapper, torchrun, two engine ranks
-    ckpts = [e for e in events(run, "checkpoint") if e["kind"] == "last"]
-    assert len(ckpts) >= 2, ckpts  # SIGUSR1's, then the stop's
-    meta = json.loads((run / "run.json").read_text())
-    assert meta["status"] == "interrupted" and meta["exit_code"] == 130, output[-3000:]
-    # One clean stop, though each rank got SIGTERM three times (slurmstepd, torchrun, wrapper)
-    assert events(run, "status")[-1]["message"] == "stopped by a signal after a checkpoint"
-    stopped_at = load_checkpoint(run / "checkpoints" / "last.pt")["iter"]
-    assert stopped_at == last_iter(run) < 80
-    assert "SIGUSR1: checkpoint written" in (run / "train.log").read_text()
 
-    (shims / "calls").unlink()
-    requeued = run_job(script, shims, job_id)  # the same job, run again by SLURM
-    output = requeued.communicate(timeout=180)[0]
-    assert requeued.returncode == 0, output[-3000:]
-    meta = json.loads((run / "run.json").read_text())
-    assert meta["status"] == "finished" and meta["attempt"] == 2
-    start = events(run, "start")[-1]
-    assert start["resume_from"].endswith("last.pt") and start["start_iter"] == stopped_at
-    assert start["world_size"] == 2
-    wait_until(lambda: last_iter(run) == 80, timeout=15, what="all 80 iterations")
+def test_stop_of_a_slurm_run_never_passes_a_planted_job_id_to_scancel(tmp_path: Path) -> None:
+    # "--user=root" given to scancel would cancel every job of the user.
+    out = stop_slurm_run(tmp_path, "--user=root", os.environ["PATH"])
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "which is no job id" in out.stderr and "nothing was cancelled" in out.stderr
+
+
+def test_stop_of_a_slurm_run_without_slurm_here_says_how(tmp_path: Path) -> None:
+    out = stop_slurm_run(tmp_path, "4242", str(tmp_path / "no-slurm-here"))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "is not found on this machine's PATH" in out.stderr
+    assert "scancel 4242" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_runs_lists_an_active_slurm_run_with_its_job_id(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs, "20250101-000000-on-a-node", status="running", host="node-17",
+              slurm_job_id="4242")
+    write_run(runs, "20250101-000001-done", slurm_job_id="4243")  # finished: no job shown
+    out = subprocess.run(dettui_cmd("runs", "--runs-dir", str(runs)), cwd=REPO,
+                         env=proc_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()[2:]}
+    assert "running (job 4242)" in lines["20250101-000000-on-a-node"]
+    assert "job" not in lines["20250101-000001-done"]
+
+
+def test_the_tui_runs_table_and_monitor_header_name_the_job() -> None:
+    from tui.runs_index import RunRow
+    from tui.widgets.runs_table import row_cells
+
+    meta = {"id": "r", "status": "running", "slurm_job_id": "4242"}
+    row = RunRow(id="r", name="r", status="running", trainer="Trainer", config="c.yml",
+                 path=Path("r"), meta=meta)
+    assert row_cells(row, False, 0.0)[1].plain.endswith("running (job 4242)")
+    assert "job" not in row_cells(row, False, 0.0, compact_status=True)[1].plain
+    done = RunRow(id="r", name="r", status="finished", trainer="Trainer", config="c.yml",
+                  path=Path("r"), meta={**meta, "status": "finished"})
+    assert "job" not in row_cells(done, False, 0.0)[1].plain
+    from types import SimpleNamespace
+
+    from tui.widgets.run_header import RunHeader
+
+    snap = SimpleNamespace(meta=meta, status="running", run_id="r")
+    assert "SLURM job 4242" in RunHeader("r")._title(snap)
+    assert "SLURM job" not in RunHeader("r")._title(
+        SimpleNamespace(meta={"status": "running"}, status="running", run_id="r"))

@@ -50,7 +50,7 @@ def test_eval_and_infer_with_trained_weights(tmp_path: Path) -> None:
 
 def test_infer_rejects_missing_and_non_image_files(tmp_path: Path) -> None:
     weights = tmp_path / "w.pt"
-    weights.write_bytes(b"x")
+    weights.write_bytes(b"PK\x03\x04")
     proc = subprocess.run([sys.executable, "-m", "tui.cli", "infer", str(DEMO_CONFIG),
                            str(tmp_path / "nope.png"), "--weights", str(weights), "--out",
                            str(tmp_path / "o")], cwd=REPO, env=engine_env(),

@@ -70,6 +70,13 @@ def test_run_directory_contract(tmp_path: Path) -> None:
     assert [e["epoch"] for e in evals] == [0, 1]
     assert set(evals[0]["metrics"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert set(evals[0]["per_class"]) == {"circle", "square", "triangle", "cross"}
+    # each evaluation is announced as it begins (front-ends show "evaluating")
+    all_events = events(run)
+    starts = [i for i, e in enumerate(all_events) if e["type"] == "eval_start"]
+    ends = [i for i, e in enumerate(all_events) if e["type"] == "eval"]
+    assert len(starts) == 2 and all(s < e for s, e in zip(starts, ends)), kinds
+    assert [all_events[i]["models"] for i in starts] == [[e["model"]] for e in evals]
+    assert all(all_events[i]["images"] > 0 for i in starts)
     for ev in events(run, "checkpoint"):
         assert Path(ev["path"]).exists() and ev["kind"] in ("last", "best", "epoch", "interval")
     assert events(run, "system"), "no system sample"

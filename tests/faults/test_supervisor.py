@@ -71,7 +71,7 @@ def test_killed_engine_is_restarted_from_its_checkpoint(tmp_path: Path, launch_e
 
 def test_bad_input_is_not_restarted(tmp_path: Path, launch_env: None) -> None:
     weights = tmp_path / "corrupt.pt"
-    weights.write_bytes(b"not a checkpoint at all")
+    weights.write_bytes(b"PK\x03\x04 not a checkpoint at all")  # passes the front-end sniff
     run, proc = launch(tmp_path, 2, weights=str(weights))
     assert proc.wait(timeout=120) == 2
     m = meta(run)

@@ -84,7 +84,11 @@ def test_config_tree_picks_up_new_and_edited_files(runs_dir: Path, configs_dir: 
         tree.rescan()
         await wait_for(pilot, lambda: new in tree.checks, what="new config found")
         assert "num_classes" in tree.checks[new].error
-        new.write_text("num_classes: 2\n# fixed\n", encoding="utf-8")
+        # fixed (with data it generates: a config whose dataset is absent is ✗ too)
+        new.write_text("num_classes: 2\n"
+                       "TrainDataset: {dataset_dir: data/s, synthesize: {num_images: 8}}\n"
+                       "EvalDataset: {dataset_dir: data/s, synthesize: {num_images: 4}}\n",
+                       encoding="utf-8")
         tree.rescan()
         await wait_for(pilot, lambda: tree.checks[new].error is None, what="re-validated")
 

@@ -3,6 +3,8 @@ running), stop, resume refusal, the error modal of a failed run, and a crash whi
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -230,5 +232,53 @@ def test_a_run_that_crashes_while_watched_opens_the_error_modal(runs_dir: Path) 
         report = app.screen.report
         assert "engine process is gone" in report.message
         assert report.traceback.endswith("MemoryError")
+
+    run_pilot(app, scenario)
+
+
+def test_resume_of_a_finished_run_asks_first(runs_dir: Path) -> None:
+    """Issue 19.5 (the TUI's r): resumed as it is, a finished run trains nothing; r asks
+    whether to train it longer and how long, and starts nothing unless told."""
+    from textual.widgets import Input
+
+    from tui.screens.train_longer import TrainLongerScreen
+
+    run = make_run(runs_dir, "20250101-100000-done", epochs=2, iters_per_epoch=5)
+    app = make_app(runs_dir)
+
+    async def scenario(pilot) -> None:
+        await _ready(pilot, app, 1)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainLongerScreen),
+                       what="the question")
+        text = " ".join(str(s.render()) for s in app.screen.query("Static"))
+        assert "finished: it trained all 2 epochs, 10 steps" in text, text
+        assert "\n\nTrain it longer?" in text and "⏎" not in text, text
+        assert app.screen.query_one("#epochs", Input).value == "4"
+        await pilot.press("escape")
+        await pilot.pause(0.3)
+        assert not isinstance(app.screen, TrainLongerScreen)
+        meta = run.read_meta()
+        assert (meta["status"], meta["attempt"]) == ("finished", 1)  # nothing started
+        assert not app.home.processes
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainLongerScreen),
+                       what="the question again")
+        field = app.screen.query_one("#epochs", Input)
+        field.value = "2"  # not longer than it trained: refused in the dialog
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TrainLongerScreen)
+        assert "at least 3" in str(app.screen.query_one("#train-longer-error").render())
+        field.value = "3"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: bool(app.home.processes), what="the resume started")
+        try:
+            meta = run.read_meta()
+            assert meta["attempt"] == 2 and "epoch=3" in meta["command"], meta["command"]
+        finally:
+            for proc in app.home.processes:  # the engine this test started (own session)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     run_pilot(app, scenario)

@@ -145,7 +145,7 @@ def test_scan_of_hundreds_of_runs_is_cheap(runs_dir: Path, monkeypatch) -> None:
     assert os.path.isdir(runs_dir)
 
 
-def test_shown_epoch_is_the_epoch_under_way_while_active(runs_dir: Path) -> None:
+def test_shown_epoch_is_the_epoch_of_the_last_step_done(runs_dir: Path) -> None:
     from tui.runs_index import RunRow
 
     row = RunRow("a", "a", "running", "Trainer", "", runs_dir, epoch=0, epochs=12, iter=1,
@@ -156,4 +156,7 @@ def test_shown_epoch_is_the_epoch_under_way_while_active(runs_dir: Path) -> None
     assert done.shown_epoch == 12
     stopped = RunRow("a", "a", "interrupted", "Trainer", "", runs_dir, epoch=3, epochs=12,
                      iter=70, max_iters=192)
-    assert stopped.shown_epoch == 4  # four epochs done (16 iterations each)
+    assert stopped.shown_epoch == 5  # stopped in epoch 5 (16 iterations each), as run.json says
+    early = RunRow("a", "a", "interrupted", "Trainer", "", runs_dir, epoch=1, epochs=1,
+                   iter=2, max_iters=16)
+    assert early.shown_epoch == 1  # stopped early in its only epoch: 1/1, not 0/1

@@ -93,3 +93,44 @@ def test_compare_selected_runs_from_the_table(runs_dir: Path, three_runs) -> Non
         assert not isinstance(app.screen, CompareScreen)
 
     run_pilot(app, scenario)
+
+
+def test_a_long_value_keeps_the_other_runs_columns_in_reach(runs_dir: Path, make_runs) -> None:
+    """Issue 19.6: one ~300-character value (a list of augmentations) once made the first
+    run's column so wide that the second run's needed ~330 presses of → to reach."""
+    from textual.widgets import Static
+
+    from tui.screens.compare import MAX_COLUMN, ValueScreen, value_text
+
+    strong = [{"RandomFlip": {"prob": 0.5}}, {"RandomDistort": {"brightness": [0.6, 1.4],
+                                                                  "contrast": [0.6, 1.4]}},
+              {"RandomErasing": {"prob": 0.7, "scale": [0.05, 0.2], "ratio": [0.3, 3.3]}},
+              {"RandomErasing": {"prob": 0.5, "scale": [0.02, 0.2], "ratio": [0.1, 6.0]}},
+              {"RandomErasing": {"prob": 0.3, "scale": [0.02, 0.2], "ratio": [0.05, 8.0]}}]
+    long_run = make_runs("20250101-100000-long",
+                         extra_config={"SemiTrainReader": {"strong_aug": strong}})
+    short_run = make_runs("20250101-110000-short", offset=3600, lr=0.01)
+    app = make_app(runs_dir)
+
+    async def scenario(pilot) -> None:
+        app.push_screen(CompareScreen([long_run.path, short_run.path]))
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen)
+                       and len(app.screen.runs) == 2, what="runs read")
+        screen = app.screen
+        await pilot.pause(0.3)
+        grid = screen.query_one("#compare-table")
+        widths = [c.width for c in grid.columns.values()]
+        assert max(widths[1:]) <= MAX_COLUMN, widths
+        assert sum(widths) + 3 * 2 <= 120  # every column on screen: no → to press
+        keys = [plain(grid.get_row_at(i)[0]).strip() for i in range(grid.row_count)]
+        row = keys.index("SemiTrainReader.strong_aug")
+        assert len(value_text(screen.rows[row][1][0])) > 300  # the value is that long
+        grid.move_cursor(row=row)
+        await pilot.press("enter")  # the whole value on demand
+        await wait_for(pilot, lambda: isinstance(app.screen, ValueScreen), what="the values")
+        shown = " ".join(plain(s.render(), width=400) for s in app.screen.query(Static))
+        assert '"RandomErasing": {"prob": 0.3' in shown and "20250101-100000-long" in shown
+        await pilot.press("escape")
+        assert isinstance(app.screen, CompareScreen)
+
+    run_pilot(app, scenario, size=(120, 40))

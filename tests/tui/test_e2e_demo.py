@@ -1,6 +1,6 @@
-"""End to end, through key presses only: browse to the demo config, fill the launch form,
-start a real engine subprocess, watch it finish, find it in the runs table with its AP,
-and resume it (same run id, attempt 2)."""
+"""End to end, through key presses only: the tree opens on the demo config, fill the
+launch form, start a real engine subprocess, watch it finish, find it in the runs table with
+its AP, and train it one epoch longer (r asks first; same run id, attempt 2)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tui.screens.error import ErrorScreen
 from tui.screens.home import HomeScreen
 from tui.screens.launch import LaunchScreen
 from tui.screens.monitor import MonitorScreen
+from tui.screens.train_longer import TrainLongerScreen
 from tui.widgets.config_tree import ConfigTree
 from tui.widgets.runs_table import RunsTable
 
@@ -60,13 +61,9 @@ def test_launch_watch_and_resume_the_demo(tmp_path: Path) -> None:
         home = app.home
         tree = home.query_one(ConfigTree)
         await wait_for(pilot, lambda: bool(tree.checks), what="configs checked")
-        # No runs yet, so the config tree has the focus; browse to the demo config.
+        # No runs yet, so the config tree has the focus, on the demo config (issue 19.13).
         await wait_for(pilot, lambda: app.focused is tree, what="focus on the tree")
-        for _ in range(60):
-            if tree.current_path == DEMO_CONFIG:
-                break
-            await pilot.press("down")
-        assert tree.current_path == DEMO_CONFIG
+        await wait_for(pilot, lambda: tree.current_path == DEMO_CONFIG, what="the demo config")
         # Open the launch form, name the run, add the overrides, launch.
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))
@@ -109,11 +106,17 @@ def test_launch_watch_and_resume_the_demo(tmp_path: Path) -> None:
         assert cells[2] == run["id"]
         # the demo evaluates its EMA weights; the table names a model that is not the raw one
         assert cells[4] == f"{run['best']['value']:.3f} {run['best']['model']}"
-        # Resume it: same run, attempt 2, finishes again.
+        # Resume it: finished, so r asks first (it would train nothing); train it to 2
+        # epochs in all: same run, attempt 2, finishes again with the longer schedule.
         await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainLongerScreen),
+                       what="the train-longer question")
+        assert app.screen.query_one("#epochs", Input).value == "2"
+        await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), what="monitor")
         run = await _wait_finished(pilot, runs_dir, attempt=2)
         assert run["id"] == cells[2]
+        assert run["progress"]["epochs"] == 2 and run["progress"]["epoch"] == 2
         assert not any(isinstance(s, ErrorScreen) for s in app.screen_stack)
         await pilot.press("escape")
         await wait_for(pilot, lambda: row_cells()[1:2] == ["✓ finished"])

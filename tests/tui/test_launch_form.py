@@ -109,7 +109,7 @@ def test_weights_modes_show_their_fields_and_check_paths(runs_dir: Path, configs
         await _type_into(pilot, screen, "weights", str(tmp_path / "missing.pt"))
         await wait_for(pilot, lambda: "weights file not found" in _status(screen))
         weights = tmp_path / "w.pt"
-        weights.write_bytes(b"x")
+        weights.write_bytes(b"PK\x03\x04 a torch.save zip, cut short")
         await _type_into(pilot, screen, "weights", str(weights))
         await wait_for(pilot, lambda: "pretrained weights" in _status(screen))
         assert screen.build_spec().weights == str(weights)

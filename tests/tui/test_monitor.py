@@ -19,7 +19,6 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.monitor import MonitorScreen
 from tui.widgets.curves import CurvePlot
-from tui.widgets.eval_table import EvalTable
 from tui.widgets.log_panel import LogPanel
 from tui.widgets.run_header import RunHeader, format_duration
 from tui.widgets.system_panel import SystemPanel
@@ -280,6 +279,22 @@ def test_stop_and_resume_keys_call_the_launcher(tmp_path: Path,
     run_pilot(MonitorHost(live.path), on_live, size=(160, 50))
     run_pilot(MonitorHost(ended.path), on_ended, size=(160, 50))
 
+    # a finished run: resumed as it is it would train nothing, so r asks first (19.5)
+    from tui.screens.train_longer import TrainLongerScreen
+
+    done = write_semi_run(tmp_path / "c", status="finished", alive=False)
+
+    async def on_finished(pilot: Any) -> None:
+        await loaded(pilot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, TrainLongerScreen),
+                       what="the train-longer question")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(calls) == 2  # nothing resumed
+
+    run_pilot(MonitorHost(done.path), on_finished, size=(160, 50))
+
 
 def test_a_run_that_fails_while_watched_opens_the_error_modal(tmp_path: Path) -> None:
     run = write_semi_run(tmp_path / "runs")
@@ -316,7 +331,11 @@ def test_an_empty_run_waits_politely(tmp_path: Path) -> None:
         await pilot.pause()
         assert "no training step yet" in header_text(screen)
         assert "no train event yet" in text_of(screen.query_one("#loss-plot"))
-        assert screen.query_one(EvalTable).query_one("#eval-empty").display
+        # said once in the Eval pane (the plot), not again by the table under it
+        assert "no evaluation yet" in text_of(screen.query_one("#ap-plot"))
+        shown = [w for w in screen.query_one("#pane-eval").query("*")
+                 if w.display and "no evaluation yet" in text_of(w)]
+        assert len(shown) == 1, shown
         assert "waiting" in text_of(screen.query_one("#sys-waiting"))
 
     run_pilot(MonitorHost(run.path), scenario, size=(120, 40))

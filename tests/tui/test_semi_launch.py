@@ -65,8 +65,8 @@ def test_a_semi_config_shows_teacher_student_and_the_unlabeled_set(runs_dir: Pat
         await _type_into(pilot, screen, "teacher", str(tmp_path / "teacher.pt"))
         await wait_for(pilot, lambda: "pretrain_teacher_weights" in _status(screen)
                        and "not found" in _status(screen), what="the missing teacher")
-        (tmp_path / "teacher.pt").write_bytes(b"x")
-        (tmp_path / "student.pt").write_bytes(b"x")
+        (tmp_path / "teacher.pt").write_bytes(b"PK\x03\x04")
+        (tmp_path / "student.pt").write_bytes(b"PK\x03\x04")
         await _type_into(pilot, screen, "teacher", str(tmp_path / "teacher.pt"))
         await _type_into(pilot, screen, "student", str(tmp_path / "student.pt"))
         await wait_for(pilot, lambda: "teacher + student weights" in _status(screen),
@@ -120,7 +120,7 @@ def test_co_tuning_asks_for_the_source_weights_and_refuses_to_launch_without(
         assert isinstance(app.screen, LaunchScreen) and not any(runs_dir.iterdir())
         assert "needs pretrain_weights" in _status(screen)
         source = tmp_path / "source.pt"
-        source.write_bytes(b"x")
+        source.write_bytes(b"PK\x03\x04")
         await _type_into(pilot, screen, "weights", str(source))
         await wait_for(pilot, lambda: "CoTuning · source weights" in _status(screen),
                        what="the source weights accepted")
@@ -133,3 +133,40 @@ def test_config_facts_of_an_unreadable_config_is_none(tmp_path: Path) -> None:
     facts = config_facts(LaunchSpec(config=COT))
     assert facts is not None and facts.cotuning and not facts.semi
     assert facts.pretrain_weights == "weights/shapes_source.pt"
+
+
+def test_fields_follow_the_trainer_both_ways(runs_dir: Path) -> None:
+    """Issue 19.9: co-tuning on a DenseTeacher config turns the weights into the source
+    model; back to "from the config", the form is the DenseTeacher form again (teacher and
+    student, no source model), as it first was."""
+    app = make_app(runs_dir, None, launch=LaunchSpec(config=DENSE, runs_dir=runs_dir))
+
+    def fields(screen: LaunchScreen) -> tuple:
+        return (str(screen.query_one("#weights-mode", Select).value),
+                tuple(f for f in ("weights", "teacher", "student", "unlabeled")
+                      if shown(screen, f)),
+                str(screen.query_one("#label-weights", Label).render()))
+
+    async def scenario(pilot) -> None:
+        screen = await _open_form(pilot, app)
+        await _facts(pilot, screen, "DenseTeacher")
+        first = fields(screen)
+        assert first == ("none", ("teacher", "student", "unlabeled"), "pretrained"), first
+        for _ in range(2):  # there and back, twice
+            screen.query_one("#trainer", Select).value = "co-tuning"
+            await _facts(pilot, screen, "CoTuning")
+            assert fields(screen) == ("pretrained", ("weights",), "source model"), \
+                fields(screen)
+            screen.query_one("#trainer", Select).value = "config"
+            await _facts(pilot, screen, "DenseTeacher")
+            assert fields(screen) == first, fields(screen)
+        # a mode the user chose stays chosen
+        screen.query_one("#weights-mode", Select).value = "pretrained"
+        await pilot.pause(0.2)
+        screen.query_one("#trainer", Select).value = "co-tuning"
+        await _facts(pilot, screen, "CoTuning")
+        screen.query_one("#trainer", Select).value = "config"
+        await _facts(pilot, screen, "DenseTeacher")
+        assert fields(screen)[0] == "pretrained"
+
+    run_pilot(app, scenario, size=(100, 36))

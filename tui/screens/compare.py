@@ -17,14 +17,15 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static
 
 from engine.config.loader import read_yaml_mapping
 from engine.events import METRIC_KEYS
 from engine.rundir import RunDirectory
+from engine.weightsource import started_from
 from tui.eventscan import TERM_PREFIX
 from tui.runmodel import RunModel
 from tui.safetext import safe_text
@@ -142,11 +143,72 @@ def _best_ap(meta: dict[str, Any]) -> Any:
     return text
 
 
+MAX_COLUMN = 48
+"""Widest a run's column gets: one long value (a list of augmentations, ~300 characters)
+must not push the other runs' columns hundreds of presses of → away. A longer value ends
+in "…"; enter shows the row's values whole."""
+MIN_COLUMN = 12
+KEY_COLUMN = 40
+
+
+def value_text(value: Any) -> str:
+    """A config value as the table shows it (JSON for everything but strings)."""
+    if value is MISSING:
+        return "—"
+    return json.dumps(value, default=str) if not isinstance(value, str) else value
+
+
 def fmt_value(value: Any) -> Text:
     if value is MISSING:
         return Text("—", style="dim")
-    text = json.dumps(value, default=str) if not isinstance(value, str) else value
-    return safe_text(text)  # from run.json or config.yaml: no raw control characters
+    # from run.json or config.yaml: no raw control characters
+    return _cut(safe_text(value_text(value)))
+
+
+def _cut(text: Text) -> Text:
+    """A cell that ends in "…" where its column is too narrow (enter shows it whole)."""
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
+def column_width(table_width: int, runs: int, key_width: int) -> int:
+    """The width of each run's column: an equal share of what the key column leaves,
+    between MIN_COLUMN and MAX_COLUMN."""
+    share = (table_width - key_width - 4) // max(1, runs) - 2  # borders, cell padding
+    return max(MIN_COLUMN, min(MAX_COLUMN, share))
+
+
+class ValueScreen(ModalScreen[None]):
+    """One row of the compare table with every value whole (enter on the row)."""
+
+    DEFAULT_CSS = """
+    ValueScreen { align: center middle; }
+    ValueScreen > VerticalScroll {
+        width: 90%; height: auto; max-height: 90%;
+        border: thick $primary; border-title-style: bold;
+        background: $surface; padding: 0 1;
+    }
+    ValueScreen Static { margin-bottom: 1; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,enter,q", "close", "Close", key_display="esc"),
+    ]
+
+    def __init__(self, key: str, values: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.key = key
+        self.values = values
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll() as box:
+            box.border_title = safe_text(self.key)  # a config key: text, not markup
+            for run_id, value in self.values:
+                yield Static(Text.assemble(safe_text(run_id, "bold"), "\n",
+                                           safe_text(value_text(value))))
+
+    def action_close(self) -> None:
+        self.dismiss(None)
 
 
 class CompareScreen(Screen[None]):
@@ -182,6 +244,7 @@ class CompareScreen(Screen[None]):
         Binding("m", "cycle_metric", "Metric"),
         Binding("l", "toggle_log", "Log loss"),
         Binding("a", "toggle_all_keys", "All keys"),
+        Binding("enter", "show_values", "Whole values", show=False),
     ]
 
     class Loaded(Message):
@@ -198,6 +261,8 @@ class CompareScreen(Screen[None]):
         self.loss_term = "loss"
         self.metric = "AP"
         self.all_keys = False
+        self.rows: list[tuple[str, list[Any]]] = []
+        """The table's rows: key and each run's value (whole)."""
 
     def compose(self) -> ComposeResult:
         yield Static(f"Comparing {len(self.run_paths)} runs… reading their events",
@@ -249,30 +314,55 @@ class CompareScreen(Screen[None]):
     def _fill_table(self) -> None:
         table = self.query_one("#compare-table", DataTable)
         table.clear(columns=True)
-        table.add_column("key", key="key")
-        for i, run in enumerate(self.runs):
-            color = RICH_COLORS.get(run_color(i), "default")
-            table.add_column(Text.assemble(("■ ", color), safe_text(run.id)), key=run.path.name)
         summary = [
             ("status", [r.meta.get("status", "?") for r in self.runs]),
             ("trainer", [r.meta.get("trainer", "?") for r in self.runs]),
             ("best AP", [_best_ap(r.meta) for r in self.runs]),
             ("eval model", [r.eval_model or MISSING for r in self.runs]),
+            ("weights", [started_from(r.meta) for r in self.runs]),  # what each started from
         ]
-        for key, values in summary:
-            table.add_row(Text(key, style="bold"), *map(fmt_value, values))
         configs = [r.config for r in self.runs]
         if self.all_keys:
             rows = [(k, [flatten(c).get(k, MISSING) for c in configs])
                     for k in flatten(configs[0]) if configs]
         else:
             rows = config_diff(configs)
-        for key, values in rows:
-            table.add_row(safe_text(key, "cyan"), *map(fmt_value, values))
+        self.rows = summary + rows
+        table_width = table.size.width or self.size.width
+        # the keys get at most a third of the width: the runs' values are what is compared
+        key_width = min(KEY_COLUMN, max(12, table_width // 3),
+                        max((safe_text(k).cell_len for k, _ in self.rows), default=3))
+        width = column_width(table_width, len(self.runs), key_width)
+        table.add_column("key", key="key", width=key_width)
+        for i, run in enumerate(self.runs):
+            color = RICH_COLORS.get(run_color(i), "default")
+            # as shown: control characters take their visible escapes' cells
+            natural = max((fmt_value(v[i]).cell_len for _, v in self.rows), default=0)
+            table.add_column(Text.assemble(("■ ", color), safe_text(run.id)), key=run.path.name,
+                             width=min(width, max(natural, len(run.id) + 2)))
+        for n, (key, values) in enumerate(self.rows):
+            label = Text(key, style="bold") if n < len(summary) else _cut(safe_text(key, "cyan"))
+            table.add_row(label, *map(fmt_value, values))
         differ = len(config_diff(configs))
         table.border_title = (f"Config: all keys ({differ} differ) · a: only the differences"
                               if self.all_keys else
                               f"Config keys that differ ({differ}) · a: all keys")
+        table.border_subtitle = "enter: a row's values whole"
+
+    def on_resize(self) -> None:
+        if self.runs:
+            self._fill_table()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()  # enter on a row (the table's own key): its values whole
+        self.action_show_values()
+
+    def action_show_values(self) -> None:
+        table = self.query_one("#compare-table", DataTable)
+        if not self.rows or not 0 <= table.cursor_row < len(self.rows):
+            return
+        key, values = self.rows[table.cursor_row]
+        self.app.push_screen(ValueScreen(key, [(r.id, v) for r, v in zip(self.runs, values)]))
 
     # ----------------------------------------------------------------- actions
 

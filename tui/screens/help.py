@@ -93,14 +93,18 @@ class HelpScreen(ModalScreen[None]):
             table = Table.grid(padding=(0, 1))
             table.add_column(justify="right", no_wrap=True, min_width=6)
             table.add_column(no_wrap=True)
-            seen: set[tuple[str, str]] = set()
+            # One line per key and meaning: the monitor's "1" is "1-4 Pane", or "1-5 Pane"
+            # on a semi run (two bindings, one shown at a time): the help lists the widest.
+            rows: dict[tuple[str, str], str] = {}
             for binding in bindings:
-                key = self.app.get_key_display(binding)
-                entry = (key, binding.description)
-                if entry in seen or not binding.description:
+                if binding.description:
+                    rows[(binding.key, binding.description)] = self.app.get_key_display(binding)
+            seen: set[tuple[str, str]] = set()
+            for (_, description), key in rows.items():
+                if (key, description) in seen:
                     continue
-                seen.add(entry)
-                table.add_row(Text(key, style="bold"), binding.description)
+                seen.add((key, description))
+                table.add_row(Text(key, style="bold"), description)
             if seen:
                 tables.append(Group(Text(title, style="bold underline"), table, Text("")))
         return Columns(tables, padding=(0, 4))

@@ -30,7 +30,8 @@ from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, note_started, report_run_failure, show_error
 from tui.screens.launch import LaunchScreen
-from tui.widgets.config_tree import ConfigTree
+from tui.screens.train_longer import TrainLongerScreen, nothing_left_to_train
+from tui.widgets.config_tree import ConfigTree, no_configs_text
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.yaml_view import YamlView
 
@@ -132,12 +133,14 @@ class HomeScreen(Screen[None]):
         table = self.query_one(RunsTable)
         rows = self.rows
         active = sum(r.active for r in rows)
-        bar = Text.assemble(("dettui", "bold"), "  runs ", safe_text(self.runs_dir, "bold"),
-                            "  ")
+        # "dettui · 3 runs in runs/ · ● 1 running" (the folder is named once, as a folder)
+        folder = str(self.runs_dir).rstrip("/") + "/"
+        bar = Text.assemble(("dettui", "bold"), " · ",
+                            f"{len(rows)} run{'' if len(rows) == 1 else 's'} in ",
+                            safe_text(folder, "bold"))
         if active:
+            bar.append(" · ")
             bar.append(f"● {active} running", style="bold green")
-            bar.append("  ")
-        bar.append(f"{len(rows)} runs", style="dim")
         self.query_one("#title-text", Static).update(bar)
         shown = f"{len(table.view)}/{len(rows)}" if table.filter_text else str(len(rows))
         title = f"Runs ({shown})"
@@ -169,6 +172,9 @@ class HomeScreen(Screen[None]):
         check = message.check
         self.query_one(YamlView).show(message.path, check.error if check else None,
                                       check.summary if check else "")
+
+    def on_config_tree_no_configs(self) -> None:
+        self.query_one(YamlView).show_hint(no_configs_text(self.configs_dirs))
 
     def on_config_tree_launch_requested(self, message: ConfigTree.LaunchRequested) -> None:
         self.open_launch(LaunchSpec(config=message.path, runs_dir=self.runs_dir))
@@ -285,9 +291,20 @@ class HomeScreen(Screen[None]):
         """A notification quoting run ids, statuses or paths (from files): never markup."""
         self.notify(printable(message), markup=False, **kwargs)  # type: ignore[arg-type]
 
-    def _resume(self, row: RunRow) -> None:
+    def _resume(self, row: RunRow, overrides: list[str] | None = None) -> None:
+        done = nothing_left_to_train(row.status, row.meta) if overrides is None else None
+        if done is not None:  # resumed as it is, a finished run trains nothing: ask first
+
+            def answered(epochs: int | None) -> None:
+                if epochs is not None:
+                    self._resume(row, [f"epoch={epochs}"])
+
+            self.app.push_screen(TrainLongerScreen(row.id, done), answered)
+            return
         try:
-            proc = launcher.resume(RunDirectory(row.path))
+            run = RunDirectory(row.path)
+            proc = (launcher.resume(run, overrides=overrides) if overrides
+                    else launcher.resume(run))
         except UserError as exc:
             show_error(self.app, ErrorReport.from_exception(exc, f"Cannot resume {row.id}"))
             return

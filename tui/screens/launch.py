@@ -14,8 +14,10 @@ teacher and student weights and the unlabeled set (its folder prefilled from
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -29,12 +31,16 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
+from textual.worker import get_current_worker
 
 from engine.errors import ConfigError, UserError
+from engine.precision import amp_ignored_before_start
 from engine.rundir import RunDirectory
-from engine.sysinfo import gpus, nvml_status
+from engine.sysinfo import cuda_device_count, gpus, nvml_status
 from engine.trainers.catalogue import TRAINERS
+from engine.weightsource import plan as plan_source
 from tui.launcher import (
+    WEIGHT_KEYS,
     ConfigFacts,
     LaunchSpec,
     config_facts,
@@ -45,13 +51,15 @@ from tui.launcher import (
 )
 from tui.safetext import safe_text
 from tui.screens.file_picker import FilePickerScreen
+from tui.screens.weights_picker import WeightsPickerScreen
 
-WEIGHT_MODES = (("none (random init)", "none"), ("pretrained weights file", "pretrained"),
+WEIGHT_MODES = (("none (random init)", "none"), ("pretrained weights", "pretrained"),
                 ("resume a run or checkpoint", "resume"),
                 ("teacher + student files", "teacher_student"))
 TRAINER_LABELS = {"config": "from the config", **{t.choice: t.label for t in TRAINERS}}
 """The trainer choice: the config's, or one of the catalogue's (engine.trainers.catalogue)."""
 PATH_FIELDS = ("config", "weights", "resume", "teacher", "student")
+WEIGHTS_PLACEHOLDER = "file, URL, torchvision:…, hf:… or run:… (ctrl+g: pick)"
 VALIDATE_DELAY = 0.3
 
 LaunchResult = tuple[RunDirectory, subprocess.Popen]
@@ -162,6 +170,7 @@ class LaunchScreen(Screen["LaunchResult | None"]):
         Binding("ctrl+s", "launch", "Launch", priority=True),
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+o", "browse", "Browse file"),
+        Binding("ctrl+g", "pick_weights", "Pick weights"),
     ]
 
     class Validated(Message):
@@ -175,6 +184,13 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             self.command = command
             self.facts = facts
 
+    class FitReport(Message):
+        """How the chosen weights fit the model (``python -m engine fit``), one line each."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
     def __init__(self, spec: LaunchSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -184,6 +200,10 @@ class LaunchScreen(Screen["LaunchResult | None"]):
         self.facts: ConfigFacts | None = None
         """The trainer and data of the config as last read (None until then)."""
         self._unlabeled_prefill: str | None = None
+        self._fits: dict[tuple, str] = {}  # (config, overrides, source, file time) -> line
+        self._auto_mode: str | None = None
+        """The weights mode before co-tuning set "pretrained" itself (None when the user
+        chose the mode): restored when the trainer is no longer co-tuning."""
 
     # ----------------------------------------------------------------- layout
 
@@ -204,7 +224,7 @@ class LaunchScreen(Screen["LaunchResult | None"]):
                                                    id="weights-mode", compact=True))
             yield from self._row("pretrained", Input(
                 spec.weights or "", id="weights", compact=True,
-                placeholder=".pt / .pth / .safetensors file"), browse=True,
+                placeholder=WEIGHTS_PLACEHOLDER), browse=True,
                 classes="mode-pretrained")
             yield from self._row("resume from", Input(
                 spec.resume or "", id="resume", compact=True,
@@ -247,6 +267,7 @@ class LaunchScreen(Screen["LaunchResult | None"]):
                 " ".join(shlex.quote(o) for o in spec.overrides), id="overrides",
                 compact=True, placeholder="-o style: key=value section.key=value ..."))
         yield Static("checking…", id="launch-status")
+        yield Static("", id="weights-fit")
         yield Static("", id="launch-command")
         with Horizontal(id="buttons"):
             yield Button("Launch (ctrl+s)", variant="success", id="launch", compact=True)
@@ -304,7 +325,7 @@ class LaunchScreen(Screen["LaunchResult | None"]):
                                    if facts and facts.pretrain_weights else
                                    "the source detector (pretrain_weights): required")
         else:
-            weights.placeholder = ".pt / .pth / .safetensors file"
+            weights.placeholder = WEIGHTS_PLACEHOLDER
         for which in ("teacher", "student"):
             self.query_one(f"#{which}", Input).placeholder = (
                 f"pretrain_{which}_weights (optional)" if semi else "")
@@ -325,7 +346,14 @@ class LaunchScreen(Screen["LaunchResult | None"]):
         self.query_one("#unlabeled-note", Static).update(safe_text(facts.unlabeled_what))
         mode = self.query_one("#weights-mode", Select)
         if facts.cotuning and mode.value == "none":  # co-tuning starts from a source model
+            self._auto_mode = "none"
             mode.value = "pretrained"
+        elif not facts.cotuning and self._auto_mode is not None:
+            # the trainer changed back: the mode the form had before co-tuning chose one
+            # (unless a weights file was typed meanwhile: that stays the user's choice)
+            if not self._value("weights"):
+                mode.value = self._auto_mode
+            self._auto_mode = None
         self._show_rows()
 
     # ----------------------------------------------------------------- form -> spec
@@ -397,6 +425,8 @@ class LaunchScreen(Screen["LaunchResult | None"]):
     @on(Checkbox.Changed)
     def _form_changed(self, event: Message) -> None:
         if isinstance(event, Select.Changed) and event.select.id == "weights-mode":
+            if self._auto_mode is not None and event.value != "pretrained":
+                self._auto_mode = None  # the user chose: theirs to keep
             self._show_rows()
         if isinstance(event, Input.Changed) and event.input.id == "config":
             # the run is named after its config unless a name is typed
@@ -435,10 +465,71 @@ class LaunchScreen(Screen["LaunchResult | None"]):
             what = "random init"
         info = (f"✓ {cfg.architecture} · {cfg.backbone.name} · {cfg.num_classes} classes · "
                 f"{cfg.epoch} epochs · {trainer_name(cfg)} · {what} · device {cfg.device}")
+        amp = amp_ignored_before_start(cfg.amp, cfg.device, cuda_device_count())
+        if amp is not None:  # the engine says it again in train.log and the console
+            info += f" · ⚠ {amp}"
         command = shlex.join(engine_argv(spec.runs_dir / "<new run>", spec))
         self.post_message(self.Validated(None, info, command, facts))
+        sources = {key: getattr(cfg, key) for key in WEIGHT_KEYS if getattr(cfg, key)}
+        if spec.resume:
+            sources = {}
+        if not (cfg.pretrain_teacher_weights and cfg.pretrain_student_weights):
+            sources.pop("pretrain_teacher_weights", None)
+            sources.pop("pretrain_student_weights", None)
+        else:
+            sources.pop("pretrain_weights", None)
+        lines = [self._fit_line(spec, key, source) for key, source in sources.items()]
+        if not get_current_worker().is_cancelled:
+            self.post_message(self.FitReport("\n".join(lines)))
+
+    def _fit_line(self, spec: LaunchSpec, key: str, source: str) -> str:
+        """The partial-load report of one weights source on the config's model, computed
+        by the engine in a subprocess (torch), without training; memoised."""
+        label = {"pretrain_weights": "weights", "pretrain_teacher_weights": "teacher",
+                 "pretrain_student_weights": "student"}[key]
+        try:
+            where = plan_source(source, runs_dir=spec.runs_dir)
+            stamp = where.path.stat().st_mtime_ns if where.path.is_file() else None
+        except (UserError, OSError):
+            return ""
+        if where.remote and stamp is None:  # nothing to read yet: no need to ask the engine
+            size = f" ({where.size / 1e6:.1f} MB)" if where.size else ""
+            return f"{label}: {source} is not downloaded yet{size}; it downloads when the " \
+                   "run starts"
+        memo = (str(spec.config), tuple(spec.all_overrides()), source, stamp)
+        if memo not in self._fits:
+            argv = [sys.executable, "-m", "engine", "fit", str(spec.config), "--weights",
+                    source, "--runs-dir", str(spec.runs_dir)]
+            for override in spec.all_overrides():
+                argv += ["-o", override]
+            try:
+                out = subprocess.run(argv, capture_output=True, text=True, timeout=180,
+                                     check=False)
+                report = json.loads(out.stdout.strip().splitlines()[-1]) \
+                    if out.returncode == 0 and out.stdout.strip() else None
+            except (OSError, subprocess.TimeoutExpired, ValueError):
+                out, report = None, None
+            if report is None:
+                why = (out.stderr.strip().splitlines() or ["?"])[-1] if out else "no answer"
+                line = f"{label}: the fit could not be computed ({why.removeprefix('error: ')})"
+            elif not report.get("cached"):
+                size = report.get("size")
+                line = (f"{label}: {source} is not downloaded yet"
+                        + (f" ({size / 1e6:.1f} MB)" if isinstance(size, int) else "")
+                        + "; it downloads when the run starts")
+            else:
+                line = (f"{label}: {report['loaded']} of the model's {report['model_tensors']} "
+                        f"tensors load from its {report['file_tensors']} ({report['skipped']} "
+                        f"skipped for shape, {report['unused']} unused)")
+            self._fits[memo] = line
+        return self._fits[memo]
+
+    def on_launch_screen_fit_report(self, message: FitReport) -> None:
+        self.query_one("#weights-fit", Static).update(safe_text(message.text, newlines=True))
 
     def on_launch_screen_validated(self, message: Validated) -> None:
+        if message.error:
+            self.query_one("#weights-fit", Static).update("")
         self._apply_facts(message.facts)
         self._show_verdict(message.error, message.info, message.command)
 
@@ -522,3 +613,32 @@ class LaunchScreen(Screen["LaunchResult | None"]):
                 field.focus()
 
         self.app.push_screen(FilePickerScreen(start, suffixes, title=f"choose {target}"), picked)
+
+    # ----------------------------------------------------------------- weights picker
+
+    def action_pick_weights(self) -> None:
+        """The weights picker for the focused weights field (else the mode's first)."""
+        focused = self.focused
+        target = focused.id if isinstance(focused, Input) and focused.id in \
+            ("weights", "teacher", "student") else None
+        if target is None:
+            mode = str(self.query_one("#weights-mode", Select).value)
+            target = "teacher" if self._shown("teacher") and mode != "pretrained" else "weights"
+            if not self._shown(target):
+                self.query_one("#weights-mode", Select).value = "pretrained"
+        try:
+            spec = self.build_spec()
+        except UserError:
+            spec = self.spec
+
+        def picked(source: str | None) -> None:
+            if source:
+                field = self.query_one(f"#{target}", Input)
+                field.value = source
+                field.focus()
+
+        label = {"weights": "pretrained", "teacher": "teacher", "student": "student"}[target]
+        self.app.push_screen(WeightsPickerScreen(spec.config, spec.all_overrides(),
+                                                 spec.runs_dir, field=label,
+                                                 current=self._value(target)), picked)
+

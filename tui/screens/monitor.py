@@ -44,6 +44,7 @@ from tui.runmodel import RunModel, RunSnapshot
 from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, ErrorScreen, note_started, report_run_failure
+from tui.screens.train_longer import TrainLongerScreen, nothing_left_to_train
 from tui.widgets.curves import Curve, CurvePlot
 from tui.widgets.eval_table import MODEL_ORDER, EvalTable
 from tui.widgets.log_panel import SOURCES, LogPanel
@@ -78,7 +79,9 @@ class MonitorScreen(Screen[None]):
     DEFAULT_CSS = """
     MonitorScreen {
         layout: vertical;
-        #banner { display: none; height: auto; background: $error 30%; padding: 0 1; }
+        /* a long message leaves the panes in sight: the logs (e) and the error modal show it */
+        #banner { display: none; height: auto; max-height: 7; background: $error 30%;
+                  padding: 0 1; }
         #banner.-shown { display: block; }
         #tabs { display: none; height: 1; padding: 0 1; background: $panel; }
         #phase { display: none; height: 1; padding: 0 1; background: $panel;
@@ -183,7 +186,7 @@ class MonitorScreen(Screen[None]):
         self._logs_taken = threading.Event()
         self._logs_taken.set()
         self._wake = threading.Event()
-        self._shown: dict[str, int] = {}
+        self._shown: dict[str, object] = {}
         self._plots_dirty = False
         self._last_plot = 0.0
         self._processes: list[subprocess.Popen] = []
@@ -342,13 +345,15 @@ class MonitorScreen(Screen[None]):
             if self._changed("eval", snap.eval_version):
                 self.query_one(EvalTable).update_evals(snap.latest_eval)
                 self._plots_dirty = True
-            if self._changed("system", snap.system_version):
-                self.query_one(SystemPanel).update_system(snap.latest_system, snap.system)
+            # (again when the run ends: one that recorded no sample has none to wait for)
+            if self._changed("system", (snap.system_version, snap.status in ACTIVE)):
+                self.query_one(SystemPanel).update_system(snap.latest_system, snap.system,
+                                                          snap.status)
         if self._changed("train", snap.train_version):
             self._plots_dirty = True
         self._refresh_plots(force=old is not None and old.loading and not snap.loading)
 
-    def _changed(self, part: str, version: int) -> bool:
+    def _changed(self, part: str, version: object) -> bool:
         if self._shown.get(part) == version:
             return False
         self._shown[part] = version
@@ -363,10 +368,11 @@ class MonitorScreen(Screen[None]):
             last = snap.errors[-1] if snap.errors else None
             why = (f"{last.get('error_type') or 'error'}: {last.get('message') or ''}"
                    if last else "the engine process is gone")
-            text = f"failed · {why} · e: first error in the logs"
+            text = f"failed (e: first error in the logs) · {why}"
         if text != self._banner_text:  # a layout per snapshot would repaint everything
             self._banner_text = text
-            banner.update(safe_text(text))  # quotes run.json and error events: never markup
+            # quotes run.json and error events: never markup; a message's lines stay lines
+            banner.update(safe_text(text, newlines=True))
             banner.set_class(bool(text), "-shown")
 
     def _update_semi(self, snap: RunSnapshot) -> None:
@@ -559,10 +565,22 @@ class MonitorScreen(Screen[None]):
                         severity="warning", markup=False)
         self._wake.set()
 
-    def action_resume(self) -> None:
+    def action_resume(self, overrides: list[str] | None = None) -> None:
         run = RunDirectory(self.run_dir)
+        snap = self.snapshot
+        done = (nothing_left_to_train(snap.status, snap.meta)
+                if snap is not None and overrides is None else None)
+        if done is not None:  # resumed as it is, a finished run trains nothing: ask first
+
+            def answered(epochs: int | None) -> None:
+                if epochs is not None:
+                    self.action_resume([f"epoch={epochs}"])
+
+            self.app.push_screen(TrainLongerScreen(run.id, done), answered)
+            return
         try:
-            proc = launcher.resume(run)
+            proc = (launcher.resume(run, overrides=overrides) if overrides
+                    else launcher.resume(run))
         except UserError as exc:
             self._show_error(ErrorReport.from_exception(exc, f"Cannot resume {run.id}"))
             return

@@ -27,10 +27,30 @@ from engine.config import load_config, validate
 from engine.config.loader import LoadedConfig
 from engine.config.schema import trainer_name
 from engine.errors import UserError
+from tui.launcher import check_data
 from tui.safetext import safe_text
 
 CONFIG_SUFFIXES = (".yml", ".yaml")
 BASE_DIR_NAME = "_base_"
+FIRST_CONFIG = Path("demo") / "fcos_tiny_shapes.yml"
+"""Where the cursor starts, under a configs folder (the README's demo), when it can run;
+else on the first config that can."""
+
+
+def no_configs_text(roots: list[Path]) -> Text:
+    """What the preview says when no config was found: where it looked, how to look elsewhere."""
+    where = Text()
+    for i, root in enumerate(roots):
+        where.append(", " if i else "")
+        where.append_text(safe_text(os.path.abspath(root), "bold"))
+        if not root.is_dir():
+            where.append(" (not there)", style="dim")
+    return Text.assemble(
+        "No configs found. Looked in ", where if roots else Text("no folder", style="bold"),
+        ".\n\nPoint dettui at a folder of YAML configs:\n  ",
+        ("dettui --configs DIR", "bold"), "   (repeatable)\nor open one config's launch form:\n  ",
+        ("dettui run CONFIG.yml", "bold"),
+        "\n\nStarted from the repository root, dettui finds its configs/ folder.")
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,9 @@ def discover(roots: Iterable[Path]) -> dict[Path, int]:
 
 
 def _summary(loaded: LoadedConfig) -> str:
+    """One line about a runnable config; a UserError when it cannot run (its data too)."""
     cfg = validate(loaded)
+    check_data(cfg)  # a config whose dataset is absent cannot run: ✗, and the preview says why
     return (f"{cfg.architecture} · {cfg.backbone.name} · {cfg.num_classes} classes · "
             f"{cfg.epoch} epochs · {trainer_name(cfg)}")
 
@@ -136,6 +158,9 @@ class ConfigTree(Tree[Path]):
             super().__init__()
             self.path = path
 
+    class NoConfigs(Message):
+        """The folders hold no config at all (see :func:`no_configs_text`)."""
+
     class Checked(Message):
         """Posted by the validation worker: the files found and how each one checked."""
 
@@ -157,7 +182,10 @@ class ConfigTree(Tree[Path]):
         """A config asked for before the tree had it (see ``select_path``)."""
 
     def on_mount(self) -> None:
-        self._populate(sorted(discover(self.roots)))
+        files = sorted(discover(self.roots))
+        self._populate(files)
+        if not files:  # (the checks only report a change, and nothing changed)
+            self.post_message(self.NoConfigs())
         self.rescan()
         self.set_interval(self.RESCAN_SECONDS, self.rescan)
 
@@ -226,9 +254,14 @@ class ConfigTree(Tree[Path]):
                 label.append("  (missing)", style="dim italic")
             node = self.root.add(label, data=root, expand=True)
             self._path_nodes[root] = node
-            for path in files:
-                if root in path.parents:
-                    self._add_file(root, node, path)
+            mine = [path for path in files if root in path.parents]
+            for path in mine:
+                self._add_file(root, node, path)
+            if not mine:  # say so in the tree; the preview says how to look elsewhere
+                node.add_leaf(Text("no .yml configs here", style="dim italic"))
+        if not self.roots:
+            self.root.add_leaf(Text("no configs folder (dettui --configs DIR)",
+                                    style="dim italic"))
         for path, check in self.checks.items():
             self._relabel(path, check)
         if self._wanted is not None and self._node_of(self._wanted) is not None:
@@ -303,11 +336,16 @@ class ConfigTree(Tree[Path]):
         if current is not None:
             self.post_message(self.ConfigHighlighted(current, self.checks.get(current)))
         elif before == {}:
-            # First verdicts: start on the first runnable config rather than on a folder.
-            first = next((c.path for c in sorted(self.checks.values(), key=lambda c: c.path)
-                          if not c.base and c.error is None), None)
+            # First verdicts: start on the demo config, else on the first runnable one,
+            # rather than on a folder.
+            runnable = [c.path for c in sorted(self.checks.values(), key=lambda c: c.path)
+                        if not c.base and c.error is None]
+            first = next((p for p in runnable for root in self.roots
+                          if p == root / FIRST_CONFIG), runnable[0] if runnable else None)
             if first is not None:
                 self.select_path(first)
+        if not message.stamps:
+            self.post_message(self.NoConfigs())
 
     # ----------------------------------------------------------------- events
 

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from rich.color import Color, ColorParseError
 from rich.console import RenderableType
 from rich.text import Text
 from textual.reactive import reactive
@@ -45,6 +46,41 @@ PALETTE = ("cyan+", "orange", "green+", "magenta+", "blue+", "yellow", "red+", "
 _Y_AXIS_CELLS = 10
 """Cells plotext spends on the y tick labels and the frame (an estimate; a few columns too
 many only makes the buckets a little wider than a pixel)."""
+
+
+def _rich_color(color: object) -> str:
+    """A plotext colour (``cyan+``, ``orange``, ``gray``, or an xterm number) for Rich."""
+    if isinstance(color, int):
+        return f"color({color})"
+    name = str(color)
+    name = "bright_" + name[:-1] if name.endswith("+") else \
+        {"orange": "dark_orange", "gray": "grey50"}.get(name, name)
+    try:
+        Color.parse(name)
+    except ColorParseError:  # a colour plotext knows and Rich does not: no colour
+        return ""
+    return name
+
+
+def _legend_lines(names: list[str], colors: list[object], width: int,
+                  max_lines: int) -> list[Text]:
+    """``━ name`` per curve, in its colour, flowed into lines of ``width`` cells (at most
+    ``max_lines``: the plot keeps its rows)."""
+    lines: list[Text] = []
+    line = Text()
+    for name, color in zip(names, colors):
+        entry = Text("━ ", style=_rich_color(color)) + Text(printable(name))
+        if line.cell_len and line.cell_len + 2 + entry.cell_len > width:
+            lines.append(line)
+            line = Text()
+        if line.cell_len:
+            line.append("  ")
+        line.append_text(entry)
+    if line.cell_len:
+        lines.append(line)
+    for line in lines:
+        line.truncate(width, overflow="ellipsis")
+    return lines[:max_lines]
 
 
 class Curve(NamedTuple):
@@ -193,12 +229,22 @@ class CurvePlot(PlotextPlot):
         plt.clear_data()
         plt.clear_figure()
         scale, unit = _elapsed_unit(t1 - t0) if self.x_time else (1.0, "")
-        for i, (curve, px, py) in enumerate(prepared):
+        colors = [curve.color or PALETTE[i % len(PALETTE)] for i, (curve, _, _) in
+                  enumerate(prepared)]
+        # plotext draws its legend over the plot's top left corner, a line per curve: with
+        # many curves in a low pane (7 loss terms at 80x24) it would hide the plot, so the
+        # legend goes on lines of its own under it.
+        legend = None
+        if len(prepared) > max(1, (height - 4) // 3):
+            legend = _legend_lines([c.name for c, _, _ in prepared], colors, width,
+                                   max_lines=max(0, height - 6))
+            height -= len(legend)
+        for (curve, px, py), color in zip(prepared, colors):
             xs = ((px - t0) / scale) if self.x_time else px
             # The label comes from events or run ids and plotext's output is parsed as ANSI
             # below: an escape in a name would become a link or a style. Visible escapes.
-            plt.plot(xs.tolist(), py.tolist(), marker="braille", label=printable(curve.name),
-                     color=curve.color or PALETTE[i % len(PALETTE)])
+            plt.plot(xs.tolist(), py.tolist(), marker="braille",
+                     label=None if legend is not None else printable(curve.name), color=color)
         lo = 0.0 if self.x_time else t0
         hi = (t1 - t0) / scale if self.x_time else t1
         ticks = nice_ticks(lo, hi)
@@ -213,4 +259,9 @@ class CurvePlot(PlotextPlot):
         plt.plotsize(width, height)
         plt._set_size(width, height)
         plt.theme(self._get_plotext_theme_name(self.app.theme))
-        return Text.from_ansi(plt.build())
+        plot = Text.from_ansi(plt.build())
+        if legend:
+            plot.rstrip()
+            plot.append("\n")
+            plot.append(Text("\n").join(legend))
+        return plot

@@ -61,7 +61,6 @@ class EvalTable(Vertical):
         self._shown: tuple | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("no evaluation yet", id="eval-empty")
         caption = Static("", id="eval-caption")
         caption.display = False
         yield caption
@@ -81,8 +80,7 @@ class EvalTable(Vertical):
             return
         self._shown = key
         models = _ordered(list(latest))
-        empty = not models
-        self.query_one("#eval-empty").display = empty
+        empty = not models  # the AP plot above says "no evaluation yet": once is enough
         caption = self.query_one("#eval-caption", Static)
         summary = self.query_one("#eval-summary", DataTable)
         per_class = self.query_one("#eval-classes", DataTable)

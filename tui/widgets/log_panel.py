@@ -66,7 +66,8 @@ class LogView(ScrollView, can_focus=True):
             self.view = view
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("left", "scroll_left", "Scroll left", show=False),
+        # no description: the help lists both arrows once, as "←→ Scroll sideways"
+        Binding("left", "scroll_left", "", show=False),
         # in the help; the panel's subtitle says "→ more" when lines are cut (the 80-column
         # footer has no room left for it)
         Binding("right", "scroll_right", "Scroll sideways", key_display="←→", show=False),

@@ -9,6 +9,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from engine.rundir import ACTIVE
+from tui.progress import RunProgress, evaluating_text
 from tui.runmodel import RunSnapshot
 from tui.safetext import safe_markup as escape  # text from run.json: no markup, no controls
 
@@ -48,6 +49,18 @@ def _number(value: object, fmt: str) -> str | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
         return fmt.format(value)
     return None
+
+
+def download_line(event: dict) -> str:
+    """A weights download under way (``download`` events), as the header's progress line."""
+    done, total = event.get("done"), event.get("total")
+    mb = f"{done / 1e6:.1f}" if isinstance(done, int) else "?"
+    if isinstance(total, int) and total > 0 and isinstance(done, int):
+        mb += f"/{total / 1e6:.1f} MB {100 * min(done, total) // total}%"
+    else:
+        mb += " MB"
+    verb = "downloaded" if event.get("state") == "done" else "downloading"
+    return f"[b]{verb}[/] {escape(str(event.get('source') or ''))}  {mb}"
 
 
 class RunHeader(Widget):
@@ -102,22 +115,25 @@ class RunHeader(Widget):
                          + (f" @ epoch {epoch}" if isinstance(epoch, int) else ""))
         parts += [escape(str(meta[key])) for key in ("trainer", "host", "config_path")
                   if meta.get(key)]
+        if isinstance(meta.get("slurm_job_id"), str):
+            parts.append(f"SLURM job {escape(meta['slurm_job_id'])}")
         return "  ·  ".join(parts)
 
     def _progress(self, snap: RunSnapshot) -> str:
         train = snap.latest_train or {}
-        done, total = train.get("iter"), train.get("max_iters")
-        per_epoch = train.get("iters_per_epoch")
+        shown = RunProgress.of_run(snap.status, snap.meta, snap.latest_train)
+        done, total = shown.iter, shown.max_iters
         parts = []
-        if isinstance(train.get("epoch"), int):
-            epochs = (f"/{-(-total // per_epoch)}" if isinstance(total, int)
-                      and isinstance(per_epoch, int) and per_epoch > 0 else "")
-            parts.append(f"epoch {train['epoch'] + 1}{epochs}")
-        if isinstance(done, int):
-            parts.append(f"iter {done:,}" + (f"/{total:,}" if isinstance(total, int) else ""))
+        if shown.epoch is not None:
+            parts.append(f"epoch {shown.epoch_text()}")
+        if done is not None:
+            parts.append(f"iter {done:,}" + (f"/{total:,}" if total is not None else ""))
         if not parts:
-            parts.append("no training step yet")
-        fraction = snap.progress
+            parts.append(download_line(snap.download) if snap.download and snap.status in
+                         ACTIVE else "no training step yet")
+        if snap.status in ACTIVE and snap.evaluating is not None:
+            parts.append(f"[b yellow]{escape(evaluating_text(snap.evaluating))}[/]")
+        fraction = shown.fraction
         if fraction is not None:
             filled = round(fraction * self.BAR_WIDTH)
             parts.append(f"[green]{'━' * filled}[/][dim]{'━' * (self.BAR_WIDTH - filled)}[/]"

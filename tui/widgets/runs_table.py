@@ -55,6 +55,14 @@ def fmt_status(status: str, compact: bool = False) -> Text:
     return safe_text(icon if compact else f"{icon} {status}", style)
 
 
+def fmt_slurm_job(row: RunRow, compact: bool = False) -> Text:
+    """`` (job N)`` after the status of an active run that is a SLURM job."""
+    job = row.meta.get("slurm_job_id")
+    if compact or not row.active or not isinstance(job, str):
+        return Text()
+    return safe_text(f" (job {job})", "dim")
+
+
 def fit_columns(natural: dict[str, int], width: int, compact_status_width: int = 1
                 ) -> tuple[dict[str, int | None], bool]:
     """Which columns fit ``width`` cells: ``{key: None (natural width) or a shortened
@@ -101,12 +109,14 @@ def fmt_started(when: dt.datetime | None) -> str:
 
 
 def fmt_progress(row: RunRow) -> Text:
-    epoch = row.shown_epoch
-    if epoch is None:
+    shown = row.shown
+    if shown.epoch is None:
         return Text("-", style="dim")
-    text = Text(f"{epoch}/{row.epochs}" if row.epochs else str(epoch))
-    if row.active and row.fraction is not None:
-        text.append(f" {row.fraction * 100:3.0f}%", style="green")
+    text = Text(shown.epoch_text())
+    # how far into it: while it runs, and where an ended run stopped short
+    if shown.fraction is not None and (row.active or (row.status != "finished"
+                                                      and shown.fraction < 1)):
+        text.append(f" {shown.fraction * 100:3.0f}%", style="green" if row.active else "dim")
     return text
 
 
@@ -124,8 +134,8 @@ def row_cells(row: RunRow, selected: bool, now: float,
     """The cells of every column of :data:`COLUMNS`, in order. Strings from run.json are
     Text: a str cell is parsed as markup ("[/]" crashes)."""
     return (
-        Text("●", style="bold magenta") if selected else " ",
-        fmt_status(row.status, compact_status),
+        Text("◆", style="bold magenta") if selected else " ",
+        fmt_status(row.status, compact_status) + fmt_slurm_job(row, compact_status),
         safe_text(row.id),
         fmt_progress(row),
         fmt_ap(row),

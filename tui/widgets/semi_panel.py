@@ -63,6 +63,13 @@ def sparkline(xs: Any, ys: Any, width: int) -> str:
         col = 0 if hi <= lo else min(width - 1, int((x - lo) / (hi - lo) * width))
         level = 0 if span <= 0 else round((value - low) / span * (len(BLOCKS) - 1))
         chars[col] = BLOCKS[level]
+    # Unevenly spaced points (logged at step 1, then every log_iter) can leave a column
+    # with none between two that have one: that is no gap in the data, so it carries the
+    # value before it. Only the columns before the first value stay blank.
+    filled = [i for i, c in enumerate(chars) if c != " "]
+    for i in range(filled[0] + 1, filled[-1]) if filled else ():
+        if chars[i] == " ":
+            chars[i] = chars[i - 1]
     return "".join(chars).rstrip()
 
 

@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.widgets import Sparkline, Static
 
+from engine.rundir import ACTIVE
 from tui.safetext import safe_text
 
 __all__ = ["GpuBlock", "MetricRow", "SystemPanel"]
@@ -157,9 +158,16 @@ class SystemPanel(VerticalScroll):
     def gpu_count(self) -> int:
         return len(self._gpu_indices)
 
-    def update_system(self, latest: dict[str, Any] | None, history: dict[str, Any]) -> None:
-        """Show the latest ``system`` event and the recent history (RunSnapshot.system)."""
-        self.query_one("#sys-waiting").display = latest is None
+    def update_system(self, latest: dict[str, Any] | None, history: dict[str, Any],
+                      status: str = "running") -> None:
+        """Show the latest ``system`` event and the recent history (RunSnapshot.system);
+        ``status`` is the run's: one that ended before its first sample has none to wait for."""
+        waiting = self.query_one("#sys-waiting", Static)
+        waiting.display = latest is None
+        if latest is None:
+            waiting.update(safe_text("waiting for the first system sample…" if status in ACTIVE
+                                     else f"no system sample: the run is {status} and "
+                                          "recorded none"))
         for selector in ("#host-name", "#cpu", "#ram", "#rss"):
             self.query_one(selector).display = latest is not None
         if latest is None:

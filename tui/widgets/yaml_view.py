@@ -179,6 +179,8 @@ class YamlView(VerticalScroll):
         self.path: Path | None = None
         self.error: str | None = None
         self.summary = ""
+        self.hint: Text | None = None
+        """Shown instead of "select a config" (see show_hint)."""
 
     def compose(self):  # noqa: ANN201 - textual's ComposeResult
         yield Static(id="yaml-banner")
@@ -194,11 +196,18 @@ class YamlView(VerticalScroll):
         self._update_title()
         if path is None:
             self.query_one("#yaml-body", Static).update(
-                Text("Select a config on the left.", style="dim"))
+                self.hint or Text("Select a config on the left.", style="dim"))
             return
         self._load(path, self.resolved)
         if moved:
             self.scroll_home(animate=False)
+
+    def show_hint(self, text: Text | None) -> None:
+        """What to show with no config to preview (None: "select a config"): ``text`` says
+        why there is none and what to do."""
+        self.hint = text
+        if self.path is None:
+            self.show(None)
 
     def watch_resolved(self) -> None:
         self._update_title()
