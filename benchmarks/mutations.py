@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 VIEWS = "tests/engine/test_semi_views.py"
 SCHEDULE = "tests/engine/test_semi_schedule.py"
 EMA = "tests/engine/test_teacher_ema.py"
+HOOKS = "tests/engine/test_trainer_hooks.py"
+SEMI_BASE = "tests/engine/test_semi_base.py"
 DT_LOSSES = "tests/engine/test_ssod_dense_teacher.py"
 
 
@@ -44,10 +46,17 @@ class Mutation:
 
 MUTATIONS: tuple[Mutation, ...] = (
     # --------------------------------------------------------------------------- EMA
+    # ModelEMA and Teacher share one kernel (ema_update_): inverting it, or handing it
+    # 1 - d from either caller, gives t*(1-d) + s*d.
+    Mutation("ema_kernel_inverted", "ema_update_ takes a*(1-d) + m*d (both averages)",
+             (("engine/trainers/ema.py",
+               "a.mul_(decay).add_(m.to(a.dtype), alpha=1 - decay)",
+               "a.mul_(1 - decay).add_(m.to(a.dtype), alpha=decay)"),),
+             (EMA, HOOKS)),
     Mutation("teacher_ema_inverted", "Teacher.update takes t*(1-d) + s*d",
              (("engine/trainers/teacher.py",
-               "t.mul_(d).add_(s.to(t.dtype), alpha=1.0 - d)",
-               "t.mul_(1.0 - d).add_(s.to(t.dtype), alpha=d)"),),
+               "ema_update_(self.module, student, self.decay if decay is None else decay)",
+               "ema_update_(self.module, student, 1 - (self.decay if decay is None else decay))"),),
              (EMA, SCHEDULE,
               "tests/engine/test_semi_trainers.py::"
               "test_denseteacher_teacher_copies_at_ema_start_then_follows_after_each_update",
@@ -57,8 +66,8 @@ MUTATIONS: tuple[Mutation, ...] = (
               "test_teacher_copies_then_follows_before_each_update")),
     Mutation("model_ema_inverted", "ModelEMA.update takes e*(1-d) + w*d",
              (("engine/trainers/ema.py",
-               "ema_t.mul_(d).add_(t.to(ema_t.dtype), alpha=1 - d)",
-               "ema_t.mul_(1 - d).add_(t.to(ema_t.dtype), alpha=d)"),),
+               "ema_update_(self.module, model, self.current_decay())",
+               "ema_update_(self.module, model, 1 - self.current_decay())"),),
              (EMA,)),
     # ------------------------------------------------------------------- views swapped
     Mutation("dt_views_swapped", "DenseTeacher: teacher on the strong views, student weak",
@@ -118,11 +127,12 @@ MUTATIONS: tuple[Mutation, ...] = (
                "return weight * (iteration - start) / start",
                "return weight * (iteration - start) / (2 * start)"),),
              (DT_LOSSES, VIEWS)),
-    Mutation("dt_unsup_weight_ignored", "DenseTeacher: terms not multiplied by the ramp",
-             (("engine/trainers/dense_teacher.py",
-               "distill = {k: raw[k] * weights[k] * weight for k in DISTILL_TERMS}",
-               "distill = {k: raw[k] * weights[k] for k in DISTILL_TERMS}"),),
-             (VIEWS,)),
+    Mutation("dt_unsup_weight_ignored",
+             "unlabeled terms not multiplied by their weight (DenseTeacher's ramp)",
+             (("engine/trainers/semi.py",
+               "terms = {k: unsup[k] * weight for k in self.unsup_terms}",
+               "terms = {k: unsup[k] for k in self.unsup_terms}"),),
+             (VIEWS, SEMI_BASE)),
     Mutation("dt_waits_for_teacher_start",
              "DenseTeacher distils only once the teacher has started (before issue 22)",
              (("engine/trainers/dense_teacher.py",
@@ -134,6 +144,25 @@ MUTATIONS: tuple[Mutation, ...] = (
                'if self.quality == "centerness":\n            return super().sup_loss(',
                'if True:\n            return super().sup_loss('),),
              (VIEWS,)),
+    # ------------------------------------------------- what SemiTrainer holds once
+    Mutation("arsl_teacher_decay_ignored", "ARSL's teacher follows with ema_decay",
+             (("engine/trainers/arsl.py",
+               "return self.cfg.SEMISUPNET.EMA_KEEP_RATE",
+               "return self.cfg.ema_decay"),),
+             (SEMI_BASE, "tests/engine/test_arsl_trainer.py::"
+              "test_teacher_copies_at_burn_up_then_follows_before_each_update")),
+    Mutation("rtdetr_teacher_decay_ignored", "Semi-RT-DETR's teacher follows with ema_decay",
+             (("engine/trainers/semi_rtdetr.py",
+               "return self.cfg.DETR_SSOD.train_cfg.ema_decay",
+               "return self.cfg.ema_decay"),),
+             (SEMI_BASE, "tests/engine/test_semi_rtdetr.py::"
+              "test_teacher_copies_then_follows_before_each_update")),
+    Mutation("inference_on_ignored", "test_cfg.inference_on: student still evaluates the "
+             "teacher first",
+             (("engine/trainers/semi.py",
+               'if self.inference_on() == "student":',
+               "if False:"),),
+             (SEMI_BASE,)),
     # --------------------------------------------------------------- kept caught (before)
     Mutation("dt_selection_reversed", "DenseTeacher takes the least confident points",
              (("engine/ssod/dense_teacher.py",

@@ -231,11 +231,8 @@ def _start_trackers(args: argparse.Namespace, recorder: RunRecorder,
         name = args.name or (run.read_meta().get("name") if run.exists() else None)
         sinks.append(WandbSink(run.id, run.path, config_dict, name=name))
 
-    def warn(message: str) -> None:
-        recorder.logger.warning(message)
-        recorder.emit("log", level="warning", message=message)
-
-    recorder.attach_trackers(TrackerFeed(sinks, on_error=warn))
+    recorder.attach_trackers(TrackerFeed(
+        sinks, on_error=lambda message: recorder.note("warning", message)))
     recorder.update_meta(trackers={"tensorboard": str(logdir) if logdir else None,
                                    "wandb": bool(args.wandb)})
     where = [f"TensorBoard scalars in {logdir}"] if logdir else []

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from engine.errors import DiskFull, RunError
 from engine.events import EventWriter
@@ -100,6 +100,12 @@ class RunRecorder:
             event = self._writer.write(type, **fields)
         if self.trackers is not None:  # outside the lock: a tracker's warning is an event
             self.trackers.handle(event)
+
+    def note(self, level: Literal["info", "warning", "error"], message: str) -> None:
+        """Tell people: ``message`` in the log (train.log, stderr) and as a ``log`` event
+        (the console and the TUI show it). ``level``: ``info``, ``warning`` or ``error``."""
+        getattr(self.logger, level)(message)
+        self.emit("log", level=level, message=message)
 
     def attach_trackers(self, feed: TrackerFeed) -> None:
         """Hand every event written from now on to TensorBoard / W&B (rank 0 only)."""

@@ -72,9 +72,8 @@ def pick_checkpoint(ref: str, flags: Flags, trainer: Trainer) -> tuple[Path, dic
             if len(candidates) == 1:
                 raise
             errors.append(exc)
-            trainer.logger.warning(f"cannot resume from {path}: {exc.render()}; "
-                                   "trying the previous checkpoint")
-            trainer.recorder.emit("log", level="warning", message=exc.render())
+            trainer.recorder.note("warning", f"cannot resume from {path}: {exc.render()}; "
+                                             "trying the previous checkpoint")
     raise WeightsError("no readable checkpoint to resume from: "
                        + "; ".join(e.render() for e in errors))
 
@@ -203,8 +202,7 @@ def run(flags: Flags, cfg: Config, recorder: RunRecorder, config_dict: dict[str,
     if resumed_from is None:  # a resumed run never resolves (nor downloads) weights again
         lone = semi_weights_warning(cfg)
         if lone:
-            trainer.logger.warning(lone)
-            recorder.emit("log", level="warning", message=lone)
+            recorder.note("warning", lone)
         if cfg.pretrain_teacher_weights and cfg.pretrain_student_weights:
             files = resolve_weights(cfg, ("pretrain_teacher_weights",
                                           "pretrain_student_weights"), recorder, env, flags)

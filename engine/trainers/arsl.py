@@ -47,9 +47,11 @@ class ARSLTrainer(SemiTrainer):
                  config_dict: dict[str, Any], *, seed: int = 0):
         super().__init__(cfg, env, recorder, config_dict, seed=seed)
         ssn = cfg.SEMISUPNET
-        self.teacher.decay = ssn.EMA_KEEP_RATE
         self.warm_up = resolve_iters(ssn.PSEUDO_WARM_UP_STEPS, self.max_iters)
         self.cr = CRSettings(**dataclasses.asdict(cfg.FCOSLossCR))
+
+    def teacher_decay(self) -> float:
+        return self.cfg.SEMISUPNET.EMA_KEEP_RATE
 
     def schedule_starts(self) -> tuple[int, int]:
         # The burn-up step starts both the pseudo loss and the teacher.
@@ -58,6 +60,7 @@ class ARSLTrainer(SemiTrainer):
 
     model_class = FCOS
     model_purpose = "trains FCOS with an IoU branch"
+    unsup_terms = PSEUDO_TERMS
 
     def train_module(self) -> nn.Module:
         milc = self.cfg.FCOSLossMILC
@@ -79,16 +82,11 @@ class ARSLTrainer(SemiTrainer):
             # PaddleDetection concatenates the labeled weak and strong views.
             losses, student_out = self.model(weak_images + strong_images,
                                              weak_targets + strong_targets, unsup_strong)
-        zero = next(iter(losses.values())).new_zeros(())
-        pseudo = dict.fromkeys(PSEUDO_TERMS, zero)
+        raw: dict[str, Tensor] | None = None
         if semi:
             with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
                 teacher_out = dense_outputs(self.teacher.module,
                                             self.to_device(*batch.unsup_weak)[0])
             raw, targets = arsl_unsup_losses(student_out, teacher_out, self.cr)
-            pseudo = {k: raw[k] * weight for k in PSEUDO_TERMS}
             self.step_stats.update(targets.stats())
-        self.step_stats["unsup_weight"] = weight
-        losses = dict(losses)
-        losses.update(pseudo)
-        return losses
+        return self.with_unsup_terms(losses, raw, weight)

@@ -10,9 +10,11 @@ is meant to be extended at (detectron2's ``DefaultTrainer.build_*`` style):
 - ``forward_losses(batch) -> {term: Tensor}``: what a method computes on one batch;
   ``apply_losses(losses)`` is the one shared "check finite, scale, backward, clip, step";
 - ``eval_models()``: the ``(model, which)`` pairs ``run_evaluation`` evaluates and reports,
-  the first one deciding ``best``;
+  the first one deciding ``best`` (tracked by the ``EvalHook``);
 - ``extra_state()`` / ``load_extra_state()``: what a method adds to the checkpoint;
-- ``train_event_fields()``: what a method adds to every ``train`` event.
+- ``train_event_fields()``: what a method adds to every ``train`` event;
+- ``build_hooks()``: the side jobs, in order (``engine.trainers.hooks``); the stateful ones
+  are built first and kept: ``checkpointer``, ``ema_hook`` and ``eval_hook``.
 """
 
 from __future__ import annotations
@@ -37,24 +39,17 @@ from engine.models import build_model, count_parameters
 from engine.models.weights import LoadReport, load_pretrained
 from engine.precision import amp_ignored
 from engine.recorder import RunRecorder
-from engine.trainers.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    remove_stale_temp_files,
-    restore_rng_state,
-    save_checkpoint,
-)
-from engine.trainers.ema import ModelEMA
+from engine.trainers.checkpoint import Checkpointer, capture_rng_state, restore_rng_state
 from engine.trainers.hooks import (
     CheckpointHook,
     EMAHook,
     EvalHook,
+    Evaluation,
     HookBase,
     LRSchedulerHook,
     MetricsLogger,
     SignalHook,
     SystemMonitor,
-    hardlink_replace,
 )
 from engine.trainers.optim import build_lr_scheduler, build_optimizer
 from engine.trainers.previews import PreviewHook
@@ -115,10 +110,6 @@ class Trainer:
         self.device = env.device
         self.seed = seed
         self.name = trainer_name(cfg)
-        self.checkpoint_dir: Path | None = recorder.run.checkpoints if recorder.active else None
-        if self.checkpoint_dir is not None:
-            for tmp in remove_stale_temp_files(self.checkpoint_dir):
-                self.logger.info(f"removed {tmp}: a checkpoint write cut short by a kill")
 
         self.build_data()
         self.max_iters = cfg.epoch * self.iters_per_epoch
@@ -138,27 +129,35 @@ class Trainer:
                                             self.max_iters)
         self.use_amp = cfg.amp and self.device.type == "cuda"
         if cfg.amp and not self.use_amp:  # said in train.log and the console, not skipped
-            message = amp_ignored(str(self.device))
-            self.logger.warning(message)
-            self.recorder.emit("log", level="warning", message=message)
+            self.recorder.note("warning", amp_ignored(str(self.device)))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_decay_type) if cfg.use_ema else None
 
-        # Loop state; a checkpoint restores exactly these.
+        # Loop state; a checkpoint restores exactly these (and the hooks' state below).
         self.epoch = 0          # the epoch the next step belongs to (0-based)
         self.epoch_iter = 0     # steps already done in that epoch
         self.iter = 0           # steps done in total
-        self.best: dict[str, Any] | None = None
-        self.improved = False
-        self.validate = False
         self.rng_to_restore: dict | None = None
         self.nonfinite_skipped = 0
 
         self.last_step = StepOutcome()
         self.step_stats: dict[str, float] = {}  # filled by forward_losses, read once applied
-        self.best_model: nn.Module | None = None  # the model best.pt is written from
-        self.eval_observer: EvalObserver | None = None  # sees the outputs (PreviewHook)
         self.num_params = count_parameters(model)
+
+        # The hooks with state of their own, kept for checkpoints and evaluation.
+        self.checkpointer = Checkpointer(
+            recorder.run.checkpoints if recorder.run is not None else None, recorder,
+            self.state_dict, trainer=self.name, class_names=self.train_ds.class_names,
+            config=config_dict)
+        self.ema_hook = (EMAHook(model, cfg.ema_decay, cfg.ema_decay_type) if cfg.use_ema
+                         else None)
+        self.eval_hook = EvalHook(cfg.snapshot_epoch, cfg.epoch, self.run_evaluation,
+                                  recorder, self.checkpointer.best_path)
+        self.hooks = self.build_hooks()
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best AP so far (run.json's ``best``), as the eval hook tracks it."""
+        return self.eval_hook.best
 
     # ------------------------------------------------------------------------ factories
     def build_data(self) -> None:
@@ -265,10 +264,9 @@ class Trainer:
         terms = ", ".join(f"{k}={v}" for k, v in values.items())
         self.nonfinite_skipped += 1
         if self.nonfinite_skipped <= self.cfg.nonfinite_skip_steps:
-            msg = (f"non-finite loss at iteration {step} ({terms}); step skipped "
-                   f"({self.nonfinite_skipped}/{self.cfg.nonfinite_skip_steps})")
-            self.logger.warning(msg)
-            self.recorder.emit("log", level="warning", message=msg)
+            self.recorder.note("warning", f"non-finite loss at iteration {step} ({terms}); "
+                               f"step skipped ({self.nonfinite_skipped}/"
+                               f"{self.cfg.nonfinite_skip_steps})")
             return
         raise NonFiniteLoss(step, values)
 
@@ -284,66 +282,49 @@ class Trainer:
     # ------------------------------------------------------------------------ evaluation
     def eval_models(self) -> list[tuple[nn.Module, str]]:
         """``(model, which)`` to evaluate, the first deciding ``best`` and ``best.pt``."""
-        if self.ema is not None:
-            return [(self.ema.module, "ema")]
+        if self.ema_hook is not None:
+            return [(self.ema_hook.module, "ema")]
         return [(self.model_without_ddp, "model")]
 
     def evaluate(self, model: nn.Module, observe: EvalObserver | None = None) -> EvalResult:
         return evaluate_model(model, self.eval_loader, self.eval_ds, self.device,
                               amp=self.use_amp, observe=observe)
 
-    def run_evaluation(self) -> None:
+    def run_evaluation(self, observe: EvalObserver | None = None) -> Evaluation:
         """Evaluate every model of ``eval_models`` (rank 0) and report them; the first one's
-        outputs are also shown to ``eval_observer`` (the previews), if set."""
-        self.improved = False
+        outputs are also shown to ``observe`` (the previews), if given. Returns what was
+        evaluated (empty on other ranks), for the eval hook's best tracking."""
+        results: Evaluation = []
         if self.env.is_main:
-            results = []
             models = self.eval_models()
             # an evaluation takes a while (tens of seconds on a CPU): front-ends say so
             self.recorder.emit("eval_start", epoch=self.epoch, iter=self.iter,
                                models=[which for _, which in models], images=len(self.eval_ds))
             for i, (model, which) in enumerate(models):
                 t0 = time.perf_counter()
-                result = self.evaluate(model, self.eval_observer if i == 0 else None)
+                result = self.evaluate(model, observe if i == 0 else None)
                 results.append((model, which, result, time.perf_counter() - t0))
             self.report(results)
         self.env.barrier()
+        return results
 
-    def report(self, results: list[tuple[nn.Module, str, EvalResult, float]]) -> None:
-        """Log each COCO summary, emit one ``eval`` event per model, and track the best AP
-        of the first model (it is what ``best.pt`` holds)."""
-        for i, (model, which, result, seconds) in enumerate(results):
-            ap = result.metrics["AP"]
+    def report(self, results: Evaluation) -> None:
+        """Log each COCO summary and emit one ``eval`` event per model."""
+        for _, which, result, seconds in results:
             self.logger.info(f"Eval epoch {self.epoch + 1} ({which}, {seconds:.1f}s):\n"
                              + "\n".join(result.summary_lines()))
             per_class = "\n".join(f"  {name:<24} {v:.3f}" for name, v in result.per_class.items())
             self.logger.info(f"Per-class AP ({which}):\n" + per_class)
-            if i == 0 and (self.best is None or ap > self.best["value"]):
-                self.improved = True
-                self.best_model = model
-                ckpt = str(self.checkpoint_dir / "best.pt") if self.checkpoint_dir else None
-                # run.json's best.epoch counts from 1, like every epoch shown to people
-                self.best = {"metric": "AP", "value": ap, "epoch": self.epoch + 1,
-                             "checkpoint": ckpt, "model": which}
-                self.recorder.update_meta(best=self.best)
             self.recorder.emit("eval", epoch=self.epoch, iter=self.iter, model=which,
                                metrics=result.metrics, per_class=result.per_class,
                                stats=result.stats, summary=result.summary_lines(),
                                eval_time=seconds)
-        if self.best is not None:
-            which = self.best.get("model", "model")
-            where = f"epoch {self.best['epoch']}"
-            if which != "model":
-                where = f"{which}, {where}"
-            self.logger.info(f"best AP so far: {self.best['value']:.3f} ({where})")
 
     # -------------------------------------------------------------------------- weights
     def load_weights(self, path: str) -> None:
-        """``pretrain_weights``: weights only; mismatched tensors skipped and reported."""
+        """``pretrain_weights``: weights only; mismatched tensors skipped and reported (the
+        EMA average starts from them when training starts)."""
         self._load_into(self.model_without_ddp, path, "pretrained weights")
-        if self.ema is not None:  # the average starts from the loaded weights
-            self.ema = ModelEMA(self.model_without_ddp, self.cfg.ema_decay,
-                                self.cfg.ema_decay_type)
 
     def _load_into(self, model: nn.Module, path: str, what: str) -> LoadReport:
         report = load_pretrained(model, path, logger=self.logger)
@@ -355,10 +336,6 @@ class Trainer:
             "pretrain_teacher_weights + pretrain_student_weights need a semi-supervised "
             f"trainer (ssod_method); the {self.name} trainer takes pretrain_weights",
             key="pretrain_teacher_weights")
-
-    def resume_weights(self, path: str | Path, *, force: bool = False) -> None:
-        """Restore the full training state; training goes on from the next step."""
-        self.restore(load_checkpoint(path), path, force=force)
 
     def restore(self, state: dict[str, Any], path: str | Path, *, force: bool = False) -> None:
         """Restore the full training state from a loaded checkpoint (read from ``path``)."""
@@ -386,12 +363,12 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
+        if self.ema_hook is not None and state.get("ema"):
+            self.ema_hook.load_state_dict(state["ema"])
         self.epoch = int(state["epoch"])
         self.epoch_iter = int(state["epoch_iter"])
         self.iter = int(state["iter"])
-        self.best = state.get("best")
+        self.eval_hook.best = state.get("best")
         if state.get("sampler"):
             self.load_data_state_dict(state["sampler"])
         self.load_extra_state(state, path)
@@ -414,13 +391,13 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.use_amp else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema": self.ema_hook.state_dict() if self.ema_hook is not None else None,
             "epoch": self.epoch + 1 if done else self.epoch,
             "epoch_iter": 0 if done else self.epoch_iter,
             "iter": self.iter,
             "sampler": self.data_state_dict(),
             "rng": capture_rng_state(),
-            "best": self.best,
+            "best": self.eval_hook.best,
             "config": self.config_dict,
             "trainer": self.name,
             "class_names": self.train_ds.class_names,
@@ -431,88 +408,65 @@ class Trainer:
             state["eval_model"] = self.eval_models()[0][1]
         return state
 
-    def save(self, kind: str) -> Path | None:
-        """Write ``last.pt`` (kind ``last`` or ``interval``); rank 0 only."""
-        if self.checkpoint_dir is None:
-            return None
-        path = save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
-        self.recorder.emit("checkpoint", path=str(path), kind=kind, epoch=self.epoch,
-                           iter=self.iter)
-        return path
-
-    def save_best(self) -> Path | None:
-        """``best.pt``: the weights of the model that scored the best AP, as a plain
-        detector state dict under ``model`` (``dettui eval``/``infer`` load it with the
-        run's config, or the base detector's), plus where it came from."""
-        if self.checkpoint_dir is None or self.best_model is None or self.best is None:
-            return None
-        state = {"model": self.best_model.state_dict(), "class_names": self.train_ds.class_names,
-                 "trainer": self.name, "which": self.best.get("model"),
-                 "best": self.best, "config": self.config_dict}
-        path = save_checkpoint(state, self.checkpoint_dir / "best.pt")
-        self.recorder.emit("checkpoint", path=str(path), kind="best", epoch=self.epoch,
-                           iter=self.iter)
-        return path
-
-    def link_checkpoint(self, kind: str) -> Path | None:
-        """``epoch_NNNN.pt`` as the same file as the ``last.pt`` just saved."""
-        if self.checkpoint_dir is None:
-            return None
-        dst = self.checkpoint_dir / f"epoch_{self.epoch + 1:04d}.pt"
-        hardlink_replace(self.checkpoint_dir / "last.pt", dst)
-        self.recorder.emit("checkpoint", path=str(dst), kind=kind, epoch=self.epoch,
-                           iter=self.iter)
-        return dst
-
     # ------------------------------------------------------------------------- the loop
     def build_hooks(self) -> list[HookBase]:
-        """The hooks, in the order they run at each hook point."""
-        hooks: list[HookBase] = [
-            MetricsLogger(),     # times the step, logs right after it
-            LRSchedulerHook(),   # per-iteration lr, after the optimizer step
-            EMAHook(),           # average the weights just updated
-            EvalHook(),          # epoch end: evaluate before checkpointing (best.pt needs AP)
-            PreviewHook(),       # draws what the evaluation just predicted on a few images
-            CheckpointHook(),    # interval checkpoints; last/best/epoch at epoch end
-            SystemMonitor(),     # background sampling of CPU/RAM/GPU
-            SignalHook(),        # stop/save requests, acted on once the step is complete
+        """The hooks, in the order they run at each hook point (built once, by
+        ``__init__``, after ``checkpointer``, ``ema_hook`` and ``eval_hook``)."""
+        cfg = self.cfg
+        hooks: list[HookBase | None] = [
+            # times the step, logs right after it
+            MetricsLogger(self.recorder, cfg.log_iter, cfg.epoch),
+            LRSchedulerHook(self.scheduler),  # per-iteration lr, after the optimizer step
+            self.ema_hook,       # average the weights just updated
+            self.eval_hook,      # epoch end: evaluate before checkpointing (best.pt needs AP)
+            # draws what the evaluation just predicted on a few images
+            PreviewHook(self.eval_hook, self.eval_ds, self.recorder,
+                        count=cfg.preview_images, score_threshold=cfg.preview_score_threshold,
+                        keep_epochs=cfg.preview_keep_epochs),
+            # interval checkpoints; last/best/epoch at epoch end
+            CheckpointHook(self.checkpointer, interval=cfg.checkpoint_interval,
+                           epoch_period=cfg.snapshot_epoch, epochs=cfg.epoch,
+                           keep_epochs=cfg.save_epoch_checkpoints, best=self.eval_hook),
+            SystemMonitor(self.recorder),  # background sampling of CPU/RAM/GPU
+            # stop/save requests, acted on once the step is complete
+            SignalHook(self.checkpointer, cfg.epoch, self.logger),
         ]
-        for h in hooks:
+        built = [h for h in hooks if h is not None]
+        for h in built:
             h.trainer = self
-        return hooks
+        return built
 
-    def _call(self, hooks: list[HookBase], point: str) -> None:
-        for h in hooks:
+    def _call(self, point: str) -> None:
+        for h in self.hooks:
             getattr(h, point)()
 
     def train(self, validate: bool) -> None:
-        self.validate = validate
-        hooks = self.build_hooks()
+        """Train to the last epoch; ``validate``: evaluate on the eval hook's epochs."""
+        self.eval_hook.enabled = validate
         self.model.train()
         if self.rng_to_restore is not None:
             restore_rng_state(self.rng_to_restore)
-        self._call(hooks, "before_train")
+        self._call("before_train")
         try:
             while self.epoch < self.cfg.epoch:
-                self._train_epoch(hooks)
+                self._train_epoch()
                 self.epoch += 1
                 self.epoch_iter = 0
         finally:
-            self._call(hooks, "after_train")
+            self._call("after_train")
 
-    def _train_epoch(self, hooks: list[HookBase]) -> None:
-        self._call(hooks, "before_epoch")
+    def _train_epoch(self) -> None:
+        self._call("before_epoch")
         batches = self.epoch_batches()
         t_data = time.perf_counter()
         while self.epoch_iter < self.iters_per_epoch:
             batch = next(batches)
             self.last_step.data_time = time.perf_counter() - t_data
             self.recorder.iter = self.iter + 1
-            self._call(hooks, "before_step")
+            self._call("before_step")
             self.run_step(batch)
             self.iter += 1
             self.epoch_iter += 1
-            self._call(hooks, "after_step")
+            self._call("after_step")
             t_data = time.perf_counter()
-        self.improved = False
-        self._call(hooks, "after_epoch")
+        self._call("after_epoch")

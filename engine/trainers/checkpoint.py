@@ -7,21 +7,31 @@ done in that epoch), ``iter`` (global steps done), ``sampler`` state, ``rng`` st
 
 Writes go to a temp file in the same folder, are fsynced, then ``os.replace``d over the
 target: a SIGKILL at any moment leaves either the old file or the new one, never a torn one.
+
+``Checkpointer`` is what a trainer's checkpoint hook writes a run's checkpoints with.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
+import shutil
 import zipfile
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import torch
+from torch import nn
 
-from engine.errors import WeightsError
+from engine.errors import DiskFull, WeightsError
 from engine.rundir import atomic_write
+
+if TYPE_CHECKING:
+    from engine.recorder import RunRecorder
 
 CHECKPOINT_FORMAT = 1
 
@@ -128,3 +138,89 @@ def checkpoint_candidates(folder: str | Path) -> list[Path]:
     others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     last = folder / "last.pt"
     return ([last] if last.exists() else []) + others
+
+
+def hardlink_replace(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same file as ``src`` atomically (hard link, or copy where links
+    are not supported). ``src`` is later replaced, never modified, so ``dst`` keeps its
+    content."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # a copy cut short must not linger
+        full = DiskFull.from_os_error(exc, dst)
+        if full is not None:
+            raise full from exc
+        raise
+
+
+@dataclass(eq=False)
+class Checkpointer:
+    """Writes one run's checkpoints into ``folder`` and reports each with a ``checkpoint``
+    event (detectron2's ``Checkpointer``, which ``PeriodicCheckpointer`` is given):
+
+    - ``last.pt``: the whole training state, ``training_state()``, to resume from;
+    - ``best.pt``: the weights of the model that scored the best AP, as a plain detector
+      state dict under ``model`` (``dettui eval``/``infer`` load it with the run's config,
+      or the base detector's), plus where it came from;
+    - ``epoch_NNNN.pt``: the same file as the ``last.pt`` just written (a hard link).
+
+    ``folder`` None (a rank other than 0, or no run folder): nothing is written and every
+    method returns None. A new checkpointer removes the temp files a kill left behind.
+    """
+
+    folder: Path | None
+    recorder: RunRecorder
+    training_state: Callable[[], dict[str, Any]]
+    _: KW_ONLY
+    trainer: str
+    class_names: list[str]
+    config: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.folder is not None:
+            for tmp in remove_stale_temp_files(self.folder):
+                self.recorder.logger.info(f"removed {tmp}: a checkpoint write cut short by "
+                                          "a kill")
+
+    @property
+    def best_path(self) -> Path | None:
+        """Where ``best.pt`` is written (run.json's ``best.checkpoint``)."""
+        return self.folder / "best.pt" if self.folder is not None else None
+
+    def _written(self, path: Path, kind: str, epoch: int, iteration: int) -> Path:
+        self.recorder.emit("checkpoint", path=str(path), kind=kind, epoch=epoch,
+                           iter=iteration)
+        return path
+
+    def save_last(self, kind: str, epoch: int, iteration: int) -> Path | None:
+        """``last.pt`` (kind ``last``, or ``interval`` within an epoch)."""
+        if self.folder is None:
+            return None
+        path = save_checkpoint(self.training_state(), self.folder / "last.pt")
+        return self._written(path, kind, epoch, iteration)
+
+    def save_best(self, model: nn.Module, best: dict[str, Any], epoch: int,
+                  iteration: int) -> Path | None:
+        """``best.pt``: ``model``'s weights; ``best`` is run.json's record of its AP."""
+        if self.folder is None:
+            return None
+        state = {"model": model.state_dict(), "class_names": self.class_names,
+                 "trainer": self.trainer, "which": best.get("model"), "best": best,
+                 "config": self.config}
+        path = save_checkpoint(state, self.folder / "best.pt")
+        return self._written(path, "best", epoch, iteration)
+
+    def link_epoch(self, epoch: int, iteration: int) -> Path | None:
+        """``epoch_NNNN.pt`` (``NNNN`` = ``epoch + 1``) as the same file as ``last.pt``."""
+        if self.folder is None:
+            return None
+        dst = self.folder / f"epoch_{epoch + 1:04d}.pt"
+        hardlink_replace(self.folder / "last.pt", dst)
+        return self._written(dst, "epoch", epoch, iteration)

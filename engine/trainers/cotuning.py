@@ -19,20 +19,18 @@ from engine.models.relationship import (
     write_relationship_json,
 )
 from engine.trainers.base import Trainer
-from engine.trainers.ema import ModelEMA
 
 
 class CoTuningTrainer(Trainer):
     """Fine-tuning with the co-tuning loss; see the module docstring."""
 
     def load_weights(self, path: str) -> None:
+        """The source detector's weights, then the relationship learned with them (the EMA
+        average, if any, starts from both when training starts)."""
         report = load_cotuning_weights(self.model_without_ddp, path, logger=self.logger)
         self.recorder.emit("log", level="info",
                            message=f"source detector weights {path}: " + report.summary())
         self._learn_relationship(path)
-        if self.ema is not None:  # the average starts from the loaded weights + relationship
-            self.ema = ModelEMA(self.model_without_ddp, self.cfg.ema_decay,
-                                self.cfg.ema_decay_type)
 
     def _learn_relationship(self, source_weights: str) -> None:
         """One pass over this rank's share of the training set (all ranks together)."""
@@ -52,11 +50,9 @@ class CoTuningTrainer(Trainer):
                                                                     top.indices.tolist()))
             count = int(heads.relationship_counts[k])
             lines.append(f"  {name}: {pairs}" + ("" if count else " (no example: uniform)"))
-        message = "co-tuning relationship (target: top source classes):\n" + "\n".join(lines)
-        self.logger.info(message)
-        self.recorder.emit("log", level="info", message=message)
-        if self.recorder.active:
+        self.recorder.note("info", "co-tuning relationship (target: top source classes):\n"
+                           + "\n".join(lines))
+        if self.recorder.run is not None:
             path = write_relationship_json(self.recorder.run.path, self.model_without_ddp,
                                            target_names, names, source_names_from=origin)
-            self.recorder.emit("log", level="info",
-                               message=f"co-tuning relationship written to {path}")
+            self.recorder.note("info", f"co-tuning relationship written to {path}")

@@ -36,6 +36,7 @@ class DenseTeacherTrainer(SemiTrainer):
 
     model_class = FCOS
     model_purpose = "distils FCOS's dense outputs"
+    unsup_terms = DISTILL_TERMS
 
     def train_module(self) -> nn.Module:
         if self.env.distributed and not self.cfg.DenseTeacher.train_cfg.concat_sup_data:
@@ -45,11 +46,8 @@ class DenseTeacherTrainer(SemiTrainer):
                               hint="set it to true (the default)")
         return DenseTeacherStudent(self.model_without_ddp, self.cfg.DenseTeacher.train_cfg.quality)
 
-    def eval_models(self) -> list[tuple[nn.Module, str]]:
-        models = super().eval_models()
-        if self.cfg.DenseTeacher.test_cfg.inference_on == "student":
-            models.reverse()
-        return models
+    def inference_on(self) -> str:
+        return self.cfg.DenseTeacher.test_cfg.inference_on
 
     def forward_losses(self, batch: SemiBatch) -> dict[str, Tensor]:
         tc = self.cfg.DenseTeacher.train_cfg
@@ -70,8 +68,7 @@ class DenseTeacherTrainer(SemiTrainer):
                 strong, _ = self.model(strong_images, strong_targets)
                 sup = {k: (weak[k] + strong[k]) / 2 for k in weak}
         losses = {k: v * tc.sup_weight for k, v in sup.items()}
-        zero = next(iter(losses.values())).new_zeros(())
-        distill = dict.fromkeys(DISTILL_TERMS, zero)
+        distill: dict[str, Tensor] | None = None
         if semi:
             with torch.no_grad():
                 teacher_out = dense_outputs(self.teacher.module,
@@ -81,13 +78,11 @@ class DenseTeacherTrainer(SemiTrainer):
             weights = {"distill_loss_cls": lw.distill_loss_cls,
                        "distill_loss_box": lw.distill_loss_box,
                        "distill_loss_quality": lw.distill_loss_quality}
-            distill = {k: raw[k] * weights[k] * weight for k in DISTILL_TERMS}
+            distill = {k: raw[k] * weights[k] for k in DISTILL_TERMS}
             self.step_stats.update(
                 pseudo_points_per_image=sel.count / max(1, student_out.num_images),
                 pseudo_score=sel.fg_score_sum / max(1, sel.count))
-        self.step_stats["unsup_weight"] = weight
-        losses.update(distill)
-        return losses
+        return self.with_unsup_terms(losses, distill, weight)
 
     def run_step(self, batch: SemiBatch) -> None:
         super().run_step(batch)

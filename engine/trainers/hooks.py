@@ -1,26 +1,49 @@
 """Side jobs of the training loop, as hooks called in the explicit order of
 ``Trainer.build_hooks`` (STYLE.md: a small loop, a handful of hook points, no priorities).
+
+A hook gets its periods and collaborators when it is built (detectron2's
+``EvalHook(period, fn)``, ``PeriodicCheckpointer(checkpointer, period)``); from the trainer
+it reads only where the loop stands (``epoch``, ``iter``, ``last_step``...). A hook with
+state of its own (the EMA average, the best AP) owns it, and the trainer puts it in its
+checkpoints.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 import signal
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from engine.errors import DiskFull, StopTraining
+from engine.evaluation import EvalObserver, EvalResult
 from engine.sysinfo import SystemSampler
+from engine.trainers.checkpoint import Checkpointer
+from engine.trainers.ema import ModelEMA
 
 if TYPE_CHECKING:
+    from engine.recorder import RunRecorder
     from engine.trainers.base import Trainer
+
+# What an evaluation returns on rank 0, per evaluated model, the first deciding ``best``:
+# (model, which, result, seconds). Other ranks get an empty list.
+Evaluation = list[tuple[nn.Module, str, EvalResult, float]]
+
+
+def on_period(done: int, period: int, last: int) -> bool:
+    """Whether an epoch-periodic job runs once ``done`` epochs are done: every ``period``
+    epochs, and after the ``last`` one."""
+    return done % period == 0 or done == last
 
 
 class HookBase:
@@ -46,26 +69,56 @@ def format_seconds(seconds: float) -> str:
 class LRSchedulerHook(HookBase):
     """Steps the per-iteration lr schedule after every optimizer step."""
 
+    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler):
+        self.scheduler = scheduler
+
     def after_step(self) -> None:
         if self.trainer.last_step.applied:
-            self.trainer.scheduler.step()
+            self.scheduler.step()
 
 
 class EMAHook(HookBase):
-    """Updates the weight average after every optimizer step."""
+    """Owns the exponential moving average of ``model``'s weights (``use_ema``; MMEngine's
+    ``EMAHook``): it starts from the weights training starts with (after
+    ``pretrain_weights``, or co-tuning's relationship), or from a checkpoint's average
+    (``load_state_dict``), and follows every optimizer step."""
+
+    def __init__(self, model: nn.Module, decay: float, decay_type: str):
+        self.model = model
+        self.average = ModelEMA(model, decay, decay_type)
+        self.restored = False
+
+    @property
+    def module(self) -> nn.Module:
+        """The averaged model (what is evaluated and saved as ``ema``)."""
+        return self.average.module
+
+    def before_train(self) -> None:
+        if not self.restored:
+            self.average.restart(self.model)
 
     def after_step(self) -> None:
-        t = self.trainer
-        if t.ema is not None and t.last_step.applied:
-            t.ema.update(t.model_without_ddp)
+        if self.trainer.last_step.applied:
+            self.average.update(self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.average.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.average.load_state_dict(state)
+        self.restored = True
 
 
 class MetricsLogger(HookBase):
     """Every ``log_iter`` steps: one ``train`` event and one log line, with the losses (and
     a method's per-step ``stats``) averaged over the steps since the last one, lr, timings,
-    images/s and ETA, plus the trainer's ``train_event_fields()``."""
+    images/s and ETA, plus the trainer's ``train_event_fields()``. ``period``: the
+    ``log_iter``; ``epochs``: the run's length."""
 
-    def __init__(self, window: int = 50):
+    def __init__(self, recorder: RunRecorder, period: int, epochs: int, window: int = 50):
+        self.recorder = recorder
+        self.period = period
+        self.epochs = epochs
         self.window_losses: dict[str, list[float]] = defaultdict(list)
         self.window_stats: dict[str, list[float]] = defaultdict(list)
         self.batch_times: deque[float] = deque(maxlen=window)
@@ -81,9 +134,9 @@ class MetricsLogger(HookBase):
         t = self.trainer
         if t.iter:
             done_epochs = -(-t.iter // t.iters_per_epoch)
-            t.recorder.progress(force=True, epoch=min(t.cfg.epoch, done_epochs),
-                                epochs=t.cfg.epoch, iter=t.iter, max_iters=t.max_iters,
-                                eta=0.0 if t.iter >= t.max_iters else None)
+            self.recorder.progress(force=True, epoch=min(self.epochs, done_epochs),
+                                   epochs=self.epochs, iter=t.iter, max_iters=t.max_iters,
+                                   eta=0.0 if t.iter >= t.max_iters else None)
 
     def after_step(self) -> None:
         t = self.trainer
@@ -94,7 +147,7 @@ class MetricsLogger(HookBase):
             self.window_losses[name].append(value)
         for name, value in step.stats.items():
             self.window_stats[name].append(value)
-        if t.iter % t.cfg.log_iter == 0 or t.iter == 1 or t.epoch_iter == t.iters_per_epoch:
+        if t.iter % self.period == 0 or t.iter == 1 or t.epoch_iter == t.iters_per_epoch:
             self.flush()
 
     def flush(self) -> None:
@@ -114,15 +167,16 @@ class MetricsLogger(HookBase):
         lr = t.optimizer.param_groups[0]["lr"]
         mem = (torch.cuda.max_memory_allocated(t.env.device) / 2**20
                if t.env.device.type == "cuda" else None)
-        t.recorder.emit("train", epoch=t.epoch, iter=t.iter, epoch_iter=t.epoch_iter,
-                        iters_per_epoch=t.iters_per_epoch, max_iters=t.max_iters, loss=total,
-                        losses=losses, lr=lr, batch_time=batch_time, data_time=data_time,
-                        ips=ips, eta=eta, memory=mem, **({"stats": stats} if stats else {}),
-                        **extra)
+        self.recorder.emit("train", epoch=t.epoch, iter=t.iter, epoch_iter=t.epoch_iter,
+                           iters_per_epoch=t.iters_per_epoch, max_iters=t.max_iters,
+                           loss=total, losses=losses, lr=lr, batch_time=batch_time,
+                           data_time=data_time, ips=ips, eta=eta, memory=mem,
+                           **({"stats": stats} if stats else {}), **extra)
         # run.json and the log count epochs from 1, as people do (events keep 0-based).
         # The end of an epoch is always written: a finished run must not look unfinished.
-        t.recorder.progress(force=t.epoch_iter == t.iters_per_epoch, epoch=t.epoch + 1,
-                            epochs=t.cfg.epoch, iter=t.iter, max_iters=t.max_iters, eta=eta)
+        self.recorder.progress(force=t.epoch_iter == t.iters_per_epoch, epoch=t.epoch + 1,
+                               epochs=self.epochs, iter=t.iter, max_iters=t.max_iters,
+                               eta=eta)
         width = len(str(t.iters_per_epoch))
         terms = " ".join(f"{k}: {v:.4f}" for k, v in losses.items())
         if stats:
@@ -130,8 +184,8 @@ class MetricsLogger(HookBase):
         if "phase" in extra:
             terms = f"[{extra['phase']}] {terms}"
         mem_txt = f" mem: {mem:.0f}MB" if mem is not None else ""
-        t.logger.info(
-            f"Epoch: [{t.epoch + 1}/{t.cfg.epoch}] [{t.epoch_iter:>{width}}/{t.iters_per_epoch}] "
+        self.recorder.logger.info(
+            f"Epoch: [{t.epoch + 1}/{self.epochs}] [{t.epoch_iter:>{width}}/{t.iters_per_epoch}] "
             f"eta: {format_seconds(eta)} lr: {lr:.6f} loss: {total:.4f} {terms} "
             f"batch_cost: {batch_time:.4f} data_cost: {data_time:.4f} "
             f"ips: {ips:.1f} images/s{mem_txt}")
@@ -140,13 +194,14 @@ class MetricsLogger(HookBase):
 class SystemMonitor(HookBase):
     """A background thread that writes a ``system`` event every ``interval`` seconds."""
 
-    def __init__(self, interval: float = 5.0):
+    def __init__(self, recorder: RunRecorder, interval: float = 5.0):
+        self.recorder = recorder
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def before_train(self) -> None:
-        if not self.trainer.recorder.active:
+        if not self.recorder.active:
             return
         self._sampler = SystemSampler()
         self._thread = threading.Thread(target=self._loop, name="system-monitor", daemon=True)
@@ -155,7 +210,7 @@ class SystemMonitor(HookBase):
     def _loop(self) -> None:
         while True:
             try:
-                self.trainer.recorder.emit("system", **self._sampler.sample())
+                self.recorder.emit("system", **self._sampler.sample())
             except DiskFull:
                 # The training thread meets the full disk at its own next write and
                 # records it; a traceback from this thread would only add noise.
@@ -169,38 +224,89 @@ class SystemMonitor(HookBase):
             self._thread.join(timeout=5)
 
 
+@dataclass(eq=False)
 class EvalHook(HookBase):
-    """Every ``snapshot_epoch`` epochs (and after the last), COCO-evaluate when validating."""
+    """Every ``period`` epochs and after the last of ``epochs``: ``evaluate(observer)``
+    (the trainer's ``run_evaluation``: COCO evaluation of each model, one ``eval`` event
+    each), then the best AP so far. ``enabled`` is False under ``--no-eval``.
+
+    Best tracking: the first evaluated model's AP decides ``best`` (run.json's record,
+    kept in checkpoints) and ``best_model``, the weights ``best.pt`` is written from;
+    ``improved`` says whether this epoch's evaluation beat it. ``observer`` (set by the
+    ``PreviewHook``) sees the first model's outputs.
+    """
+
+    period: int
+    epochs: int
+    evaluate: Callable[[EvalObserver | None], Evaluation]
+    recorder: RunRecorder
+    best_checkpoint: Path | None
+    enabled: bool = True
+    observer: EvalObserver | None = field(default=None, init=False)
+    best: dict[str, Any] | None = field(default=None, init=False)
+    best_model: nn.Module | None = field(default=None, init=False)
+    improved: bool = field(default=False, init=False)
 
     def after_epoch(self) -> None:
-        t = self.trainer
-        done = t.epoch + 1
-        if t.validate and (done % t.cfg.snapshot_epoch == 0 or done == t.cfg.epoch):
-            t.run_evaluation()
+        self.improved = False
+        epoch = self.trainer.epoch
+        if self.enabled and on_period(epoch + 1, self.period, self.epochs):
+            self.track_best(self.evaluate(self.observer), epoch)
+
+    def track_best(self, evaluation: Evaluation, epoch: int) -> None:
+        """Keep the first model's AP if it is the best so far, and say the best."""
+        if not evaluation:
+            return  # not rank 0
+        model, which, result, _ = evaluation[0]
+        ap = result.metrics["AP"]
+        if self.best is None or ap > self.best["value"]:
+            self.improved = True
+            self.best_model = model
+            ckpt = str(self.best_checkpoint) if self.best_checkpoint is not None else None
+            # run.json's best.epoch counts from 1, like every epoch shown to people
+            self.best = {"metric": "AP", "value": ap, "epoch": epoch + 1,
+                         "checkpoint": ckpt, "model": which}
+            self.recorder.update_meta(best=self.best)
+        which = self.best.get("model", "model")
+        where = f"epoch {self.best['epoch']}"
+        if which != "model":
+            where = f"{which}, {where}"
+        self.recorder.logger.info(f"best AP so far: {self.best['value']:.3f} ({where})")
 
 
+@dataclass(eq=False)
 class CheckpointHook(HookBase):
-    """``last.pt`` after every epoch and every ``checkpoint_interval`` steps; ``best.pt``
-    (the evaluated weights) when the AP improves; ``epoch_NNNN.pt`` on snapshot epochs if
-    asked."""
+    """Writes with ``checkpointer``: ``last.pt`` after every epoch and every ``interval``
+    steps (0: never within an epoch); ``best.pt`` when ``best`` (the eval hook) says the AP
+    improved; ``epoch_NNNN.pt`` every ``epoch_period`` epochs and after the last of
+    ``epochs`` if ``keep_epochs``."""
+
+    checkpointer: Checkpointer
+    _: KW_ONLY
+    interval: int
+    epoch_period: int
+    epochs: int
+    keep_epochs: bool
+    best: EvalHook | None
 
     def after_step(self) -> None:
         t = self.trainer
-        n = t.cfg.checkpoint_interval
+        n = self.interval
         if n and t.iter % n == 0 and t.epoch_iter < t.iters_per_epoch:
-            t.save("interval")
+            self.checkpointer.save_last("interval", t.epoch, t.iter)
 
     def after_epoch(self) -> None:
         t = self.trainer
-        done = t.epoch + 1
-        t.save("last")
-        if t.improved:
-            t.save_best()
-        if t.cfg.save_epoch_checkpoints and (done % t.cfg.snapshot_epoch == 0
-                                             or done == t.cfg.epoch):
-            t.link_checkpoint("epoch")
+        self.checkpointer.save_last("last", t.epoch, t.iter)
+        best = self.best
+        if best is not None and best.improved and best.best_model is not None:
+            assert best.best is not None
+            self.checkpointer.save_best(best.best_model, best.best, t.epoch, t.iter)
+        if self.keep_epochs and on_period(t.epoch + 1, self.epoch_period, self.epochs):
+            self.checkpointer.link_epoch(t.epoch, t.iter)
 
 
+@dataclass(eq=False)
 class SignalHook(HookBase):
     """SIGINT/SIGTERM: finish the current step, checkpoint, stop (``interrupted``).
     SIGUSR1: checkpoint and go on. A second SIGINT/SIGTERM stops at once.
@@ -216,14 +322,16 @@ class SignalHook(HookBase):
       second request at least ``REPEAT_S`` seconds after the first means "stop at once".
     """
 
-    REPEAT_S = 1.0
+    REPEAT_S: ClassVar[float] = 1.0
 
-    def __init__(self) -> None:
-        self.stop_requested = False
-        self.save_requested = False
-        self._stop_time = 0.0
-        self._owner_pid = os.getpid()
-        self._previous: dict[int, object] = {}
+    checkpointer: Checkpointer
+    epochs: int
+    logger: logging.Logger
+    stop_requested: bool = field(default=False, init=False)
+    save_requested: bool = field(default=False, init=False)
+    _stop_time: float = field(default=0.0, init=False)
+    _owner_pid: int = field(default_factory=os.getpid, init=False)
+    _previous: dict[int, object] = field(default_factory=dict, init=False)
 
     def _on_stop(self, signum: int, frame: object) -> None:
         if os.getpid() != self._owner_pid:
@@ -235,7 +343,7 @@ class SignalHook(HookBase):
             return
         self.stop_requested = True
         self._stop_time = now
-        self.trainer.logger.info(f"{signal.Signals(signum).name} received: stopping after "
+        self.logger.info(f"{signal.Signals(signum).name} received: stopping after "
                                  "this step (send it again to stop at once)")
 
     def _on_save(self, signum: int, frame: object) -> None:
@@ -264,42 +372,21 @@ class SignalHook(HookBase):
         t = self.trainer
         stop, save = self._agree(self.stop_requested, self.save_requested)
         if stop:
-            t.save("last")
+            self.checkpointer.save_last("last", t.epoch, t.iter)
             raise StopTraining("stopped by a signal after a checkpoint")
         if save:
             self.save_requested = False
-            t.save("last")
-            t.logger.info(f"SIGUSR1: checkpoint written at iteration {t.iter}; going on")
+            self.checkpointer.save_last("last", t.epoch, t.iter)
+            self.logger.info(f"SIGUSR1: checkpoint written at iteration {t.iter}; going on")
 
     def after_epoch(self) -> None:
         # A request that came during the epoch-end evaluation: CheckpointHook has just
         # written last.pt for this very point, so stop now instead of after one more step.
         t = self.trainer
         stop, _ = self._agree(self.stop_requested, False)
-        if stop and t.epoch + 1 < t.cfg.epoch:  # after the last epoch: just finish
+        if stop and t.epoch + 1 < self.epochs:  # after the last epoch: just finish
             raise StopTraining("stopped by a signal after a checkpoint")
 
     def after_train(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def hardlink_replace(src: Path, dst: Path) -> None:
-    """Make ``dst`` the same file as ``src`` atomically (hard link, or copy where links
-    are not supported). ``src`` is later replaced, never modified, so ``dst`` keeps its
-    content."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)  # a copy cut short must not linger
-        full = DiskFull.from_os_error(exc, dst)
-        if full is not None:
-            raise full from exc
-        raise
-

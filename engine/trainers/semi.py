@@ -12,8 +12,11 @@
 - evaluation: the teacher (once started) and the student, the teacher deciding ``best.pt``.
 
 A method subclasses it and writes the step: ``train_module`` (what one DDP forward
-computes) and ``forward_losses`` (sup + unsup terms, ``step_stats``), and calls
-``follow_student`` where its method does (after the optimizer step, or before the forward).
+computes) and ``forward_losses`` (sup + unsup terms, ``step_stats``, the unsup terms
+through ``with_unsup_terms``), and calls ``follow_student`` where its method does (after
+the optimizer step, or before the forward). It says which config keys set its teacher's
+decay (``teacher_decay``), its schedule (``schedule_starts``) and the model evaluated first
+(``inference_on``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from engine.config.schema import Config
 from engine.data.loader import build_eval_dataset, build_eval_loader
@@ -49,7 +52,7 @@ class SemiTrainer(Trainer):
     def __init__(self, cfg: Config, env: DistEnv, recorder: RunRecorder,
                  config_dict: dict[str, Any], *, seed: int = 0):
         super().__init__(cfg, env, recorder, config_dict, seed=seed)
-        self.teacher = Teacher(self.model_without_ddp, cfg.ema_decay)
+        self.teacher = Teacher(self.model_without_ddp, self.teacher_decay())
         self.semi_start, self.ema_start = self.schedule_starts()
         self.teacher_loaded = False
         self._warn_about_schedule()
@@ -138,8 +141,7 @@ class SemiTrainer(Trainer):
             notes.append(f"the teacher never starts: {self.ema_start_key} is {self.ema_start} "
                          f"but the run has {self.max_iters} iterations")
         for note in notes:
-            self.logger.warning(note)
-            self.recorder.emit("log", level="warning", message=note)
+            self.recorder.note("warning", note)
 
     # -------------------------------------------------------------------------- teacher
     def follow_student(self, iteration: int) -> None:
@@ -155,22 +157,51 @@ class SemiTrainer(Trainer):
         started = self.teacher.started_at
         if started is None or started < self.ema_start:
             self.teacher.copy_from(self.model_without_ddp, iteration)
-            self._log_event(f"teacher started: a copy of the student at iteration "
-                            f"{iteration + 1}")
+            self.recorder.note("info", f"teacher started: a copy of the student at "
+                                       f"iteration {iteration + 1}")
         else:
             self.teacher.update(self.model_without_ddp)
 
-    def _log_event(self, message: str) -> None:
-        self.logger.info(message)
-        self.recorder.emit("log", level="info", message=message)
+    def teacher_decay(self) -> float:
+        """The teacher's EMA decay. DenseTeacher's is the top-level ``ema_decay``
+        (PaddleDetection's key, the ``use_ema`` decay too); a method with its own key
+        overrides this."""
+        return self.cfg.ema_decay
+
+    # ----------------------------------------------------------------------------- step
+    # The unlabeled loss terms of the method, in the order every step reports them.
+    unsup_terms: tuple[str, ...] = ()
+
+    def with_unsup_terms(self, losses: dict[str, Tensor], unsup: dict[str, Tensor] | None,
+                         weight: float) -> dict[str, Tensor]:
+        """``losses`` plus each of ``unsup_terms`` times ``weight``, or zeros when the step
+        computed none (burn-in): every step reports the same terms. ``weight`` is also
+        the step's ``unsup_weight`` stat."""
+        if unsup is None:
+            zero = next(iter(losses.values())).new_zeros(())
+            terms = dict.fromkeys(self.unsup_terms, zero)
+        else:
+            terms = {k: unsup[k] * weight for k in self.unsup_terms}
+        self.step_stats["unsup_weight"] = weight
+        return {**losses, **terms}
 
     # ------------------------------------------------------------------------ evaluation
+    def inference_on(self) -> str:
+        """``teacher`` or ``student``: which is evaluated first (and decides ``best.pt``)
+        once the teacher has started; a method with a ``test_cfg.inference_on`` key
+        overrides this."""
+        return "teacher"
+
     def eval_models(self) -> list[tuple[nn.Module, str]]:
-        """The teacher (once started) and the student; the first decides ``best.pt``."""
+        """The teacher (once started) and the student, the one ``inference_on`` names
+        first; the first decides ``best.pt``."""
         student = (self.model_without_ddp, "student")
         if not self.teacher.started:
             return [student]
-        return [(self.teacher.module, "teacher"), student]
+        models = [(self.teacher.module, "teacher"), student]
+        if self.inference_on() == "student":
+            models.reverse()
+        return models
 
     # -------------------------------------------------------------------------- weights
     def load_weights(self, path: str) -> None:

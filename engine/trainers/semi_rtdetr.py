@@ -40,16 +40,11 @@ the teacher of the first semi step is the student of that moment, not its EMA on
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from engine.config.schema import Config
 from engine.data.semi import SemiBatch
-from engine.env import DistEnv
 from engine.models.rtdetr import RTDETR
-from engine.recorder import RunRecorder
 from engine.trainers.semi import SemiTrainer, resolve_iters
 
 # The pseudo-label loss terms (each the sum of its last-layer, auxiliary and denoising parts).
@@ -112,11 +107,10 @@ class SemiRTDETRTrainer(SemiTrainer):
     """PaddleDetection's ``Trainer_Semi_RTDETR``."""
 
     semi_start_key = "ema_start_iters"
+    unsup_terms = PSEUDO_TERMS
 
-    def __init__(self, cfg: Config, env: DistEnv, recorder: RunRecorder,
-                 config_dict: dict[str, Any], *, seed: int = 0):
-        super().__init__(cfg, env, recorder, config_dict, seed=seed)
-        self.teacher.decay = cfg.DETR_SSOD.train_cfg.ema_decay
+    def teacher_decay(self) -> float:
+        return self.cfg.DETR_SSOD.train_cfg.ema_decay
 
     def schedule_starts(self) -> tuple[int, int]:
         # One key, as in PaddleDetection: the teacher and the pseudo-label loss start together.
@@ -129,11 +123,8 @@ class SemiRTDETRTrainer(SemiTrainer):
     def train_module(self) -> nn.Module:
         return SemiRTDETRStudent(self.model_without_ddp)
 
-    def eval_models(self) -> list[tuple[nn.Module, str]]:
-        models = super().eval_models()
-        if self.cfg.DETR_SSOD.test_cfg.inference_on == "student":
-            models.reverse()
-        return models
+    def inference_on(self) -> str:
+        return self.cfg.DETR_SSOD.test_cfg.inference_on
 
     # ------------------------------------------------------------------------- teacher
     @torch.no_grad()
@@ -174,12 +165,5 @@ class SemiRTDETRTrainer(SemiTrainer):
             sup, unsup = self.model(weak_images + strong_images, weak_targets + strong_targets,
                                     unsup_images, unsup_targets)
         losses = {k: v * tc.sup_weight for k, v in sup.items()}
-        if unsup is None:
-            zero = next(iter(losses.values())).new_zeros(())
-            unsup = dict.fromkeys(PSEUDO_TERMS, zero)
-            weight = 0.0
-        else:
-            weight = tc.unsup_weight
-        losses.update({k: v * weight for k, v in unsup.items()})
-        self.step_stats["unsup_weight"] = weight
-        return losses
+        return self.with_unsup_terms(losses, unsup,
+                                     tc.unsup_weight if unsup is not None else 0.0)

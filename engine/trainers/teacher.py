@@ -1,22 +1,24 @@
 """The teacher of a semi-supervised method: a frozen copy of the student that follows it.
 
-Not the ``use_ema`` hook (``engine.trainers.ema``): when a teacher is first copied from the
+Not the ``use_ema`` average (``EMAHook``): when a teacher is first copied from the
 student, how often it follows and with which decay are part of each algorithm, so the
 trainer calls ``copy_from`` and ``update`` itself (DenseTeacher: copy at ``ema_start_iters``,
 then EMA every step; ARSL: copy at the end of burn-in; Semi-RT-DETR: EMA before the step).
 
 Like PaddleDetection's ``SimpleModelEMA`` every floating-point entry of the state dict
 follows the student, BatchNorm running statistics included, with a constant decay and no
-bias correction; integer entries (BatchNorm's step counters) are copied.
+bias correction; integer entries (BatchNorm's step counters) are copied: the update kernel
+is ``ema_update_``, the one ``ModelEMA`` uses too.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch import nn
+
+from engine.trainers.ema import ema_update_, frozen_copy
 
 
 class Teacher:
@@ -31,10 +33,7 @@ class Teacher:
     """
 
     def __init__(self, student: nn.Module, decay: float):
-        self.module = copy.deepcopy(student)
-        self.module.eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
+        self.module = frozen_copy(student)
         self.decay = decay
         self.started_at: int | None = None
         self.updates = 0
@@ -50,17 +49,9 @@ class Teacher:
         self.started_at = iteration
         self.updates = 0
 
-    @torch.no_grad()
     def update(self, student: nn.Module, decay: float | None = None) -> None:
         """``t <- d * t + (1 - d) * s`` for every floating-point entry of the state dict."""
-        d = self.decay if decay is None else decay
-        src = student.state_dict()
-        for name, t in self.module.state_dict().items():
-            s = src[name].detach()
-            if t.dtype.is_floating_point:
-                t.mul_(d).add_(s.to(t.dtype), alpha=1.0 - d)
-            else:
-                t.copy_(s)
+        ema_update_(self.module, student, self.decay if decay is None else decay)
         self.updates += 1
 
     def train(self, mode: bool = True) -> Teacher:
