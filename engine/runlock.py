@@ -7,10 +7,14 @@ could name only one of them, so ``dettui stop`` could not reach the other. Two l
 
 ``engine.lock``
     held by the engine (rank 0, the one that writes the run folder) from before it writes
-    anything until it exits; it holds the engine's pid. ``flock`` locks end with the
-    process that holds them, so a lock left by a killed engine is simply taken over (the
-    stale pid in the file is overwritten). A second engine on the folder exits with code 2
-    naming the pid that holds the run, and writes nothing there.
+    anything until it exits; it holds the engine's pid. It is a POSIX record lock
+    (``lockf``), owned by the engine process alone: a ``flock`` would be shared with the
+    data-loader workers the engine forks, which outlive a SIGKILLed engine for a while and
+    kept its run locked against the resume that follows. A record lock ends with the
+    process that holds it, so a lock left by a killed engine is simply taken over (the
+    stale pid in the file is overwritten). The engine never opens the file a second time:
+    closing any descriptor of it would release the lock. A second engine on the folder
+    exits with code 2 naming the pid that holds the run, and writes nothing there.
 ``launch.lock``
     held by a front-end (``dettui resume``, the TUI's ``r``) while it checks that the run is
     not running, marks it ``starting``, starts the engine and records its pid: a second
@@ -86,7 +90,7 @@ class EngineLock:
         """Take the lock now or raise ``RunError`` naming the pid that holds it."""
         fd = _open_lock(self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -105,7 +109,7 @@ class EngineLock:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
-            os.close(fd)  # closing the descriptor releases the flock
+            os.close(fd)  # closing the descriptor releases the record lock
 
     def __enter__(self) -> EngineLock:
         return self.acquire()
@@ -125,7 +129,7 @@ def engine_lock_holder(run_path: str | Path) -> int | None:
     except RunError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the engine's kind of lock
     except OSError:
         return lock_holder(path) or -1
     finally:

@@ -113,3 +113,27 @@ def test_a_second_engine_on_a_locked_run_exits_2_naming_the_holder(
     assert not [e for e in events(run, "error")]
     # the lock ends with its engine: the folder can be trained again
     assert (run / ENGINE_LOCK).read_text() == ""
+
+
+FORKING_HOLDER = """
+import os, sys, time
+from engine.runlock import EngineLock
+EngineLock(sys.argv[1]).acquire()
+if os.fork() == 0:  # a data-loader worker, forked while the engine holds its lock
+    time.sleep(5)
+    os._exit(0)
+os._exit(0)  # the engine dies at once (as under SIGKILL); its worker lives on
+"""
+
+
+def test_a_dead_engines_forked_workers_do_not_keep_its_run_locked(tmp_path: Path) -> None:
+    """The engine's forked data-loader workers outlive a SIGKILLed engine for a while; a
+    lock they shared (``flock``) kept the run locked against the resume that follows (seen:
+    the exact-resume test with ``worker_num=2`` refused as 'being trained by pid N')."""
+    from engine.runlock import engine_lock_holder
+
+    out = subprocess.run([sys.executable, "-c", FORKING_HOLDER, str(tmp_path)], cwd=REPO,
+                         env=proc_env(), timeout=30)
+    assert out.returncode == 0
+    assert (tmp_path / ENGINE_LOCK).exists()
+    assert engine_lock_holder(tmp_path) is None  # the worker (still sleeping) holds nothing
