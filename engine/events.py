@@ -138,6 +138,8 @@ def _fits(value: Any, kind: str) -> bool:
 
 def well_formed(event: dict[str, Any]) -> bool:
     """Whether every known field of ``event`` has the type readers expect."""
+    if not _is_num(event.get("t")):
+        return False  # every event's time: a 400-digit one plots nowhere
     fields = FIELD_TYPES.get(event["type"])
     if fields is None:
         return True  # a newer event type: readers ignore what they do not know
@@ -184,6 +186,68 @@ def decode(line: str) -> dict[str, Any] | None:
     if not isinstance(obj, dict) or type(obj.get("type")) is not str or not well_formed(obj):
         return None
     return obj
+
+
+LONG_LINE = f"longer than {MAX_LINE_BYTES} bytes"
+"""Why a reader skipped an overlong line (see :func:`skip_reason`)."""
+SKIPPED_SHOWN = 5
+"""How many skipped lines a reader names (the rest are counted)."""
+
+
+def skip_reason(line: str) -> str | None:
+    """Why :func:`decode` gives ``None`` for ``line`` (None for a blank line, which is not
+    worth a word). Only called for lines that were skipped: the fast path never pays."""
+    line = line.strip()
+    if not line:
+        return None
+    if len(line) > MAX_LINE_BYTES:
+        return LONG_LINE
+    try:
+        obj = json.loads(line)
+    except RecursionError:
+        return "nested too deeply"
+    except ValueError as exc:
+        # Python refuses to convert an int of more than 4300 digits (a planted line)
+        return ("a number too long to read" if "digits" in str(exc)
+                else "not valid JSON (a line cut short, or not written by dettui)")
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    if type(obj.get("type")) is not str:
+        return 'no "type" string'
+    if not _is_num(obj.get("t")):
+        return ('"t" holds a number no float holds' if _is_huge(obj["t"])
+                else '"t" is not a number')
+    fields = FIELD_TYPES.get(obj["type"], {})
+    for key, value in obj.items():
+        kind = fields.get(key)
+        if kind is not None and not _fits(value, kind):
+            if _is_huge(value):
+                return f'"{key}" holds a number no float holds'
+            if kind == _INT and type(value) is int:
+                return f'"{key}" holds an int out of range'
+            return f'"{key}" is not {"an" if kind == _INT else "a"} {kind}'
+    return "not an event"  # not reached: decode would have kept it
+
+
+def _is_huge(value: Any) -> bool:
+    values = value.values() if type(value) is dict else [value]
+    return any(type(v) is int and not _is_num(v) for v in values)
+
+
+def skipped_line(line_no: int, reason: str) -> str:
+    """The one wording every reader uses for a line it skipped (1-based ``line_no``)."""
+    return f"events.jsonl line {line_no} skipped: {reason}"
+
+
+def skipped_summary(count: int, shown: list[str]) -> str:
+    """The first skipped lines named (``shown``, from :func:`skipped_line`), and how many
+    more there were."""
+    more = count - len(shown)
+    return "\n".join([*shown, *([more_skipped(more)] if more > 0 else [])])
+
+
+def more_skipped(more: int) -> str:
+    return f"... and {more} more skipped line{'s' if more != 1 else ''} of events.jsonl"
 
 
 class EventWriter:
@@ -245,6 +309,12 @@ class EventTail:
         self.offset = offset
         self._pending = b""
         self._skipping = False  # inside an overlong line: drop bytes up to its newline
+        self.lines = 0
+        """Complete lines read so far (counted from ``offset``)."""
+        self.skipped = 0
+        """Lines skipped so far (unparsable, a value no reader can use, overlong)."""
+        self.skipped_shown: list[str] = []
+        """The first :data:`SKIPPED_SHOWN` of them, as :func:`skipped_line` says them."""
 
     def read(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -276,12 +346,25 @@ class EventTail:
             chunk = chunk[end + 1:]
         lines = (self._pending + chunk).split(b"\n")
         self._pending = lines.pop()
-        if len(self._pending) > MAX_LINE_BYTES:
-            self._pending, self._skipping = b"", True
         for raw in lines:
-            ev = decode(raw.decode("utf-8", errors="replace"))
+            self.lines += 1
+            text = raw.decode("utf-8", errors="replace")
+            ev = decode(text)
             if ev is not None:
                 events.append(ev)
+            else:
+                self._skip(skip_reason(text))
+        if len(self._pending) > MAX_LINE_BYTES:
+            self._pending, self._skipping = b"", True
+            self.lines += 1  # counted now: its end is dropped unread
+            self._skip(LONG_LINE)
+
+    def _skip(self, reason: str | None) -> None:
+        if reason is None:  # a blank line
+            return
+        self.skipped += 1
+        if len(self.skipped_shown) < SKIPPED_SHOWN:
+            self.skipped_shown.append(skipped_line(self.lines, reason))
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:

@@ -155,7 +155,7 @@ class _Reader:
         # the rows before the next cut (the Block contract).
         cuts = sorted(set(np.flatnonzero(read).tolist()) | set(gaps.tolist()))
         gap_set = set(gaps.tolist())
-        lo, pending = 0, []
+        lo, pending, gap_lines = 0, [], 0
         for i in [*cuts, len(rows)]:
             is_start = i < len(rows) and codes[i] == _START
             if i == len(rows) or i in gap_set or is_start:
@@ -169,6 +169,9 @@ class _Reader:
                 for _, gap_block in self._gap(int(starts[i])):
                     block.items.extend(gap_block.items)
                     block.n_events += gap_block.n_events
+                    # the gap's lines follow the segment's first i lines and earlier gaps
+                    block.skipped += [(i + gap_lines + k, why) for k, why in gap_block.skipped]
+                    gap_lines += gap_block.lines
             if read[i]:
                 event = self._line(rows[i])
                 if event is None or event.get("type") != _CODE_TYPES.get(int(codes[i]),
@@ -176,6 +179,7 @@ class _Reader:
                     return None
                 (block.items if is_start else pending).append(event)
         block.n_events += len(rows)
+        block.lines = len(rows) + gap_lines  # one line per record
         if train.size:
             block.last_train = self._line(rows[train[-1]])
         self.covered = int(ends[-1]) if len(rows) else self.covered

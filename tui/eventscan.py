@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from engine.eventindex import INDEX_FIELDS, STATS_PREFIX, TERM_PREFIX
-from engine.events import decode
+from engine.events import FIELD_TYPES, LONG_LINE, MAX_LINE_BYTES, decode, skip_reason
 from engine.safefiles import open_regular
 
 __all__ = ["Block", "STATS_PREFIX", "ScanWarning", "TRAIN_FIELDS", "TrainRows", "TrainTemplate",
@@ -77,6 +77,10 @@ class Block:
     last_train: dict[str, Any] | None = None
     n_events: int = 0
     fast: bool = False
+    lines: int = 0
+    """How many lines of the file the block covers (skipped ones included)."""
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    """``(line index in the block, 0-based; why)`` of each line no reader can use."""
 
 
 class TrainTemplate:
@@ -138,6 +142,16 @@ class TrainTemplate:
                 values = raw.astype(np.float64)
             except ValueError:
                 return None
+        # The writer turns non-finite values into null: an infinity is a number no float
+        # holds, and an int field must hold an int; decode() skips such a line, so the
+        # line-by-line path does (and says which line it was).
+        if np.isinf(values).any():
+            return None
+        for i, name in enumerate(self.names):
+            if FIELD_TYPES["train"].get(name) == "int":
+                column = values[:, i]
+                if ((np.abs(column) >= 2.0 ** 63) | (column - np.floor(column) > 0)).any():
+                    return None
         return TrainRows({name: values[:, i].copy() for i, name in enumerate(self.names)}, n)
 
 
@@ -190,6 +204,7 @@ def parse_block(data: bytes, template: TrainTemplate | None
     # pieces between start events separately, in order.
     cuts = [pos for pos, is_start in others if is_start and pos > 0]
     bounds = [0, *cuts, len(data)]
+    # (each piece adds its lines to block.lines, which numbers the skipped ones)
     for lo, hi in zip(bounds, bounds[1:]):
         piece_others = [pos - lo for pos, _ in others if lo <= pos < hi]
         template = _parse_piece(data[lo:hi] if (lo, hi) != (0, len(data)) else data,
@@ -214,7 +229,8 @@ def _parse_fast(data: bytes, starts: list[int], template: TrainTemplate,
     lines begin) through json; False (and nothing added) unless every line is accounted
     for."""
     n_train = data.count(_TRAIN_TAG)
-    if n_train + len(starts) != data.count(b"\n"):
+    n_lines = data.count(b"\n")
+    if n_train + len(starts) != n_lines:
         return False
     rows = template.columns(data) if n_train else TrainRows({}, 0)
     if rows is None or rows.n != n_train:
@@ -235,6 +251,7 @@ def _parse_fast(data: bytes, starts: list[int], template: TrainTemplate,
         block.last_train = _last_train_event(data)
     block.items.extend(tail)
     block.n_events += rows.n + len(others)
+    block.lines += n_lines
     block.fast = True
     return True
 
@@ -243,9 +260,16 @@ def _parse_slow(data: bytes, block: Block) -> dict[str, Any] | None:
     """Line by line; returns the last train event seen."""
     pending: list[dict[str, Any]] = []
     last: dict[str, Any] | None = None
-    for raw in data.split(b"\n"):
-        event = decode(raw.decode("utf-8", errors="replace"))
+    lines = data.split(b"\n")
+    first = block.lines
+    block.lines += len(lines) - 1 if data.endswith(b"\n") else len(lines)
+    for i, raw in enumerate(lines):
+        text = raw.decode("utf-8", errors="replace")
+        event = decode(text)
         if event is None:
+            why = skip_reason(text)
+            if why is not None:
+                block.skipped.append((first + i, why))
             continue
         block.n_events += 1
         if event.get("type") == "train":
@@ -314,10 +338,16 @@ def iter_range(path: str | Path, start: int, end: int, block_bytes: int = 8 << 2
             if not data:
                 break
             cut = data.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a block: skip it, unread (decode would)
-                pos = _after_line(f, pos)
-                yield pos, Block()
-                continue
+            if cut == 0:  # one line longer than a block
+                after = _after_line(f, pos)
+                if after - pos > MAX_LINE_BYTES or after > end:
+                    # too long for any reader (or cut short by the end): skipped unread
+                    pos = after
+                    yield pos, Block(lines=1, skipped=[(0, LONG_LINE)])
+                    continue
+                f.seek(pos)
+                data = f.read(after - pos)
+                cut = len(data)
             f.seek(pos + cut)
             pos += cut
             block, template = parse_block(data[:cut], template)

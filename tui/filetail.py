@@ -46,6 +46,9 @@ class ByteTail:
         self._split_long = split_long
         self._max_line = max_line
         self._skipping = False  # inside an overlong line: its bytes are dropped
+        self.skipped_long = 0
+        """Overlong lines the last :meth:`read` began to skip (they come before what it
+        returned)."""
 
     def size(self) -> int:
         try:
@@ -54,6 +57,7 @@ class ByteTail:
             return 0
 
     def read(self, max_bytes: int | None = None) -> bytes:
+        self.skipped_long = 0
         try:
             f = open_regular(self.path)
         except FileNotFoundError:
@@ -88,6 +92,7 @@ class ByteTail:
             if len(chunk) > self._max_line:  # skip it, without holding all of it
                 self.offset += len(chunk)
                 self._skipping = True
+                self.skipped_long += 1
                 return None
             more = f.read(max_bytes)  # one line longer than max_bytes
             if not more:

@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.errors import RunError
-from engine.events import METRIC_KEYS, EventTail
+from engine.events import METRIC_KEYS, EventTail, more_skipped
 from engine.ownership import engine_pid
 from engine.rundir import ACTIVE, RunDirectory, pid_alive, run_duration
 from tui.progress import evaluating_text
@@ -193,6 +193,8 @@ class HeadlessWatcher:
         """The attempt's iterations per epoch and in all, from its start event."""
         self.started = time.time()
         self.stop_sent = 0
+        self.skips_said = 0
+        """How many of ``tail.skipped_shown`` were printed."""
 
     # ------------------------------------------------------------------ event handling
     def handle(self, ev: dict[str, Any], live: Live | None) -> None:
@@ -372,13 +374,26 @@ class HeadlessWatcher:
         supervisor writes ``failed`` before it restarts a crashed engine."""
         for ev in self.tail.read():
             self._show(ev, live)
+        self._say_skipped(live, final=False)
         if live is not None:
             live.update(self._renderable())
         if self._engine_alive():
             return True
         for ev in self.tail.read():  # the last events written before exit
             self._show(ev, live)
+        self._say_skipped(live, final=True)
         return False
+
+    def _say_skipped(self, live: Live | None, final: bool) -> None:
+        """Name each line of events.jsonl the reader skipped (the first few; at the end,
+        how many more), in the words the monitor uses."""
+        out = live.console if live is not None else self.console
+        shown = self.tail.skipped_shown
+        for text in shown[self.skips_said:]:
+            out.print(safe_text(text, "yellow"))
+        self.skips_said = len(shown)
+        if final and self.tail.skipped > len(shown):
+            out.print(safe_text(more_skipped(self.tail.skipped - len(shown)), "yellow"))
 
     def _show(self, ev: dict[str, Any], live: Live | None) -> None:
         """``handle`` one event. An event this console cannot show is reported and passed

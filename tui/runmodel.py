@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import RunError
+from engine.events import LONG_LINE, SKIPPED_SHOWN, skipped_line
 from engine.rundir import RunDirectory
 from engine.safefiles import open_regular
 from tui.eventindex import index_blocks
@@ -221,6 +222,10 @@ class RunSnapshot:
     meta_version: int
     download: dict[str, Any] | None = None
     """The latest ``download`` event (weights fetched before training starts)."""
+    skipped: int = 0
+    """Lines of events.jsonl skipped (unparsable, a value no reader can use, overlong)..."""
+    skipped_shown: tuple[str, ...] = ()
+    """...the first few of them, named (:func:`engine.events.skipped_line`)."""
     evaluating: dict[str, Any] | None = None
     """The ``eval_start`` event of the evaluation under way, if one is (see
     :func:`tui.progress.evaluating_text`); None once its results, a later step or an end came."""
@@ -269,6 +274,10 @@ class RunModel:
         self.start: dict[str, Any] | None = None
         self.evaluating: dict[str, Any] | None = None
         self.events_read = 0
+        self.lines_read = 0
+        """Lines of events.jsonl ingested (skipped ones included): numbers skipped lines."""
+        self.skipped = 0
+        self.skipped_shown: list[str] = []
         self._tail = ByteTail(self.run.events)
         self._template: TrainTemplate | None = None
         self._peeked_until = 0
@@ -302,6 +311,9 @@ class RunModel:
         if self._tail.restarted:
             self._tail.restarted = False
             self._reset_events()
+        for _ in range(self._tail.skipped_long):  # they come before ``data``
+            self.lines_read += 1
+            self._skipped(self.lines_read, LONG_LINE)
         if self._tail.at_end:
             self._caught_up()
         if not data:
@@ -325,7 +337,16 @@ class RunModel:
             self.latest_train = block.last_train
             self._versions["train"] += 1
         self.events_read += block.n_events
-        return block.n_events > 0
+        for index, why in block.skipped:
+            self._skipped(self.lines_read + index + 1, why)
+        self.lines_read += block.lines
+        return block.n_events > 0 or block.lines > 0  # skipped lines were read too
+
+    def _skipped(self, line_no: int, why: str) -> None:
+        self.skipped += 1
+        if len(self.skipped_shown) < SKIPPED_SHOWN:
+            self.skipped_shown.append(skipped_line(line_no, why))
+        self._versions["meta"] += 1
 
     def catch_up(self) -> None:
         """Read everything there is now (used by tests and benchmarks)."""
@@ -391,7 +412,7 @@ class RunModel:
                          error_history=self.errors.maxlen or 20)
         for name in ("train", "_ap", "_metrics", "latest_train", "latest_eval", "latest_system",
                      "system", "last_checkpoint", "download", "errors", "start", "evaluating",
-                     "events_read",
+                     "events_read", "lines_read", "skipped", "skipped_shown",
                      "_template", "_peeked_until", "_preview"):
             setattr(self, name, getattr(fresh, name))
         for key in self._versions:
@@ -583,5 +604,6 @@ class RunModel:
             bytes_total=self.bytes_total(),
             events_read=self.events_read, train_version=self._versions["train"],
             eval_version=self._versions["eval"], system_version=self._versions["system"],
-            meta_version=self._versions["meta"], evaluating=self.evaluating)
+            meta_version=self._versions["meta"], evaluating=self.evaluating,
+            skipped=self.skipped, skipped_shown=tuple(self.skipped_shown))
 

@@ -36,6 +36,7 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from engine.errors import UserError
+from engine.events import skipped_summary
 from engine.rundir import ACTIVE, RunDirectory
 from tui import launcher
 from tui.eventscan import TERM_PREFIX
@@ -369,6 +370,9 @@ class MonitorScreen(Screen[None]):
             why = (f"{last.get('error_type') or 'error'}: {last.get('message') or ''}"
                    if last else "the engine process is gone")
             text = f"failed (e: first error in the logs) · {why}"
+        if snap.skipped:  # lines of events.jsonl no reader can use: say which
+            text = "\n".join(filter(None, [text, skipped_summary(snap.skipped,
+                                                                 list(snap.skipped_shown))]))
         if text != self._banner_text:  # a layout per snapshot would repaint everything
             self._banner_text = text
             # quotes run.json and error events: never markup; a message's lines stay lines
