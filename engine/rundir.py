@@ -312,7 +312,7 @@ def run_duration(meta: dict[str, Any], now: float | None = None,
     recorded = meta.get("duration_s")
     recorded = (float(recorded) if isinstance(recorded, (int, float))
                 and not isinstance(recorded, bool) and recorded >= 0 else None)
-    started, ended = _parse_iso(meta.get("started")), _parse_iso(meta.get("ended"))
+    started, ended = parse_time(meta.get("started")), parse_time(meta.get("ended"))
     if status == "running" and started is not None and ended is None:
         now = _dt.datetime.now().timestamp() if now is None else now
         return (recorded or 0.0) + max(0.0, now - started.timestamp())
@@ -323,7 +323,9 @@ def run_duration(meta: dict[str, Any], now: float | None = None,
     return None
 
 
-def _parse_iso(value: Any) -> _dt.datetime | None:
+def parse_time(value: Any) -> _dt.datetime | None:
+    """An ISO-8601 time from run.json (``now_iso``'s form), or None when missing or
+    unparsable: the one parser of run times, for the engine and the front-ends."""
     if not isinstance(value, str) or not value:
         return None
     try:

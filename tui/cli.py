@@ -628,7 +628,7 @@ def data_split(
     """Split a COCO file for semi-supervised training (PaddleDetection's semi split):
     labeled.json keeps PERCENT % of the images and their annotations, unlabeled.json lists
     the rest without annotations."""
-    from engine.data.split import write_split  # stdlib only
+    from engine.data.split import write_split  # torch-free (numpy)
     from engine.data.summary import plural
 
     labeled, unlabeled, counts = write_split(annotations, percent, seed, out)

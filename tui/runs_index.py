@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.errors import RunError
 from engine.events import decode
-from engine.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory, run_duration
+from engine.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory, parse_time, run_duration
 from engine.safefiles import open_regular
 from tui.progress import RunProgress
 
@@ -33,16 +33,6 @@ UNREADABLE = "unreadable"
 # Bytes read from the end of events.jsonl to find the progress of an active run whose
 # run.json has none yet (one train event is ~400 bytes).
 _TAIL_BYTES = 16_384
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """An ISO-8601 time from run.json, or None when missing or unparsable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from engine.config import load_and_validate
 from engine.config.schema import field_docs
 from engine.data.cocofile import index_coco, load_coco_json
 from engine.data.images import ImageInfo, decode_rgb, probe_image
-from engine.data.split import read_json, split_coco
+from engine.data.split import split_coco
 from engine.data.voc import read_voc_xml
 from engine.data.yolo import _load_yaml, _parse_line, _read_label_file, yaml_class_names
 from engine.errors import UserError
@@ -148,7 +148,8 @@ def test_coco_json(work: Path, data: bytes) -> None:
         index_coco(doc, path, keep_empty=True)
 
     def split() -> None:
-        split_coco(read_json(path), 50.0, 1, file=str(path), key="--percent")
+        split_coco(load_coco_json(path, required=("images",)), 50.0, 1, file=str(path),
+                   key="--percent")
 
     bounded(read)
     bounded(split)

@@ -23,7 +23,7 @@ from PIL import Image
 from engine.data.cocobuild import read_name_list, write_coco_json
 from engine.data.cocofile import load_coco_json
 from engine.data.images import decode_rgb, probe_image
-from engine.data.split import read_json, write_split
+from engine.data.split import write_split
 from engine.data.voc import read_voc_xml
 from engine.data.yolo import import_yolo
 from engine.errors import ConfigError, DataError
@@ -46,7 +46,7 @@ READERS: dict[str, Callable[[Path], object]] = {
     "image probe": probe_image,
     "image decode": decode_rgb,
     "COCO json": load_coco_json,
-    "COCO json (split)": read_json,
+    "COCO json (split)": lambda p: write_split(p, 50.0, 1, p.parent / "split-out"),
     "VOC xml": read_voc_xml,
     "class list": lambda p: read_name_list(p, key="label_list"),
 }
