@@ -20,10 +20,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from engine.errors import EXIT_USER_ERROR, RunError, UserError
-from engine.rundir import RUNS_DIR_ENV
-from engine.safefiles import RefusedFile, open_regular
-from engine.termtext import printable
+from engine.protocol.errors import EXIT_USER_ERROR, RunError, UserError
+from engine.protocol.rundir import RUNS_DIR_ENV
+from engine.protocol.safefiles import RefusedFile, open_regular
+from engine.protocol.termtext import printable
 from engine.trainers.catalogue import TRAINERS
 from tui.cli_help import FlagHelpGroup
 from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
@@ -316,8 +316,8 @@ def resume(
     """Resume a past run in place: same id, same config, newest good checkpoint. A
     finished run has nothing left: it is said so and nothing starts (-o epoch=N trains
     it longer)."""
+    from engine.protocol.rundir import resolve_run
     from engine.resumable import training_left
-    from engine.rundir import resolve_run
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
@@ -341,7 +341,7 @@ def attach(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Follow a run in the console (its whole history, then live). Ctrl-C detaches."""
-    from engine.rundir import resolve_run
+    from engine.protocol.rundir import resolve_run
     from tui.headless import HeadlessWatcher
 
     run_dir = resolve_run(runs_dir, run_ref)
@@ -361,7 +361,7 @@ def stop(
 ) -> None:
     """Stop a run gracefully: finish the step, write a checkpoint, exit (interrupted).
     A SLURM job (run --slurm) is cancelled with scancel, which signals every rank."""
-    from engine.rundir import resolve_run
+    from engine.protocol.rundir import resolve_run
     from tui import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
@@ -389,7 +389,7 @@ def runs(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """List runs, newest first."""
-    from engine.rundir import scan_runs
+    from engine.protocol.rundir import scan_runs
 
     metas, unreadable = scan_runs(runs_dir)
     for name, reason in unreadable:  # one bad run.json hides nothing: say which, and why
@@ -444,7 +444,7 @@ def runs_table(metas: list[dict], width: int) -> tuple[Any, list[str]]:
 def _run_cells(meta: dict) -> list[Any]:
     from rich.text import Text
 
-    from engine.rundir import run_duration
+    from engine.protocol.rundir import run_duration
     from tui.progress import RunProgress
     from tui.safetext import safe_text
 
@@ -487,7 +487,7 @@ def logs(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Print a run's train.log (or stderr.log)."""
-    from engine.rundir import resolve_run
+    from engine.protocol.rundir import resolve_run
     from tui.safetext import log_line
 
     run_dir = resolve_run(runs_dir, run_ref)

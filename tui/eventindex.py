@@ -1,4 +1,4 @@
-"""Reading a run's history through ``events.idx`` (:mod:`engine.eventindex`), no torch.
+"""Reading a run's history through ``events.idx`` (:mod:`engine.protocol.eventindex`), no torch.
 
 The train curves come straight out of the index (numpy views of its float64 rows); of the
 other events only those the monitor keeps are read from ``events.jsonl`` (every eval, start,
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.eventindex import HEADER_TAG, INDEX_FIELDS, MAGIC, OTHER_CODE, TYPE_CODES
-from engine.events import MAX_LINE_BYTES, decode
-from engine.safefiles import open_regular
+from engine.protocol.eventindex import HEADER_TAG, INDEX_FIELDS, MAGIC, OTHER_CODE, TYPE_CODES
+from engine.protocol.events import MAX_LINE_BYTES, decode
+from engine.protocol.safefiles import open_regular
 from tui.eventscan import NESTED_SERIES, Block, TrainRows, TrainTemplate, parse_block
 
 __all__ = ["index_blocks"]

@@ -6,7 +6,7 @@ take many seconds to open. Train events are written by one writer with one key o
 single regular expression that pulls every wanted number out of a whole block in one C
 call; numpy then parses the captured numbers column by column. Whenever a block does not
 fit the template exactly (a new loss term, a hand-written line, a truncated line...), the
-block is parsed line by line with :func:`engine.events.decode` instead, and the template is
+block is parsed line by line with :func:`engine.protocol.events.decode` instead, and the template is
 re-learned. Either way the result is the same :class:`Block`.
 
 Everything here is pure (bytes in, data out), so it can be tested on its own.
@@ -28,9 +28,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from engine.eventindex import INDEX_FIELDS, STATS_PREFIX, TERM_PREFIX
-from engine.events import decode
-from engine.safefiles import open_regular
+from engine.protocol.eventindex import INDEX_FIELDS, STATS_PREFIX, TERM_PREFIX
+from engine.protocol.events import decode
+from engine.protocol.safefiles import open_regular
 
 __all__ = ["Block", "STATS_PREFIX", "ScanWarning", "TRAIN_FIELDS", "TrainRows", "TrainTemplate",
            "iter_range", "line_boundary", "parse_block", "parse_range", "scan_parallel"]

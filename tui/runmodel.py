@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import RunError
-from engine.rundir import RunDirectory
-from engine.safefiles import open_regular
+from engine.protocol.errors import RunError
+from engine.protocol.rundir import RunDirectory
+from engine.protocol.safefiles import open_regular
 from tui.eventindex import index_blocks
 from tui.eventscan import (
     STATS_PREFIX,

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunError
-from engine.events import decode
-from engine.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory, parse_time, run_duration
-from engine.safefiles import open_regular
+from engine.protocol.errors import RunError
+from engine.protocol.events import decode
+from engine.protocol.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory, parse_time, run_duration
+from engine.protocol.safefiles import open_regular
 from tui.progress import RunProgress
 
 #: Sortable columns, in the order the sort key cycles through them.

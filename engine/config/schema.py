@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from engine.config.loader import KeyPath, LoadedConfig
 from engine.config.ops import DEFAULT_STRONG_AUG, PHOTOMETRIC_OPS, TRANSFORM_OPS
-from engine.errors import ConfigError, ConfigErrors
+from engine.protocol.errors import ConfigError, ConfigErrors
 from engine.trainers.catalogue import (
     SSOD_METHODS,
     closest,

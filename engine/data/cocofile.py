@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import DataError
-from engine.safefiles import read_regular
+from engine.protocol.errors import DataError
+from engine.protocol.safefiles import read_regular
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 MAX_ANNOTATION_BYTES = 8 << 30  # COCO's train2017 instances file is 450 MB

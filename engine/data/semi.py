@@ -41,7 +41,7 @@ from engine.data.loader import Batch, TrainSampler, _mix, seed_worker
 from engine.data.shapes import ensure_dataset
 from engine.data.transforms import Compose, build_transforms
 from engine.data.unlabeled import UnlabeledImages
-from engine.errors import ConfigError, DataError
+from engine.protocol.errors import ConfigError, DataError
 
 log = logging.getLogger("dettui.data")
 

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from engine.config.schema import SHAPE_KINDS, DatasetConfig, UnsupDatasetConfig
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 log = logging.getLogger("dettui.data")
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.cocofile import load_coco_json
-from engine.errors import DataError
-from engine.safefiles import RefusedFile, check_output_path
+from engine.protocol.errors import DataError
+from engine.protocol.safefiles import RefusedFile, check_output_path
 
 LABELED_NAME = "labeled.json"
 UNLABELED_NAME = "unlabeled.json"

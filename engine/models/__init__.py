@@ -32,8 +32,8 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import Conv2dNormActivation, MultiScaleRoIAlign
 
 from engine.config.schema import Config, cotuning_enabled
-from engine.errors import ConfigError
 from engine.models.backbones import FeaturePyramidBackbone, build_backbone
+from engine.protocol.errors import ConfigError
 
 
 def build_model(cfg: Config) -> nn.Module:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
-from engine.errors import DiskFull, StopTraining
+from engine.protocol.errors import DiskFull, StopTraining
 from engine.sysinfo import SystemSampler
 
 if TYPE_CHECKING:

@@ -109,7 +109,7 @@ def test_resuming_a_cuda_run_on_a_machine_without_gpu_is_refused(tmp_path: Path)
 
 def test_device_check_counts_the_gpus_it_is_told_about() -> None:
     # NVML's count is injected here: this machine's real count is tested above.
-    from engine.errors import ConfigError
+    from engine.protocol.errors import ConfigError
 
     check_device("cpu", count=lambda: 0)
     check_device("auto", count=lambda: 0)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from engine.events import read_events
-from engine.rundir import RunDirectory
+from engine.protocol.events import read_events
+from engine.protocol.rundir import RunDirectory
 from engine.trackers import history
 from tests.cli.test_cli_errors import assert_user_error
 from tests.conftest import DEMO_CONFIG, REPO, engine_env, tiny_overrides

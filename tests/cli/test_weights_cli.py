@@ -190,8 +190,8 @@ def test_help_and_cli_do_not_import_torch_for_weights() -> None:
 
 def test_attach_shows_a_download_the_engine_made(tmp_path: Path, env: dict) -> None:
     """A run launched from the TUI downloads in the engine; `dettui attach` tells it."""
+    from engine.protocol.rundir import RunDirectory
     from engine.recorder import RunRecorder
-    from engine.rundir import RunDirectory
 
     run = RunDirectory.create(tmp_path / "runs", run_id="fetched")
     run.write_meta({"schema": 1, "id": "fetched", "status": "finished"})

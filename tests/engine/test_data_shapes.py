@@ -24,7 +24,7 @@ from engine.data.shapes import (
     render_image,
     write_shapes_dataset,
 )
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 

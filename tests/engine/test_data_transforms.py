@@ -19,7 +19,7 @@ from engine.data.transforms import (
     hflip,
     output_size,
 )
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 
 
 def _scene(height: int = 120, width: int = 200) -> tuple[torch.Tensor, dict]:

@@ -17,7 +17,7 @@ from engine.data.transforms import (
     RandomGrayscale,
     build_transforms,
 )
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 
 
 def _target() -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.rundir import RunDirectory
+from engine.protocol.rundir import RunDirectory
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import DEMO_CONFIG, REPO
 from tests.faults.procs import (

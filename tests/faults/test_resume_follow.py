@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.rundir import run_duration
+from engine.protocol.rundir import run_duration
 from tests.conftest import DEMO_CONFIG
 from tests.faults.procs import (
     as_opts,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import EventTail, encode, make_event
+from engine.protocol.events import EventTail, encode, make_event
 from tests.security.helpers import dettui, out, write_run
 from tests.tui.conftest import make_app, run_pilot, wait_for
 

@@ -34,11 +34,11 @@ from engine.data.images import ImageInfo, decode_rgb, probe_image
 from engine.data.split import split_coco
 from engine.data.voc import read_voc_xml
 from engine.data.yolo import _load_yaml, _parse_line, _read_label_file, yaml_class_names
-from engine.errors import UserError
-from engine.events import EVENT_TYPES, FIELD_TYPES, read_events
 from engine.memcheck import estimate_first_batch_bytes
-from engine.rundir import RunDirectory, run_duration
-from engine.runmeta import FIELDS, read_run_json
+from engine.protocol.errors import UserError
+from engine.protocol.events import EVENT_TYPES, FIELD_TYPES, read_events
+from engine.protocol.rundir import RunDirectory, run_duration
+from engine.protocol.runmeta import FIELDS, read_run_json
 from engine.trackers import history, scalars
 from tests.conftest import DEMO_CONFIG
 from tui.cli import _run_cells

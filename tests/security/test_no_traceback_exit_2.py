@@ -17,7 +17,7 @@ import pytest
 from engine.data.cocofile import index_coco, load_coco_json
 from engine.data.split import split_coco, write_split
 from engine.data.yolo import import_yolo
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 from engine.trackers import export_run
 from tests.dataset_files import make_yolo, tiny_config
 from tests.security.helpers import dettui, out

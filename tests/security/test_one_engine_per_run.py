@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.ownership import pid_alive
-from engine.rundir import RunDirectory
-from engine.runlock import ENGINE_LOCK
+from engine.protocol.ownership import pid_alive
+from engine.protocol.rundir import RunDirectory
+from engine.protocol.runlock import ENGINE_LOCK
 from tests.conftest import DEMO_CONFIG, REPO, train_in_process
 from tests.faults.procs import events, overrides, proc_env, wait_until
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.errors import RunError
-from engine.rundir import RunDirectory
+from engine.protocol.errors import RunError
+from engine.protocol.rundir import RunDirectory
 from tests.conftest import REPO, engine_env
 from tests.security.helpers import HERE, Victim, dettui, out, write_run
 from tests.tui.conftest import make_app, run_pilot, wait_for

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_and_validate
-from engine.errors import ConfigError, ConfigErrors
+from engine.protocol.errors import ConfigError, ConfigErrors
 from tests.conftest import DEMO_CONFIG, REPO, engine_env
 
 # Line numbers matter: a type error, a semantic error and an unknown key in a section,
@@ -38,7 +38,7 @@ def test_every_error_at_once_in_file_order(tmp_path: Path) -> None:
     text = info.value.render()
     assert text.startswith("5 errors in the config:\n")
     assert text.index("FCSO") < text.index("'ten'") < text.index("batch_szie") \
-        < text.index("must be > 0") < text.index("snapshot_epoch")
+        < text.index("must be >= 0, got -1") < text.index("snapshot_epoch")
     assert "did you mean 'batch_size'?" in text  # each error keeps its hint
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import load_and_validate
 from engine.config.schema import ARCHITECTURES, cotuning_enabled, trainer_name
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 from engine.trainers.catalogue import CHOICES, TRAINERS, TrainerInfo, trainer_for
 from tests.conftest import REPO
 from tui.launcher import LaunchSpec, config_facts

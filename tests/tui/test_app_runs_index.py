@@ -28,7 +28,7 @@ def test_rescan_rereads_only_changed_run_json(runs_dir: Path, three_runs: list,
     index = RunsIndex(runs_dir)
     index.scan()
     reads: list[str] = []
-    from engine.rundir import RunDirectory
+    from engine.protocol.rundir import RunDirectory
 
     original = RunDirectory.read_meta
 
@@ -120,7 +120,7 @@ def test_filter_matches_every_word_anywhere(runs_dir: Path, three_runs: list) ->
 def test_scan_of_hundreds_of_runs_is_cheap(runs_dir: Path, monkeypatch) -> None:
     import time
 
-    from engine.rundir import RunDirectory
+    from engine.protocol.rundir import RunDirectory
 
     for i in range(300):
         path = runs_dir / f"run-{i:03d}"

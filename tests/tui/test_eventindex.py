@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.eventindex import MAGIC
-from engine.events import EventWriter
-from engine.rundir import RunDirectory
+from engine.protocol.eventindex import MAGIC
+from engine.protocol.events import EventWriter
+from engine.protocol.rundir import RunDirectory
 from tui.eventindex import index_blocks
 from tui.runmodel import RunModel
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from engine.events import encode, make_event
-from engine.termtext import printable
+from engine.protocol.events import encode, make_event
+from engine.protocol.termtext import printable
 from tests.tui.conftest import make_app, make_run, plain, run_pilot, wait_for
 
 MESSAGE = ("README.md: not a plain weights file; nothing in it was executed\n"

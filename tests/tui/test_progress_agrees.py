@@ -13,8 +13,8 @@ from typing import Any
 
 from rich.console import Console
 
-from engine.events import encode, make_event
-from engine.rundir import RUN_SCHEMA_VERSION, RunDirectory
+from engine.protocol.events import encode, make_event
+from engine.protocol.rundir import RUN_SCHEMA_VERSION, RunDirectory
 from tests.tui.conftest import make_app, plain, run_pilot, wait_for
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.events import EventWriter, encode, make_event
-from engine.rundir import RunDirectory
+from engine.protocol.events import EventWriter, encode, make_event
+from engine.protocol.rundir import RunDirectory
 from tui.downsample import ema, envelope, minmax_columns, smoothing_alpha
 from tui.eventscan import TrainRows, parse_block
 from tui.filetail import ByteTail, LogTail

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.events import EventWriter
-from engine.rundir import RunDirectory
+from engine.protocol.events import EventWriter
+from engine.protocol.rundir import RunDirectory
 from tui import eventscan, runmodel
 from tui.runmodel import RunModel
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine.events import read_events
+from engine.protocol.events import read_events
 from tests.conftest import PYTHON, REPO, SEMI_DIR, engine_env, semi_overrides
 from tests.tui.conftest import plain, run_pilot, wait_for
 from tests.tui.test_monitor import MonitorHost, header_text, loaded

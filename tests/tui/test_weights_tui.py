@@ -16,7 +16,7 @@ from textual.widgets import Input
 
 from engine.config import load_and_validate
 from engine.models import build_model
-from engine.rundir import RunDirectory
+from engine.protocol.rundir import RunDirectory
 from engine.weightcache import remember
 from engine.weightsource import started_from
 from tests.tui.conftest import make_app, make_run, plain, run_pilot, wait_for

@@ -23,8 +23,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static
 
 from engine.config.loader import read_yaml_mapping
-from engine.events import METRIC_KEYS
-from engine.rundir import RunDirectory
+from engine.protocol.events import METRIC_KEYS
+from engine.protocol.rundir import RunDirectory
 from engine.weightsource import started_from
 from tui.eventscan import TERM_PREFIX
 from tui.runmodel import RunModel

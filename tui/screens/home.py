@@ -21,8 +21,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from engine.errors import UserError
-from engine.rundir import RunDirectory
+from engine.protocol.errors import UserError
+from engine.protocol.rundir import RunDirectory
 from tui import launcher
 from tui.launcher import LaunchSpec
 from tui.runs_index import UNREADABLE, RunRow, RunsIndex, ScanResult

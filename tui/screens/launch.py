@@ -33,9 +33,9 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from engine.errors import ConfigError, UserError
 from engine.precision import amp_ignored_before_start
-from engine.rundir import RunDirectory
+from engine.protocol.errors import ConfigError, UserError
+from engine.protocol.rundir import RunDirectory
 from engine.sysinfo import cuda_device_count, gpus, nvml_status
 from engine.trainers.catalogue import TRAINERS
 from engine.weightsource import plan as plan_source

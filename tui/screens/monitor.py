@@ -35,8 +35,8 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
-from engine.errors import UserError
-from engine.rundir import ACTIVE, RunDirectory
+from engine.protocol.errors import UserError
+from engine.protocol.rundir import ACTIVE, RunDirectory
 from tui import launcher
 from tui.eventscan import TERM_PREFIX
 from tui.filetail import LogTail

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import Static
 
-from engine.rundir import ACTIVE
+from engine.protocol.rundir import ACTIVE
 from tui.progress import RunProgress, evaluating_text
 from tui.runmodel import RunSnapshot
 from tui.safetext import safe_markup as escape  # text from run.json: no markup, no controls

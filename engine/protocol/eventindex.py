@@ -31,7 +31,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from engine.safefiles import open_append, open_regular
+from engine.protocol.safefiles import open_append, open_regular
 
 __all__ = ["HEADER_TAG", "INDEX_FIELDS", "MAGIC", "OTHER_CODE", "STATS_PREFIX", "TERM_PREFIX",
            "TYPE_CODES", "EventIndexWriter", "index_value"]
