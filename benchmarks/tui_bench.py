@@ -273,8 +273,8 @@ def write_live(run_dir: Path, rate: int, seconds: float, first_iter: int) -> Non
 # -- measurements -----------------------------------------------------------------------------
 
 def measure_help() -> tuple[str, str]:
-    if not (REPO / "tui" / "cli.py").exists():
-        return "not measured", "tui/cli.py does not exist yet"
+    if not (REPO / "tui" / "cli").is_dir():
+        return "not measured", "tui/cli/ does not exist yet"
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -288,8 +288,8 @@ def measure_help() -> tuple[str, str]:
 
 
 def measure_home(root: Path) -> tuple[str, str]:
-    if not (REPO / "tui" / "app.py").exists() or not (REPO / "tui" / "cli.py").exists():
-        return "not measured", "tui/app.py or tui/cli.py does not exist yet"
+    if not (REPO / "tui" / "app.py").exists() or not (REPO / "tui" / "cli").is_dir():
+        return "not measured", "tui/app.py or tui/cli/ does not exist yet"
     runs = root / "home-runs"
     runs.mkdir()
     term = Terminal([sys.executable, "-m", "tui.cli", "--runs-dir", str(runs)], (120, 40))

@@ -181,7 +181,7 @@ def test_hf_id_loads_from_a_prefilled_hub_cache_offline(tmp_path: Path, env: dic
 
 
 def test_help_and_cli_do_not_import_torch_for_weights() -> None:
-    code = ("import sys\nfrom engine.weightsource import check, plan\nimport tui.cli_weights\n"
+    code = ("import sys\nfrom engine.weightsource import check, plan\nimport tui.cli.weights\n"
             "print(any(m.startswith('torch') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True, env=engine_env())

@@ -32,7 +32,7 @@ from tests.faults.procs import (
     wait_iter,
     wait_until,
 )
-from tui.runs_index import RunsIndex
+from tui.runs.index import RunsIndex
 
 EPOCHS, EPOCH_ITER = 2, 12
 

@@ -41,11 +41,11 @@ from engine.protocol.rundir import RunDirectory, run_duration
 from engine.protocol.runmeta import FIELDS, read_run_json
 from engine.trackers import history, scalars
 from tests.conftest import DEMO_CONFIG
-from tui.cli import _run_cells
-from tui.eventscan import parse_block
-from tui.runmodel import RunModel
+from tui.cli.main import _run_cells
+from tui.runs.eventscan import parse_block
+from tui.runs.runmodel import RunModel
+from tui.runs.semiinfo import read_relationship
 from tui.screens.previews import load_preview
-from tui.semiinfo import read_relationship
 
 pytestmark = pytest.mark.timeout(240)  # a reader that hangs fails the test
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from tests.tui.conftest import run_pilot
 from tests.tui.test_monitor import MonitorHost, loaded, write_semi_run
-from tui.runmodel import RunModel
-from tui.semiinfo import read_relationship
+from tui.runs.runmodel import RunModel
+from tui.runs.semiinfo import read_relationship
 
 HUGE = "9" * 400  # a valid JSON number that no float holds
 T = 1_735_725_600.0

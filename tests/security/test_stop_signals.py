@@ -156,7 +156,7 @@ def test_resume_does_not_take_an_unrelated_live_pid_for_the_engine(tmp_path: Pat
                                                                    victim) -> None:
     """A run.json saying "running" with some live process's pid does not block a resume
     (nor is that process taken for the engine): the resume goes on to its next check."""
-    from tui import launcher
+    from tui.process import launcher
 
     runs = tmp_path / "runs"
     run = write_run(runs, "stale", status="running", pid=victim.pid, ended=None)

@@ -90,7 +90,7 @@ def _heavy_modules(mods: list[str]) -> str:
 
 
 def test_cli_and_shared_modules_do_not_import_torch() -> None:
-    assert _heavy_modules(["tui.cli", "tui.launcher", "tui.headless", "engine.config",
+    assert _heavy_modules(["tui.cli", "tui.process.launcher", "tui.cli.headless", "engine.config",
                            "engine.protocol.events", "engine.protocol.rundir", "engine.sysinfo",
                            "engine.protocol.errors", "engine.main", "engine.trainers.catalogue"]) == ""
 
@@ -101,8 +101,8 @@ def test_tui_app_does_not_import_torch() -> None:
     if importlib.util.find_spec("tui.app") is None:
         raise AssertionError("tui.app is missing")
     assert _heavy_modules(["tui.app", "tui.screens.monitor", "tui.screens.compare",
-                           "tui.screens.launch", "tui.runmodel", "tui.eventscan",
-                           "tui.eventindex", "tui.screens.previews", "engine.previews",
+                           "tui.screens.launch", "tui.runs.runmodel", "tui.runs.eventscan",
+                           "tui.runs.eventindex", "tui.screens.previews", "engine.previews",
                            "engine.protocol.eventindex",
                            "tui.screens.data_stats", "engine.data.check", "engine.data.voc",
                            "engine.data.yolo"]) == ""

@@ -13,7 +13,7 @@ from engine.config.schema import ARCHITECTURES, cotuning_enabled, trainer_name
 from engine.protocol.errors import ConfigError
 from engine.trainers.catalogue import CHOICES, TRAINERS, TrainerInfo, trainer_for
 from tests.conftest import REPO
-from tui.launcher import LaunchSpec, config_facts
+from tui.process.launcher import LaunchSpec, config_facts
 from tui.screens.launch import TRAINER_LABELS
 
 SEMI_SECTIONS = ("UnsupTrainDataset: {name: ImageFolder, dataset_dir: unlabeled, "

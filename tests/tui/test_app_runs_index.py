@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tests.tui.conftest import BASE_T, make_run
-from tui.runs_index import RunsIndex, filter_rows, sort_rows, tail_progress
+from tui.runs.index import RunsIndex, filter_rows, sort_rows, tail_progress
 
 
 def test_scan_reads_rows_newest_first(runs_dir: Path, three_runs: list) -> None:
@@ -146,7 +146,7 @@ def test_scan_of_hundreds_of_runs_is_cheap(runs_dir: Path, monkeypatch) -> None:
 
 
 def test_shown_epoch_is_the_epoch_of_the_last_step_done(runs_dir: Path) -> None:
-    from tui.runs_index import RunRow
+    from tui.runs.index import RunRow
 
     row = RunRow("a", "a", "running", "Trainer", "", runs_dir, epoch=0, epochs=12, iter=1,
                  max_iters=192)

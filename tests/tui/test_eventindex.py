@@ -12,8 +12,8 @@ import numpy as np
 from engine.protocol.eventindex import MAGIC
 from engine.protocol.events import EventWriter
 from engine.protocol.rundir import RunDirectory
-from tui.eventindex import index_blocks
-from tui.runmodel import RunModel
+from tui.runs.eventindex import index_blocks
+from tui.runs.runmodel import RunModel
 
 
 def write_attempt(run: RunDirectory, first: int, last: int, *, start_iter: int | None = None,

@@ -38,7 +38,7 @@ def _failed_run(runs: Path):
 
 
 def test_console_summary_and_log_block_keep_their_lines(tmp_path: Path) -> None:
-    from tui.headless import HeadlessWatcher
+    from tui.cli.headless import HeadlessWatcher
 
     run = _failed_run(tmp_path / "runs")
     buffer = io.StringIO()

@@ -14,7 +14,7 @@ from engine.protocol.errors import RunError
 from engine.protocol.events import encode, make_event
 from engine.protocol.rundir import RunDirectory
 from tests.tui.conftest import run_pilot, wait_for
-from tui import launcher
+from tui.process import launcher
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.monitor import MonitorScreen

@@ -25,10 +25,10 @@ from engine.protocol.rundir import RUNS_DIR_ENV
 from engine.protocol.safefiles import RefusedFile, open_regular
 from engine.protocol.termtext import printable
 from engine.trainers.catalogue import TRAINERS
-from tui.cli_help import FlagHelpGroup
-from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
-from tui.cli_weights import Offline, prefetch, set_offline
-from tui.cli_weights import register as register_weights
+from tui.cli.help import FlagHelpGroup
+from tui.cli.trackers import OptionalValueCommand, Tensorboard, Wandb, export
+from tui.cli.weights import Offline, prefetch, set_offline
+from tui.cli.weights import register as register_weights
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -206,7 +206,7 @@ def run(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Start a training run: the TUI's launch form, or --headless on a server."""
-    from tui.launcher import WEIGHT_KEYS, LaunchSpec, launch, run_worker_node, validate_spec
+    from tui.process.launcher import WEIGHT_KEYS, LaunchSpec, launch, run_worker_node, validate_spec
 
     set_offline(offline)
     spec = LaunchSpec(config=config, overrides=list(opt), runs_dir=runs_dir, name=name,
@@ -219,8 +219,8 @@ def run(
         raise UserError("--submit goes with --slurm (it submits the sbatch script)",
                         key="--submit")
     if slurm:
-        from tui.slurm import submit as sbatch_submit
-        from tui.slurm import write_sbatch
+        from tui.process.slurm import submit as sbatch_submit
+        from tui.process.slurm import write_sbatch
 
         path, run_id = write_sbatch(spec, sbatch_options=list(sbatch))
         if submit:
@@ -265,7 +265,7 @@ def _say_generation(spec: Any) -> None:
     """Say where the shapes dataset is about to be generated (``synthesize``), before the
     engine starts writing it (a bad config is reported by the launch itself)."""
     from engine.config import load_and_validate
-    from tui.launcher import generation_notes
+    from tui.process.launcher import generation_notes
 
     try:
         notes = generation_notes(load_and_validate(spec.config, spec.all_overrides())[1],
@@ -279,7 +279,7 @@ def _say_generation(spec: Any) -> None:
 def _joins_as_worker(spec: Any) -> bool:
     """Whether this machine is a node other than 0 (``--node-rank``, or ``NODE_RANK`` under
     ``fleet: true``)."""
-    from tui.launcher import resolve_rendezvous, validate_spec
+    from tui.process.launcher import resolve_rendezvous, validate_spec
 
     try:
         return resolve_rendezvous(spec, validate_spec(spec)).node_rank > 0
@@ -292,7 +292,7 @@ def _launch_and_watch(start: Callable[[], tuple[Any, subprocess.Popen]]) -> None
     and SIGHUP (a job runner, a closed terminal) stop it cleanly, like Ctrl-C, even when
     they come while it starts: the engine lives in its own session and would otherwise
     train on unwatched."""
-    from tui.headless import HeadlessWatcher, StopSignals
+    from tui.cli.headless import HeadlessWatcher, StopSignals
 
     with StopSignals() as signals:
         run_dir, proc = start()
@@ -318,7 +318,7 @@ def resume(
     it longer)."""
     from engine.protocol.rundir import resolve_run
     from engine.resumable import training_left
-    from tui import launcher
+    from tui.process import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
     left = training_left(run_dir, opt)
@@ -342,7 +342,7 @@ def attach(
 ) -> None:
     """Follow a run in the console (its whole history, then live). Ctrl-C detaches."""
     from engine.protocol.rundir import resolve_run
-    from tui.headless import HeadlessWatcher
+    from tui.cli.headless import HeadlessWatcher
 
     run_dir = resolve_run(runs_dir, run_ref)
     try:
@@ -362,7 +362,7 @@ def stop(
     """Stop a run gracefully: finish the step, write a checkpoint, exit (interrupted).
     A SLURM job (run --slurm) is cancelled with scancel, which signals every rank."""
     from engine.protocol.rundir import resolve_run
-    from tui import launcher
+    from tui.process import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
     stopped = launcher.stop(run_dir)  # a pid not provably this run's: RunError, exit 2
@@ -445,7 +445,7 @@ def _run_cells(meta: dict) -> list[Any]:
     from rich.text import Text
 
     from engine.protocol.rundir import run_duration
-    from tui.progress import RunProgress
+    from tui.runs.progress import RunProgress
     from tui.safetext import safe_text
 
     # the rule the TUI's runs table and monitor use too
@@ -585,8 +585,8 @@ def infer(
     _engine(args)
 
 
-app.command("export")(user_errors(export))  # tui/cli_trackers.py
-register_weights(app, user_errors)  # tui/cli_weights.py: dettui weights list|get|verify|rm
+app.command("export")(user_errors(export))  # tui/cli/trackers.py
+register_weights(app, user_errors)  # tui/cli/weights.py: dettui weights list|get|verify|rm
 
 
 @data_app.command("shapes")
@@ -747,6 +747,3 @@ def data_check(
 
     typer.echo(f"ok: {plural(images, 'image')} checked" + (" and decoded" if decode else ""))
 
-
-if __name__ == "__main__":
-    app()

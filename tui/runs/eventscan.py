@@ -340,7 +340,7 @@ def scan_parallel(path: str | Path, start: int, end: int, workers: int,
                   block_bytes: int = 8 << 20) -> Iterator[tuple[int, Block]]:
     """Like :func:`iter_range`, with the work shared by ``workers`` processes: this one
     parses the first part (so its blocks arrive progressively) while ``workers - 1`` child
-    processes (``python -m tui.eventscan``) parse the others; their blocks follow in file
+    processes (``python -m tui.runs.eventscan``) parse the others; their blocks follow in file
     order. A child that fails has its part parsed here instead, and the failure is raised
     as a :class:`ScanWarning` *after* every block was delivered, so nothing is lost.
     """
@@ -352,7 +352,7 @@ def scan_parallel(path: str | Path, start: int, end: int, workers: int,
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
-    children = [subprocess.Popen([sys.executable, "-m", "tui.eventscan", str(path), str(lo),
+    children = [subprocess.Popen([sys.executable, "-m", "tui.runs.eventscan", str(path), str(lo),
                                   str(hi)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  env=env) for lo, hi in parts[1:]]
     failures: list[str] = []
@@ -405,14 +405,14 @@ def line_boundary(path: str | Path, offset: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tui.eventscan FILE START END``: pickled blocks on stdout. The run
+    """``python -m tui.runs.eventscan FILE START END``: pickled blocks on stdout. The run
     monitor starts a few of these to read a long history on several cores at once."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3:
-        print("usage: python -m tui.eventscan FILE START END", file=sys.stderr)
+        print("usage: python -m tui.runs.eventscan FILE START END", file=sys.stderr)
         return 2
-    # Pickle instances of tui.eventscan's classes, not of this __main__ module's copies.
-    from tui import eventscan
+    # Pickle instances of tui.runs.eventscan's classes, not of this __main__ module's copies.
+    from tui.runs import eventscan
 
     blocks = eventscan.parse_range(args[0], int(args[1]), int(args[2]))
     sys.stdout.buffer.write(pickle.dumps(blocks, protocol=pickle.HIGHEST_PROTOCOL))

@@ -36,9 +36,9 @@ from engine.protocol.errors import RunError
 from engine.protocol.events import METRIC_KEYS, EventTail
 from engine.protocol.ownership import engine_pid
 from engine.protocol.rundir import ACTIVE, RunDirectory, pid_alive, run_duration
-from tui.progress import evaluating_text
+from tui.runs.progress import evaluating_text
+from tui.runs.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 from tui.safetext import printable, safe_markup, safe_text
-from tui.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 
 EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
 POLL_SECONDS = 0.25

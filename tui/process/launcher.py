@@ -641,14 +641,14 @@ def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
     folder: see engine.protocol.ownership); anything else is refused with a ``RunError`` saying why
     (run.json may have been copied from elsewhere, left stale, or planted). A job of
     ``dettui run --slurm`` (``slurm_job_id``) is cancelled with scancel instead, never
-    signalled by pid: :func:`tui.slurm.cancel`."""
+    signalled by pid: :func:`tui.process.slurm.cancel`."""
     meta = run.read_meta()
     if meta.get("status") not in ACTIVE:
         return False  # it ended (whatever process its pid may name now)
     if plausible_pid(meta.get("pid")) and run.effective_status(meta) not in ACTIVE:
         return False  # its process is gone: it died without saying so
     if meta.get("slurm_job_id") is not None:  # a SLURM job: SLURM signals every rank
-        from tui.slurm import cancel
+        from tui.process.slurm import cancel
 
         return cancel(run.path, meta["slurm_job_id"])
     os.kill(engine_pid(run.path, meta), sig)

@@ -23,7 +23,7 @@ class ByteTail:
 
     Same contract as :class:`engine.protocol.events.EventTail` (a partial last line waits until its
     newline arrives: the offset only moves past complete lines, so it is read again next
-    time) but it hands out raw bytes, which :mod:`tui.eventscan` parses much faster than
+    time) but it hands out raw bytes, which :mod:`tui.runs.eventscan` parses much faster than
     line-by-line JSON. A file that shrinks was replaced: the tail starts over and
     :attr:`restarted` says so.
 

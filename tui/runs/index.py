@@ -21,7 +21,7 @@ from engine.protocol.errors import RunError
 from engine.protocol.events import decode
 from engine.protocol.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory, parse_time, run_duration
 from engine.protocol.safefiles import open_regular
-from tui.progress import RunProgress
+from tui.runs.progress import RunProgress
 
 #: Sortable columns, in the order the sort key cycles through them.
 SORT_KEYS = ("created", "id", "status", "trainer", "config", "progress", "best_ap", "duration")
@@ -73,7 +73,7 @@ class RunRow:
 
     @property
     def shown(self) -> RunProgress:
-        """Its epoch and iteration, by the rule every front-end shares (tui.progress)."""
+        """Its epoch and iteration, by the rule every front-end shares (tui.runs.progress)."""
         return RunProgress.of(self.status, self.epoch, self.epochs, self.iter, self.max_iters)
 
     @property
