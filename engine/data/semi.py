@@ -35,7 +35,8 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from engine.config.schema import PHOTOMETRIC_OPS, Config
+from engine.config.ops import PHOTOMETRIC_OPS
+from engine.config.schema import Config
 from engine.data.coco import CocoDetection, Target, finish_sample
 from engine.data.loader import Batch, TrainSampler, _mix, seed_worker
 from engine.data.shapes import ensure_dataset

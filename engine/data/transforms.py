@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torchvision.transforms.v2.functional as F
 
-from engine.config.schema import TRANSFORM_OPS
+from engine.config.ops import TRANSFORM_OPS
 from engine.protocol.errors import ConfigError
 
 Target = dict[str, Any]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config.schema import SHAPE_KINDS, DatasetConfig, ShapesSpec
+from engine.config.schema.base import SHAPE_KINDS
+from engine.config.schema.data import DatasetConfig, ShapesSpec
 from engine.data.shapes import (
     SHAPE_CLASSES,
     derive_seed,

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from engine.config.schema import TRANSFORM_OPS
+from engine.config.ops import TRANSFORM_OPS
 from engine.data.transforms import (
     OPS,
     ColorJitter,

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as F
 
-from engine.config.schema import DEFAULT_STRONG_AUG, PHOTOMETRIC_OPS
+from engine.config.ops import DEFAULT_STRONG_AUG, PHOTOMETRIC_OPS
 from engine.data.transforms import (
     GaussianBlur,
     RandomErasing,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_and_validate
-from engine.config.schema import ARCHITECTURES, cotuning_enabled, trainer_name
+from engine.config.schema import ARCHITECTURES, trainer_name
+from engine.config.schema.cotuning import cotuning_enabled
 from engine.protocol.errors import ConfigError
 from engine.trainers.catalogue import CHOICES, TRAINERS, TrainerInfo, trainer_for
 from tests.conftest import REPO
