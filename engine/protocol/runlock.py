@@ -25,6 +25,7 @@ import errno
 import fcntl
 import os
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,24 @@ from engine.protocol.safefiles import RefusedFile, open_append, read_regular
 ENGINE_LOCK = "engine.lock"
 LAUNCH_LOCK = "launch.lock"
 LAUNCH_WAIT_S = 60.0  # starting an engine takes a fraction of this
+
+_HELD: weakref.WeakSet[EngineLock] = weakref.WeakSet()
+
+
+def _drop_in_forked_child() -> None:
+    """A forked child (a DataLoader worker) shares the engine's lock: ``flock`` locks belong
+    to the open file, so a worker outliving a killed engine by the seconds it takes to notice
+    would keep the run locked, and ``dettui resume`` would be refused. The child closes its
+    copy at once (the engine's own stays, and with it the lock)."""
+    for lock in list(_HELD):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_in_forked_child)
 
 
 def _open_lock(path: Path) -> int:
@@ -98,9 +117,11 @@ class EngineLock:
         except OSError:
             pass  # the lock is what counts; the pid is for the message of a loser
         self._fd = fd
+        _HELD.add(self)
         return self
 
     def release(self) -> None:
+        _HELD.discard(self)
         if self._fd is not None:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):

@@ -113,3 +113,28 @@ def test_a_second_engine_on_a_locked_run_exits_2_naming_the_holder(
     assert not [e for e in events(run, "error")]
     # the lock ends with its engine: the folder can be trained again
     assert (run / ENGINE_LOCK).read_text() == ""
+
+
+def test_a_forked_child_outliving_a_killed_engine_does_not_hold_its_run(tmp_path: Path) -> None:
+    """A DataLoader worker is a forked child of the engine: killed with SIGKILL, the engine
+    leaves its workers running for a few seconds, and ``dettui resume`` was refused for that
+    long ("being trained by pid ...") because the child shared the engine's lock."""
+    from engine.protocol.runlock import engine_lock_holder
+
+    code = ("import os, sys, time\nfrom engine.protocol.runlock import EngineLock\n"
+            f"lock = EngineLock({str(tmp_path)!r}).acquire()\n"
+            "child = os.fork()\n"
+            "if child == 0:\n    null = os.open(os.devnull, os.O_WRONLY)\n"
+            "    os.dup2(null, 1)\n    os.dup2(null, 2)\n    time.sleep(30)\n    os._exit(0)\n"
+            "print(child, flush=True)\nos._exit(0)  # the engine dies, its worker lives on\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=60)
+    child = int(out.stdout.strip())
+    try:
+        assert pid_alive(child)
+        assert engine_lock_holder(tmp_path) is None
+    finally:
+        import os
+        import signal
+
+        os.kill(child, signal.SIGKILL)

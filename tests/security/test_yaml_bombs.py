@@ -130,7 +130,13 @@ def test_tui_marks_hostile_configs_and_never_freezes(tmp_path: Path) -> None:
     alias_bomb(configs / "bomb.yml")
     os.mkfifo(configs / "pipe.yml")
     (configs / "zero.yml").symlink_to("/dev/zero")
-    (configs / "fine.yml").write_text("num_classes: 1\nepoch: 1\n", encoding="utf-8")
+    data = tmp_path / "data"  # a config whose dataset is absent is marked too (it cannot run)
+    (data / "images").mkdir(parents=True)
+    (data / "annotations.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    (configs / "fine.yml").write_text(
+        "num_classes: 1\nepoch: 1\n" + "".join(
+            f"{s}: {{dataset_dir: {json.dumps(str(data))}, image_dir: images}}\n"
+            for s in ("TrainDataset", "EvalDataset")), encoding="utf-8")
     result = tmp_path / "result.json"
     proc, _ = _run(str(HERE / "tui_config_check.py"), str(configs), str(result), timeout=90)
     assert proc.returncode == 0, proc.stderr[-3000:]
