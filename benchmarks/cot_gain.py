@@ -56,7 +56,7 @@ from benchmarks.paired import (  # noqa: E402
     paired_over,
     run_env,
 )
-from engine.events import read_events  # noqa: E402
+from engine.protocol.events import read_events  # noqa: E402
 
 SOURCE_CONFIG = REPO / "configs" / "cot" / "shapes_source.yml"
 TARGET_CONFIG = REPO / "configs" / "cot" / "cotuning_shapes.yml"
@@ -124,7 +124,7 @@ def prepare_target_data(workdir: Path, opts: list[str]) -> None:
     side by side never generate it."""
     from engine.config import load_and_validate
     from engine.data.shapes import ensure_dataset
-    from engine.errors import UserError
+    from engine.protocol.errors import UserError
 
     cwd = os.getcwd()
     os.chdir(workdir)

@@ -64,7 +64,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.events import read_events  # noqa: E402
+from engine.protocol.events import read_events  # noqa: E402
 
 TARGET_AP = 0.85
 TARGET_SECONDS = 240.0

@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from engine.errors import WeightsError  # noqa: E402
-from engine.events import read_events  # noqa: E402
-from engine.rundir import RunDirectory  # noqa: E402
+from engine.protocol.errors import WeightsError  # noqa: E402
+from engine.protocol.events import read_events  # noqa: E402
+from engine.protocol.rundir import RunDirectory  # noqa: E402
 from engine.trainers.checkpoint import checkpoint_candidates, load_checkpoint  # noqa: E402
 
 CONFIG = REPO / "configs" / "demo" / "fcos_tiny_shapes.yml"

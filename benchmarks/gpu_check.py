@@ -45,7 +45,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.events import read_events  # noqa: E402
+from engine.protocol.events import read_events  # noqa: E402
 from engine.sysinfo import cuda_device_count, gpus, nvml_status  # noqa: E402
 
 DEMO = REPO / "configs" / "demo" / "fcos_tiny_shapes.yml"

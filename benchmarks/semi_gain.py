@@ -78,7 +78,7 @@ from benchmarks.paired import (  # noqa: E402
     paired_over,
     run_env,
 )
-from engine.events import read_events  # noqa: E402
+from engine.protocol.events import read_events  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def prepare_data(methods: list[str], workdir: Path, user: list[str]) -> None:
     so runs side by side never generate it (the generator locks, but one run would wait)."""
     from engine.config import load_and_validate
     from engine.data.shapes import ensure_dataset
-    from engine.errors import UserError
+    from engine.protocol.errors import UserError
 
     cwd = os.getcwd()
     os.chdir(workdir)

@@ -9,9 +9,10 @@ include Python start-up, imports, layout and the bytes written to the terminal.
 
 * open: spawn ``tui_bench.py --serve RUN`` (a bare app showing ``MonitorScreen(RUN)``) on a
   run whose events.jsonl holds N train events (plus eval and system events at realistic
-  rates), written with ``engine.events.EventWriter`` (with the engine's ``events.idx``) once
-  into ``$TMPDIR/dettui-bench/`` (about 330 MB + a 90 MB index for a million; delete it to
-  regenerate). "shown" is the first frame with the header at the last iteration; "preview"
+  rates), written with ``engine.protocol.events.EventWriter`` (with the engine's
+  ``events.idx``) once into ``$TMPDIR/dettui-bench/`` (about 330 MB + a 90 MB index for a
+  million; delete it to regenerate). "shown" is the first frame with the header at the last
+  iteration; "preview"
   the first frame with the sampled loss curves (only drawn for a run without the index);
   "every curve" the first frame whose loss plot says it holds all N iterations. The same run
   without ``events.idx`` (the JSON parser alone: the reader before the index, and still the
@@ -66,8 +67,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.events import EventWriter  # noqa: E402
-from engine.rundir import RunDirectory  # noqa: E402
+from engine.protocol.events import EventWriter  # noqa: E402
+from engine.protocol.rundir import RunDirectory  # noqa: E402
 
 ANSI = re.compile(rb"\x1b\[[0-9;?<>=!]*[ -/]*[@-~]"  # CSI: cursor moves, colours
                   rb"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: titles, hyperlinks
@@ -272,8 +273,8 @@ def write_live(run_dir: Path, rate: int, seconds: float, first_iter: int) -> Non
 # -- measurements -----------------------------------------------------------------------------
 
 def measure_help() -> tuple[str, str]:
-    if not (REPO / "tui" / "cli.py").exists():
-        return "not measured", "tui/cli.py does not exist yet"
+    if not (REPO / "tui" / "cli").is_dir():
+        return "not measured", "tui/cli/ does not exist yet"
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -287,8 +288,8 @@ def measure_help() -> tuple[str, str]:
 
 
 def measure_home(root: Path) -> tuple[str, str]:
-    if not (REPO / "tui" / "app.py").exists() or not (REPO / "tui" / "cli.py").exists():
-        return "not measured", "tui/app.py or tui/cli.py does not exist yet"
+    if not (REPO / "tui" / "app.py").exists() or not (REPO / "tui" / "cli").is_dir():
+        return "not measured", "tui/app.py or tui/cli/ does not exist yet"
     runs = root / "home-runs"
     runs.mkdir()
     term = Terminal([sys.executable, "-m", "tui.cli", "--runs-dir", str(runs)], (120, 40))
@@ -332,7 +333,7 @@ def measure_monitor(n: int, live_seconds: float, root: Path
                      "256 windows of 16 KiB, only for a run without events.idx"))
         new_complete = _since(term.started, complete)
         rows.append(("  ... every curve drawn from all events", new_complete, "< 2 s",
-                     "from events.idx (engine.eventindex), checked against events.jsonl"))
+                     "from events.idx (engine.protocol.eventindex), checked against events.jsonl"))
         rows.append(("  ... the same run without events.idx", old_complete, "",
                      f"the JSON parser on {min(8, os.cpu_count() or 1)} processes; "
                      f"old/new {_ratio(old_complete, new_complete)}"))

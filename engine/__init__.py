@@ -1,7 +1,7 @@
 """dettui's training engine (``python -m engine``).
 
-Importing this package does not import torch: ``engine.errors``, ``engine.events``,
-``engine.rundir``, ``engine.config`` and ``engine.sysinfo`` are torch-free and shared
+Importing this package does not import torch: the run-folder protocol
+(:mod:`engine.protocol`), ``engine.config`` and ``engine.sysinfo`` are torch-free and shared
 with the front-ends in ``tui/``.
 """
 

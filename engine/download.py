@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from engine.errors import WeightsError
+from engine.protocol.errors import WeightsError
 
 ProgressFn = Callable[[int, int | None], None]
 CHUNK = 1 << 16

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from engine.config.schema import Config
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 
 
 @dataclass

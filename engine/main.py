@@ -25,18 +25,18 @@ import traceback
 from pathlib import Path
 
 from engine.config import dump_yaml, load_and_validate
-from engine.errors import EXIT_USER_ERROR, DiskFull, NonFiniteLoss, StopTraining, UserError
-from engine.ownership import process_start_time
-from engine.recorder import RunRecorder
-from engine.rundir import (
+from engine.protocol.errors import EXIT_USER_ERROR, DiskFull, NonFiniteLoss, StopTraining, UserError
+from engine.protocol.ownership import process_start_time
+from engine.protocol.rundir import (
     RUN_SCHEMA_VERSION,
     RunDirectory,
     atomic_write_text,
     default_runs_dir,
     now_iso,
 )
-from engine.runlock import EngineLock
-from engine.termtext import printable
+from engine.protocol.runlock import EngineLock
+from engine.protocol.termtext import printable
+from engine.recorder import RunRecorder
 
 EXIT_OK, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 130
 

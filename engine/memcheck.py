@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.config.schema import Config
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 
 FLOATS_PER_PIXEL = {"tiny": 48, "mobilenet_v3": 96, "resnet18": 192, "resnet34": 256,
                     "resnet50": 512}

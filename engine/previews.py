@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from engine.drawing import draw_detections
-from engine.rundir import atomic_write_bytes
+from engine.protocol.rundir import atomic_write_bytes
 
 __all__ = ["GT_COLOUR", "PREVIEW_NAME", "PreviewCollector", "preview_epochs", "preview_name",
            "prune", "write_previews"]

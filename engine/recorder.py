@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.errors import DiskFull, RunError
-from engine.events import EventWriter
-from engine.rundir import RunDirectory, append_whole, now_iso, open_run_file
+from engine.protocol.errors import DiskFull, RunError
+from engine.protocol.events import EventWriter
+from engine.protocol.rundir import RunDirectory, append_whole, now_iso, open_run_file
 from engine.trackers import TrackerFeed
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -25,9 +25,9 @@ LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 class RunLogHandler(logging.Handler):
     """Appends log lines to ``train.log``, opened like every file of a run folder: never
-    through a symbolic link (:func:`engine.rundir.open_run_file`). Each line is written
+    through a symbolic link (:func:`engine.protocol.rundir.open_run_file`). Each line is written
     whole or not at all; a line that does not fit raises
-    :class:`~engine.errors.DiskFull` to the code that logged it (logging's own handlers
+    :class:`~engine.protocol.errors.DiskFull` to the code that logged it (logging's own handlers
     would print a traceback and go on, and training would go on without its log)."""
 
     def __init__(self, path: str | Path):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.config.loader import load_config
-from engine.rundir import RunDirectory
+from engine.protocol.rundir import RunDirectory
 
 
 @dataclass(frozen=True)

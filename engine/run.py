@@ -22,10 +22,10 @@ import torch.distributed as dist
 from engine.config.schema import Config
 from engine.config.semi_weights import semi_weights_warning
 from engine.env import DistEnv, init_env, set_random_seed, teardown_env
-from engine.errors import RunError, UserError, WeightsError
 from engine.memcheck import check_first_batch_fits
+from engine.protocol.errors import RunError, UserError, WeightsError
+from engine.protocol.rundir import RunDirectory, default_runs_dir, resolve_run
 from engine.recorder import RunRecorder
-from engine.rundir import RunDirectory, default_runs_dir, resolve_run
 from engine.trainers import build_trainer
 from engine.trainers.base import Trainer
 from engine.trainers.checkpoint import checkpoint_candidates, load_checkpoint

@@ -25,9 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from engine.errors import DiskFull, RunError
-from engine.events import EventWriter, read_events
-from engine.rundir import ACTIVE, RunDirectory, append_whole, open_run_file
+from engine.protocol.errors import DiskFull, RunError
+from engine.protocol.events import EventWriter, read_events
+from engine.protocol.rundir import ACTIVE, RunDirectory, append_whole, open_run_file
 
 NO_RESTART_CODES = {0: "finished", 2: "a user error", 130: "a graceful stop"}
 MAX_BACKOFF_S = 60.0

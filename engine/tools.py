@@ -28,13 +28,13 @@ from engine.data.transforms import build_transforms
 from engine.data.voc import PASCAL_VOC_CLASSES
 from engine.drawing import draw_detections
 from engine.env import pick_device
-from engine.errors import DataError, WeightsError
 from engine.evaluation import evaluate_model
-from engine.events import encode
 from engine.models import build_model
 from engine.models.weights import load_state_dict_file, match_weights
-from engine.safefiles import RefusedFile, check_output_path
-from engine.termtext import printable
+from engine.protocol.errors import DataError, WeightsError
+from engine.protocol.events import encode
+from engine.protocol.safefiles import RefusedFile, check_output_path
+from engine.protocol.termtext import printable
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 

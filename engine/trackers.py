@@ -40,9 +40,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.errors import ConfigError, RunError
-from engine.events import METRIC_KEYS, read_events
-from engine.safefiles import RefusedFile, check_output_path
+from engine.protocol.errors import ConfigError, RunError
+from engine.protocol.events import METRIC_KEYS, read_events
+from engine.protocol.safefiles import RefusedFile, check_output_path
 
 INSTALL = {"tensorboard": "pip install 'dettui[tensorboard]'",
            "wandb": "pip install 'dettui[wandb]'"}
@@ -276,7 +276,7 @@ def export_run(run_dir: str | Path, *, tensorboard: str | Path | None = None,
                wandb: bool = False) -> dict[str, Any]:
     """Write a past run's curves (from its ``events.jsonl``) to TensorBoard and/or W&B;
     returns ``{"steps": n, "tags": n, "tensorboard": dir, "wandb": dir}``."""
-    from engine.rundir import RunDirectory
+    from engine.protocol.rundir import RunDirectory
 
     run = RunDirectory(run_dir)
     if not run.events.is_file():

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from engine.errors import WeightsError
+from engine.protocol.errors import WeightsError
 
 
 def describe(builder: str, weights: str | None) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.rundir import atomic_write
-from engine.safefiles import RefusedFile, read_regular
+from engine.protocol.rundir import atomic_write
+from engine.protocol.safefiles import RefusedFile, read_regular
 
 MAX_INDEX_BYTES = 16 << 20
 

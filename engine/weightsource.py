@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UserError, WeightsError
+from engine.protocol.errors import UserError, WeightsError
 
 CACHE_ENV = "DETTUI_CACHE"
 OFFLINE_ENV = "DETTUI_OFFLINE"
@@ -240,7 +240,7 @@ def _plan_hf(source: str, body: str, key: str | None) -> Plan:
 
 
 def _plan_run(source: str, body: str, runs_dir: str | Path | None, key: str | None) -> Plan:
-    from engine.rundir import default_runs_dir, resolve_run
+    from engine.protocol.rundir import default_runs_dir, resolve_run
 
     ref, _, which = body.partition(":")
     if which not in ("", "best", "last") or not ref:

@@ -16,9 +16,9 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
-from engine.errors import UserError
-from engine.rundir import resolve_run
-from tui.launcher import LaunchSpec
+from engine.protocol.errors import UserError
+from engine.protocol.rundir import resolve_run
+from tui.process.launcher import LaunchSpec
 from tui.screens.error import ErrorReport, show_error
 from tui.screens.help import HelpScreen
 from tui.screens.home import HomeScreen

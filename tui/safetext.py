@@ -4,7 +4,7 @@ Every front-end (the TUI's widgets, the headless console, ``dettui runs``, ``att
 ``logs``) shows strings read from run folders, events, configs and datasets. Passed to
 Rich or Textual as a plain ``str`` they are parsed as markup: ``[/]`` raises a MarkupError
 (a crash), ``[link=file:///etc/passwd]`` makes a clickable link, ``[@click=app.quit]`` an
-action. And their control characters reach the terminal (see :mod:`engine.termtext`).
+action. And their control characters reach the terminal (see :mod:`engine.protocol.termtext`).
 
 So a string from a file is shown as :func:`safe_text` (a Rich ``Text``: never parsed as
 markup; Textual turns it into ``Content`` as it is), or, inside a markup string built by
@@ -18,7 +18,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.text import Text
 
-from engine.termtext import printable, strip_controls
+from engine.protocol.termtext import printable, strip_controls
 
 __all__ = ["log_line", "printable", "safe_markup", "safe_text"]
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from engine.errors import ConfigError
-from engine.safefiles import RefusedFile, read_regular
+from engine.protocol.errors import ConfigError
+from engine.protocol.safefiles import RefusedFile, read_regular
 
 KeyPath = tuple[str, ...]
 BASE_KEY = "_BASE_"

@@ -1,5 +1,5 @@
 """The transform ops a config may name, with their arguments, and the semi-supervised
-view defaults (re-exported by ``engine.config.schema``; ``engine.data.transforms`` builds
+view defaults (the schema checks configs against them; ``engine.data.transforms`` builds
 them).
 
 stdlib only: the TUI validates configs with this table.

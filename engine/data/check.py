@@ -30,7 +30,7 @@ from engine.data.sources import (
 )
 from engine.data.split import split_coco
 from engine.data.summary import IGNORED_WHAT, DatasetSummary, plural
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 Progress = Callable[[str, int, int], None]
 """``progress(section, images_done, images_total)``; it may raise to stop the check."""

@@ -16,7 +16,7 @@ from engine.data.cocofile import CocoIndex, index_coco, load_coco_json
 from engine.data.images import decode_rgb
 from engine.data.sources import annotation_source, check_image_folder, dataset_coco
 from engine.data.split import split_coco
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 log = logging.getLogger("dettui.data")
 

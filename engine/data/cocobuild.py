@@ -25,8 +25,8 @@ from typing import Any
 
 from engine.data.images import ImageInfo
 from engine.data.summary import IGNORED_WHAT, DatasetSummary
-from engine.errors import DataError
-from engine.safefiles import RefusedFile, check_output_path, read_regular_text
+from engine.protocol.errors import DataError
+from engine.protocol.safefiles import RefusedFile, check_output_path, read_regular_text
 
 Box = tuple[float, float, float, float]
 

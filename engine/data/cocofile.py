@@ -20,26 +20,32 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import DataError
-from engine.safefiles import read_regular
+from engine.protocol.errors import DataError
+from engine.protocol.safefiles import read_regular
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 MAX_ANNOTATION_BYTES = 8 << 30  # COCO's train2017 instances file is 450 MB
 
 
 def load_coco_json(path: Path, *, key: str | None = None,
-                   required: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
+                   required: tuple[str, ...] = REQUIRED_KEYS,
+                   not_found_hint: str | None = "check dataset_dir and anno_path"
+                   ) -> dict[str, Any]:
     """Parse ``path`` and check its top-level shape; every problem is a ``DataError``.
 
-    ``key`` names the config key that points at the file, for the "not found" message.
-    ``required``: the top-level lists it must have (unlabeled images need only
-    ``images``).
+    The one COCO json reader: training, ``dettui data check``/``split`` and the tools all
+    read through it. ``key`` names the config key (or option) that points at the file.
+    ``required``: the top-level lists it must have (unlabeled images, and the file
+    ``dettui data split`` cuts, need only ``images``).
     """
     try:  # a regular file only: a FIFO would hang the engine, /dev/zero eat its memory
         text = read_regular(path, MAX_ANNOTATION_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise DataError("annotation file not found", file=str(path), key=key,
-                        hint="check dataset_dir and anno_path") from None
+                        hint=not_found_hint) from None
+    except IsADirectoryError:
+        raise DataError("is a folder, expected a COCO annotation json", file=str(path),
+                        key=key) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read the annotation file: {exc}", file=str(path),
                         key=key) from exc
@@ -53,7 +59,7 @@ def load_coco_json(path: Path, *, key: str | None = None,
         raise DataError(f"not usable JSON: {why}", file=str(path)) from None
     if not isinstance(data, dict):
         raise DataError(f"a COCO annotation file must hold a JSON object with the keys "
-                        f"{', '.join(REQUIRED_KEYS)}; got a {type(data).__name__}",
+                        f"{', '.join(required)}; got a {type(data).__name__}",
                         file=str(path))
     missing = [k for k in required if k not in data]
     if missing:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from engine.errors import DataError
-from engine.safefiles import MAX_IMAGE_BYTES, open_regular
+from engine.protocol.errors import DataError
+from engine.protocol.safefiles import MAX_IMAGE_BYTES, open_regular
 
 IMAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError,

@@ -25,7 +25,7 @@ from engine.config.schema import Config
 from engine.data.coco import CocoDetection
 from engine.data.shapes import ensure_dataset
 from engine.data.transforms import build_transforms
-from engine.errors import DataError, UserError
+from engine.protocol.errors import DataError, UserError
 
 log = logging.getLogger("dettui.data")
 

@@ -35,13 +35,14 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from engine.config.schema import PHOTOMETRIC_OPS, Config
+from engine.config.ops import PHOTOMETRIC_OPS
+from engine.config.schema import Config
 from engine.data.coco import CocoDetection, Target, finish_sample
 from engine.data.loader import Batch, TrainSampler, _mix, seed_worker
 from engine.data.shapes import ensure_dataset
 from engine.data.transforms import Compose, build_transforms
 from engine.data.unlabeled import UnlabeledImages
-from engine.errors import ConfigError, DataError
+from engine.protocol.errors import ConfigError, DataError
 
 log = logging.getLogger("dettui.data")
 

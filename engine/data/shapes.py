@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.config.schema import SHAPE_KINDS, DatasetConfig, UnsupDatasetConfig
-from engine.errors import DataError
+from engine.config.schema.base import SHAPE_KINDS
+from engine.config.schema.data import DatasetConfig, UnsupDatasetConfig
+from engine.protocol.errors import DataError
 
 log = logging.getLogger("dettui.data")
 

@@ -18,7 +18,7 @@ from typing import Any
 from engine.config.schema import DatasetConfig, UnsupDatasetConfig
 from engine.data.cocofile import load_coco_json
 from engine.data.summary import DatasetSummary
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 log = logging.getLogger("dettui.data")
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.data.cocofile import MAX_ANNOTATION_BYTES
-from engine.errors import DataError
-from engine.safefiles import RefusedFile, check_output_path, read_regular
+from engine.data.cocofile import load_coco_json
+from engine.protocol.errors import DataError
+from engine.protocol.safefiles import RefusedFile, check_output_path
 
 LABELED_NAME = "labeled.json"
 UNLABELED_NAME = "unlabeled.json"
@@ -119,36 +119,6 @@ def split_coco(data: dict[str, Any], percent: float, seed: int, *, file: str | N
     return labeled, unlabeled, counts
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """Parse an annotation file; every problem is a ``DataError`` naming it."""
-    try:
-        text = read_regular(path, MAX_ANNOTATION_BYTES).decode("utf-8")
-    except FileNotFoundError:
-        raise DataError("annotation file not found", file=str(path)) from None
-    except IsADirectoryError:
-        raise DataError("is a folder, expected a COCO annotation json", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read the annotation file: {exc}", file=str(path)) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno,
-                        column=exc.colno) from None
-    except (ValueError, RecursionError) as exc:  # a 4301-digit number, 100000-deep nesting
-        raise DataError(f"not usable JSON: {_json_limit(exc)}", file=str(path)) from None
-    if not isinstance(data, dict):
-        raise DataError(f"a COCO annotation file holds a JSON object with an 'images' list; "
-                        f"got a {type(data).__name__}", file=str(path))
-    return data
-
-
-def _json_limit(exc: BaseException) -> str:
-    """Why ``json.loads`` gave up on a file that may well be valid JSON."""
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    return str(exc).split(";")[0]  # "Exceeds the limit (4300 digits) for integer ..."
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
@@ -166,7 +136,7 @@ def write_split(annotations: Path, percent: float, seed: int, out_dir: Path
     file. Returns both paths and the counts.
     """
     check_percent(percent, key="--percent")
-    data = read_json(annotations)
+    data = load_coco_json(annotations, required=("images",), not_found_hint=None)
     labeled, unlabeled, counts = split_coco(data, percent, seed, file=str(annotations),
                                             key="--percent")
     if out_dir.exists() and not out_dir.is_dir():

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import torchvision.transforms.v2.functional as F
 
-from engine.config.schema import TRANSFORM_OPS
-from engine.errors import ConfigError
+from engine.config.ops import TRANSFORM_OPS
+from engine.protocol.errors import ConfigError
 
 Target = dict[str, Any]
 Size = int | tuple[int, int]

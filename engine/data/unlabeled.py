@@ -16,7 +16,7 @@ from engine.data.imagefolder import list_image_files
 from engine.data.shapes import ensure_dataset
 from engine.data.sources import check_image_folder
 from engine.data.split import split_coco
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 log = logging.getLogger("dettui.data")
 

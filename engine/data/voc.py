@@ -36,8 +36,8 @@ from engine.data.cocobuild import CocoBuilder, parse_number, read_name_list
 from engine.data.imagefolder import IMAGE_EXTENSIONS, list_image_files
 from engine.data.images import SWAPS_AXES, ImageInfo, orient_box, probe_image
 from engine.data.summary import DatasetSummary
-from engine.errors import DataError
-from engine.safefiles import MAX_TEXT_BYTES, read_regular, read_regular_text
+from engine.protocol.errors import DataError
+from engine.protocol.safefiles import MAX_TEXT_BYTES, read_regular, read_regular_text
 
 PASCAL_VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -28,8 +28,8 @@ from engine.data.cocobuild import CocoBuilder, read_name_list
 from engine.data.imagefolder import IMAGE_EXTENSIONS
 from engine.data.images import probe_image
 from engine.data.summary import DatasetSummary
-from engine.errors import ConfigError, DataError
-from engine.safefiles import read_regular_text
+from engine.protocol.errors import ConfigError, DataError
+from engine.protocol.safefiles import read_regular_text
 
 YAML_NAMES = ("data.yaml", "dataset.yaml")
 SPLITS = ("train", "val", "test")

@@ -31,9 +31,10 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import Conv2dNormActivation, MultiScaleRoIAlign
 
-from engine.config.schema import Config, cotuning_enabled
-from engine.errors import ConfigError
+from engine.config.schema import Config
+from engine.config.schema.cotuning import cotuning_enabled
 from engine.models.backbones import FeaturePyramidBackbone, build_backbone
+from engine.protocol.errors import ConfigError
 
 
 def build_model(cfg: Config) -> nn.Module:

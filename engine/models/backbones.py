@@ -35,7 +35,7 @@ from torchvision.ops.feature_pyramid_network import (
 )
 
 from engine.config.schema import Config
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 
 # Extra levels above the deepest body map: enough for stride 256 on a stride-32 body.
 MAX_EXTRA_LEVELS = 3

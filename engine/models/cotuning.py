@@ -39,10 +39,10 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
 from engine.config.schema import Config
-from engine.errors import ConfigError, WeightsError
 from engine.models import _build_faster_rcnn
 from engine.models.backbones import FeaturePyramidBackbone
 from engine.models.weights import LoadReport, load_pretrained
+from engine.protocol.errors import ConfigError, WeightsError
 
 # The source classifier's weight in the model (and in torchvision's Faster R-CNN checkpoints).
 SOURCE_CLASSIFIER = "roi_heads.box_predictor.cls_score.weight"

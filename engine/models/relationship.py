@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from engine.models.cotuning import cotuning_heads
-from engine.rundir import COT_RELATIONSHIP, atomic_write_text
+from engine.protocol.rundir import COT_RELATIONSHIP, atomic_write_text
 
 RELATIONSHIP_JSON_VERSION = 1
 

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
 
-from engine.errors import WeightsError
+from engine.protocol.errors import WeightsError
 
 # Checkpoint dicts keep the weights under one of these keys: dettui and torchvision's
 # reference scripts use "model", Lightning and MMDetection use "state_dict".

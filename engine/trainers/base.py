@@ -33,11 +33,11 @@ from torch.nn.parallel import DistributedDataParallel
 from engine.config.schema import Config, trainer_name
 from engine.data.loader import Batch, build_datasets, build_eval_loader, build_train_loader
 from engine.env import DistEnv
-from engine.errors import ConfigError, NonFiniteLoss, WeightsError
 from engine.evaluation import EvalObserver, EvalResult, evaluate_model
 from engine.models import build_model, count_parameters
 from engine.models.weights import LoadReport, load_pretrained
 from engine.precision import amp_ignored
+from engine.protocol.errors import ConfigError, NonFiniteLoss, WeightsError
 from engine.recorder import RunRecorder
 from engine.trainers.checkpoint import Checkpointer, capture_rng_state, restore_rng_state
 from engine.trainers.hooks import (

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 
 if TYPE_CHECKING:
     from engine.config.schema import Config

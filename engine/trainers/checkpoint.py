@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.errors import DiskFull, WeightsError
-from engine.rundir import atomic_write
+from engine.protocol.errors import DiskFull, WeightsError
+from engine.protocol.rundir import atomic_write
 
 if TYPE_CHECKING:
     from engine.recorder import RunRecorder
@@ -68,7 +68,7 @@ def _torch_save(state: dict[str, Any], file: BinaryIO) -> None:
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Atomically write ``state`` to ``path`` (temp file + fsync + os.replace). Out of
     space, the temp file is removed, the old ``path`` is untouched, and
-    :class:`~engine.errors.DiskFull` names ``path``."""
+    :class:`~engine.protocol.errors.DiskFull` names ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda f: _torch_save({"format": CHECKPOINT_FORMAT, **state}, f))

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import FCOS
 
 from engine.data.semi import SemiBatch
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 from engine.ssod.dense_teacher import (
     DenseTeacherStudent,
     dense_teacher_losses,

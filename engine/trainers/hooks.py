@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from engine.errors import DiskFull, StopTraining
 from engine.evaluation import EvalObserver, EvalResult
+from engine.protocol.errors import DiskFull, StopTraining
 from engine.sysinfo import SystemSampler
 from engine.trainers.checkpoint import Checkpointer
 from engine.trainers.ema import ModelEMA

@@ -31,7 +31,7 @@ from engine.config.schema import Config
 from engine.data.loader import build_eval_dataset, build_eval_loader
 from engine.data.semi import SemiBatch, build_semi_loader
 from engine.env import DistEnv
-from engine.errors import ConfigError, WeightsError
+from engine.protocol.errors import ConfigError, WeightsError
 from engine.recorder import RunRecorder
 from engine.trainers.base import Trainer
 from engine.trainers.teacher import Teacher

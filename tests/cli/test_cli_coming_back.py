@@ -19,7 +19,7 @@ import pytest
 from tests.cli.test_cli_errors import assert_user_error
 from tests.conftest import DEMO_CONFIG, REPO, engine_env
 from tests.tui.conftest import make_run
-from tui.launcher import check_device
+from tui.process.launcher import check_device
 
 LONG_IDS = ["20261127-194059-fcos_tiny_shapes", "20261127-184059-retinanet_tiny_shapes",
             "20261127-174059-faster_rcnn_tiny_shapes-2"]
@@ -109,7 +109,7 @@ def test_resuming_a_cuda_run_on_a_machine_without_gpu_is_refused(tmp_path: Path)
 
 def test_device_check_counts_the_gpus_it_is_told_about() -> None:
     # NVML's count is injected here: this machine's real count is tested above.
-    from engine.errors import ConfigError
+    from engine.protocol.errors import ConfigError
 
     check_device("cpu", count=lambda: 0)
     check_device("auto", count=lambda: 0)

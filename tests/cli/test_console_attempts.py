@@ -15,10 +15,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from engine.events import EventWriter
-from engine.rundir import RunDirectory
+from engine.protocol.events import EventWriter
+from engine.protocol.rundir import RunDirectory
 from tests.conftest import REPO, engine_env
-from tui.headless import HeadlessWatcher
+from tui.cli.headless import HeadlessWatcher
 
 
 def _console() -> Console:

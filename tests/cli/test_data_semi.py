@@ -99,7 +99,7 @@ def test_bad_percent_is_refused(coco_file: Path, tmp_path: Path, args: list[str]
 
 @pytest.mark.parametrize(("content", "needles"), [
     ('{"images": [], "annotations": [], "categories": []}', ["lists no images", "'images'"]),
-    ('{"annotations": []}', ["needs an 'images' list"]),
+    ('{"annotations": []}', ["missing required key(s) 'images'"]),
     ('{"images": [{"id": 1}],\n "annotations": [}', [":2:", "not valid JSON"]),
     ('[1, 2]', ["JSON object", "got a list"]),
     (None, ["annotation file not found"]),

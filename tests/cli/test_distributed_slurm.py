@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.conftest import DEMO_CONFIG, REPO
 from tests.faults.procs import dettui_cmd, proc_env
 from tests.security.helpers import write_run
-from tui.slurm import signal_timing, time_limit_s
+from tui.process.slurm import signal_timing, time_limit_s
 
 
 def write_script(tmp_path: Path, *args: str) -> tuple[Path, str, str]:
@@ -112,7 +112,7 @@ def test_runs_lists_an_active_slurm_run_with_its_job_id(tmp_path: Path) -> None:
 
 
 def test_the_tui_runs_table_and_monitor_header_name_the_job() -> None:
-    from tui.runs_index import RunRow
+    from tui.runs.index import RunRow
     from tui.widgets.runs_table import row_cells
 
     meta = {"id": "r", "status": "running", "slurm_job_id": "4242"}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
+from engine.protocol.rundir import RunDirectory
 from engine.resumable import training_left
-from engine.rundir import RunDirectory
 from tests.conftest import DEMO_CONFIG
 from tests.faults.procs import as_opts, dettui_cmd, events, overrides, proc_env
 

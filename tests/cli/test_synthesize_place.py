@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from engine.data.sources import SYNTHESIZE_ANYWHERE_ENV
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 from tests.conftest import DEMO_CONFIG, engine_env
-from tui.launcher import LaunchSpec, generation_notes, validate_spec
+from tui.process.launcher import LaunchSpec, generation_notes, validate_spec
 
 
 def spec(runs: Path, data: str | Path) -> LaunchSpec:

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import typer
 
-from engine.events import read_events
-from engine.rundir import RunDirectory
+from engine.protocol.events import read_events
+from engine.protocol.rundir import RunDirectory
 from engine.trackers import history
 from tests.cli.test_cli_errors import assert_user_error
 from tests.conftest import DEMO_CONFIG, REPO, engine_env, tiny_overrides
 from tests.faults.procs import SMALL, as_opts
 from tui.cli import app
-from tui.launcher import LaunchSpec, train_argv
+from tui.process.launcher import LaunchSpec, train_argv
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
 pytest.importorskip("wandb", reason="the wandb extra is not installed")

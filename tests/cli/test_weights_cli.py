@@ -181,7 +181,7 @@ def test_hf_id_loads_from_a_prefilled_hub_cache_offline(tmp_path: Path, env: dic
 
 
 def test_help_and_cli_do_not_import_torch_for_weights() -> None:
-    code = ("import sys\nfrom engine.weightsource import check, plan\nimport tui.cli_weights\n"
+    code = ("import sys\nfrom engine.weightsource import check, plan\nimport tui.cli.weights\n"
             "print(any(m.startswith('torch') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True, env=engine_env())
@@ -190,8 +190,8 @@ def test_help_and_cli_do_not_import_torch_for_weights() -> None:
 
 def test_attach_shows_a_download_the_engine_made(tmp_path: Path, env: dict) -> None:
     """A run launched from the TUI downloads in the engine; `dettui attach` tells it."""
+    from engine.protocol.rundir import RunDirectory
     from engine.recorder import RunRecorder
-    from engine.rundir import RunDirectory
 
     run = RunDirectory.create(tmp_path / "runs", run_id="fetched")
     run.write_meta({"schema": 1, "id": "fetched", "status": "finished"})

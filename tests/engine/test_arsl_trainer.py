@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from engine.events import read_events
+from engine.protocol.events import read_events
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import REPO, SEMI_DIR, engine_env, semi_overrides, train_in_process
 

@@ -16,7 +16,6 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
 from engine.config import load_and_validate
-from engine.errors import UserError, WeightsError
 from engine.models import build_model
 from engine.models.cotuning import (
     SOURCE_CLASSIFIER,
@@ -25,6 +24,7 @@ from engine.models.cotuning import (
     load_cotuning_weights,
 )
 from engine.models.relationship import learn_relationship
+from engine.protocol.errors import UserError, WeightsError
 from engine.tools import load_model
 from tests.engine.cotuning_helpers import TARGET_KINDS, shapes_batch, tiny_cfg
 

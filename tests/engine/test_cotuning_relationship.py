@@ -21,7 +21,7 @@ from engine.models.relationship import (
     source_class_names,
     write_relationship_json,
 )
-from engine.rundir import RunDirectory
+from engine.protocol.rundir import RunDirectory
 from tests.engine.cotuning_helpers import TARGET_KINDS, shapes_batch, tiny_cfg
 
 

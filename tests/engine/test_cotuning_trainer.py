@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.events import read_events
 from engine.main import main as engine_main
-from engine.rundir import RunDirectory
+from engine.protocol.events import read_events
+from engine.protocol.rundir import RunDirectory
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import DEMO_CONFIG, REPO, engine_env, tiny_overrides
 

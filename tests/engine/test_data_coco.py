@@ -16,7 +16,7 @@ from PIL import Image
 from engine.config.schema import DatasetConfig
 from engine.data.coco import CocoDetection
 from engine.data.transforms import Resize
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 CATEGORIES = [{"id": 12, "name": "zebra"}, {"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
 

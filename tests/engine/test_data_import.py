@@ -18,10 +18,10 @@ from engine.data.coco import CocoDetection, read_rgb
 from engine.data.images import orient_box, probe_image
 from engine.data.voc import import_voc, voc_list_dataset
 from engine.data.yolo import import_yolo
-from engine.errors import DataError
 from engine.evaluation.coco import COCOEvaluator
-from engine.events import read_events
 from engine.main import main as engine_main
+from engine.protocol.errors import DataError
+from engine.protocol.events import read_events
 from tests.dataset_files import (
     COLOURS,
     make_voc,

@@ -19,7 +19,7 @@ from engine.data.loader import (
     collate,
 )
 from engine.data.transforms import build_transforms
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 COCO128 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco128"
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config.schema import SHAPE_KINDS, DatasetConfig, ShapesSpec
+from engine.config.schema.base import SHAPE_KINDS
+from engine.config.schema.data import DatasetConfig, ShapesSpec
 from engine.data.shapes import (
     SHAPE_CLASSES,
     derive_seed,
@@ -24,7 +25,7 @@ from engine.data.shapes import (
     render_image,
     write_shapes_dataset,
 )
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from engine.config.schema import TRANSFORM_OPS
+from engine.config.ops import TRANSFORM_OPS
 from engine.data.transforms import (
     OPS,
     ColorJitter,
@@ -19,7 +19,7 @@ from engine.data.transforms import (
     hflip,
     output_size,
 )
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 
 
 def _scene(height: int = 120, width: int = 200) -> tuple[torch.Tensor, dict]:

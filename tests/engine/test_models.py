@@ -8,9 +8,9 @@ import torch
 from torchvision.ops import FrozenBatchNorm2d
 
 from engine.config.schema import validate
-from engine.errors import ConfigError
 from engine.models import build_model, count_parameters
 from engine.models.backbones import build_backbone
+from engine.protocol.errors import ConfigError
 
 
 def make_cfg(architecture: str = "FCOS", backbone: str = "tiny", **model):

@@ -20,13 +20,13 @@ from transformers import RTDetrForObjectDetection, RTDetrResNetBackbone
 from transformers.loss.loss_rt_detr import RTDetrLoss
 
 from engine.config.schema import validate
-from engine.errors import ConfigError
-from engine.events import read_events
 from engine.main import main as engine_main
 from engine.models import build_model
 from engine.models.rtdetr import RTDETR, InputGeometry, rtdetr_config
 from engine.models.rtdetr_loss import ScoredRTDetrLoss, group_losses
 from engine.models.weights import load_pretrained
+from engine.protocol.errors import ConfigError
+from engine.protocol.events import read_events
 from engine.tools import load_model
 from engine.trainers.optim import build_optimizer
 from tests.conftest import REPO, engine_env, tiny_overrides

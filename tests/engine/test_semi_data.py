@@ -17,7 +17,7 @@ from engine.data.semi import PairedViews, SemiBatch, SemiLoader, build_semi_load
 from engine.data.shapes import generate_shapes
 from engine.data.transforms import Compose, build_transforms
 from engine.data.unlabeled import UnlabeledImages
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 
 SHARED = [{"RandomResize": {"sizes": [48, 64, 80]}}, {"RandomFlip": {"prob": 0.5}}]
 

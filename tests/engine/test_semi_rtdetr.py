@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.events import read_events
 from engine.main import main as engine_main
+from engine.protocol.events import read_events
 from engine.trainers.checkpoint import load_checkpoint
 from engine.trainers.semi_rtdetr import (
     PSEUDO_TERMS,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.events import read_events
+from engine.protocol.events import read_events
 from tests.conftest import semi_overrides, train_in_process
 from tests.engine.test_rtdetr import TINY
 from tests.engine.test_semi_views import ARSL, DENSE, SEMI_RTDETR, build

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from engine.config import load_and_validate
-from engine.events import read_events
 from engine.models import build_model
+from engine.protocol.events import read_events
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import REPO, SEMI_DIR, engine_env, semi_overrides, train_in_process
 

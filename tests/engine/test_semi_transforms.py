@@ -10,14 +10,14 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as F
 
-from engine.config.schema import DEFAULT_STRONG_AUG, PHOTOMETRIC_OPS
+from engine.config.ops import DEFAULT_STRONG_AUG, PHOTOMETRIC_OPS
 from engine.data.transforms import (
     GaussianBlur,
     RandomErasing,
     RandomGrayscale,
     build_transforms,
 )
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 
 
 def _target() -> dict:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import torch
 
 from engine.config.semi_weights import semi_weights_warning
-from engine.events import read_events
+from engine.protocol.events import read_events
 from tests.conftest import REPO, engine_env, semi_overrides
 from tests.engine.test_semi_views import DENSE
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import EventWriter, read_events
-from engine.rundir import RunDirectory
+from engine.protocol.events import EventWriter, read_events
+from engine.protocol.rundir import RunDirectory
 from engine.trackers import TensorBoardSink, TrackerFeed, export_run, history, scalars
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")

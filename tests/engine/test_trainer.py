@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.events import read_events
 from engine.main import main as engine_main
+from engine.protocol.events import read_events
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import DEMO_CONFIG, tiny_overrides
 

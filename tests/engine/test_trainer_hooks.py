@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from engine.evaluation import EvalResult
-from engine.events import read_events
+from engine.protocol.events import read_events
+from engine.protocol.rundir import RunDirectory
 from engine.recorder import RunRecorder
-from engine.rundir import RunDirectory
 from engine.trainers.checkpoint import Checkpointer, load_checkpoint
 from engine.trainers.ema import ModelEMA, ema_update_
 from engine.trainers.hooks import EMAHook, EvalHook, on_period

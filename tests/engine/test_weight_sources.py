@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.errors import WeightsError
 from engine.models.weights import load_state_dict_file
+from engine.protocol.errors import WeightsError
 from engine.weightcache import load_index
 from engine.weightsource import check, plan, resolve, source_kind
 from tests.weights_server import WeightsServer

@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from torchvision.models import resnet18
 
 from engine.config.schema import validate
-from engine.errors import WeightsError
 from engine.models import build_model
 from engine.models.weights import LoadReport, load_pretrained, load_state_dict_file
+from engine.protocol.errors import WeightsError
 
 
 def tiny_fcos(num_classes: int = 3, **backbone) -> torch.nn.Module:

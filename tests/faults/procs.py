@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.events import read_events
-from engine.rundir import RunDirectory
+from engine.protocol.events import read_events
+from engine.protocol.rundir import RunDirectory
 from tests.conftest import DEMO_CONFIG, REPO, engine_env, tiny_overrides
 
 # 64 px images: a step takes a fraction of a second on one CPU core.

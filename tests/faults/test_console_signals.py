@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.ownership import process_start_time
-from engine.rundir import RunDirectory, pid_alive
+from engine.protocol.ownership import process_start_time
+from engine.protocol.rundir import RunDirectory, pid_alive
 from tests.conftest import DEMO_CONFIG
 from tests.faults.procs import (
     as_opts,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.errors import WeightsError
+from engine.protocol.errors import WeightsError
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import REPO
 from tests.faults.procs import engine_cmd, events, last_iter, new_run, proc_env, wait_until

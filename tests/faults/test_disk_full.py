@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.events import decode
-from engine.rundir import RunDirectory
+from engine.protocol.events import decode
+from engine.protocol.rundir import RunDirectory
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import REPO
 from tests.faults.procs import dettui_cmd, proc_env
@@ -42,10 +42,10 @@ def limited(max_bytes: int):  # noqa: ANN201 - a preexec_fn
 WRITERS = textwrap.dedent('''
     import json, logging, sys
     from pathlib import Path
-    from engine.errors import DiskFull
-    from engine.events import EventWriter
+    from engine.protocol.errors import DiskFull
+    from engine.protocol.events import EventWriter
     from engine.recorder import setup_logging
-    from engine.rundir import atomic_write_bytes
+    from engine.protocol.rundir import atomic_write_bytes
     from engine.trainers.checkpoint import save_checkpoint
     import torch
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.events import read_events
-from engine.rundir import RunDirectory
+from engine.protocol.events import read_events
+from engine.protocol.rundir import RunDirectory
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import DEMO_CONFIG, REPO, semi_overrides, tiny_overrides
 from tests.engine.test_rtdetr import TINY as TINY_RTDETR

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.rundir import RunDirectory
+from engine.protocol.rundir import RunDirectory
 from engine.trainers.checkpoint import load_checkpoint
 from tests.conftest import DEMO_CONFIG, REPO
 from tests.faults.procs import (
@@ -67,7 +67,7 @@ def test_signal_stops_after_the_step_with_a_checkpoint(tmp_path: Path,
 
 def test_dettui_stop_stops_a_detached_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                           ) -> None:
-    from tui.launcher import LaunchSpec, launch
+    from tui.process.launcher import LaunchSpec, launch
 
     monkeypatch.chdir(REPO)
     for key, value in proc_env().items():

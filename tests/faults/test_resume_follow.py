@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.rundir import run_duration
+from engine.protocol.rundir import run_duration
 from tests.conftest import DEMO_CONFIG
 from tests.faults.procs import (
     as_opts,
@@ -32,7 +32,7 @@ from tests.faults.procs import (
     wait_iter,
     wait_until,
 )
-from tui.runs_index import RunsIndex
+from tui.runs.index import RunsIndex
 
 EPOCHS, EPOCH_ITER = 2, 12
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import EventTail, encode, make_event
+from engine.protocol.events import EventTail, encode, make_event
 from tests.security.helpers import dettui, out, write_run
 from tests.tui.conftest import make_app, run_pilot, wait_for
 
@@ -131,7 +131,7 @@ def test_an_overlong_event_line_is_skipped_in_bounded_memory(tmp_path: Path) -> 
 
 
 def test_the_monitor_model_skips_an_overlong_line_too(tmp_path: Path) -> None:
-    from tui.runmodel import RunModel
+    from tui.runs.runmodel import RunModel
 
     run = write_run(tmp_path / "runs", "r1")
     with open(run / "events.jsonl", "w", encoding="utf-8") as f:

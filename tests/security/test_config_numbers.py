@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from engine.config import load_and_validate
-from engine.errors import ConfigError
 from engine.memcheck import check_first_batch_fits, estimate_first_batch_bytes
+from engine.protocol.errors import ConfigError
 from tests.conftest import DEMO_CONFIG, REPO, engine_env
 from tests.security.helpers import dettui, out
 

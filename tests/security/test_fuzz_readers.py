@@ -31,21 +31,21 @@ from engine.config import load_and_validate
 from engine.config.schema import field_docs
 from engine.data.cocofile import index_coco, load_coco_json
 from engine.data.images import ImageInfo, decode_rgb, probe_image
-from engine.data.split import read_json, split_coco
+from engine.data.split import split_coco
 from engine.data.voc import read_voc_xml
 from engine.data.yolo import _load_yaml, _parse_line, _read_label_file, yaml_class_names
-from engine.errors import UserError
-from engine.events import EVENT_TYPES, FIELD_TYPES, read_events
 from engine.memcheck import estimate_first_batch_bytes
-from engine.rundir import RunDirectory, run_duration
-from engine.runmeta import FIELDS, read_run_json
+from engine.protocol.errors import UserError
+from engine.protocol.events import EVENT_TYPES, FIELD_TYPES, read_events
+from engine.protocol.rundir import RunDirectory, run_duration
+from engine.protocol.runmeta import FIELDS, read_run_json
 from engine.trackers import history, scalars
 from tests.conftest import DEMO_CONFIG
-from tui.cli import _run_cells
-from tui.eventscan import parse_block
-from tui.runmodel import RunModel
+from tui.cli.main import _run_cells
+from tui.runs.eventscan import parse_block
+from tui.runs.runmodel import RunModel
+from tui.runs.semiinfo import read_relationship
 from tui.screens.previews import load_preview
-from tui.semiinfo import read_relationship
 
 pytestmark = pytest.mark.timeout(240)  # a reader that hangs fails the test
 
@@ -148,7 +148,8 @@ def test_coco_json(work: Path, data: bytes) -> None:
         index_coco(doc, path, keep_empty=True)
 
     def split() -> None:
-        split_coco(read_json(path), 50.0, 1, file=str(path), key="--percent")
+        split_coco(load_coco_json(path, required=("images",)), 50.0, 1, file=str(path),
+                   key="--percent")
 
     bounded(read)
     bounded(split)

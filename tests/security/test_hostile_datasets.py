@@ -15,7 +15,7 @@ from PIL import Image, PngImagePlugin
 
 from engine.config.schema import DatasetConfig, field_docs
 from engine.data.coco import CocoDetection
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 from tests.conftest import DEMO_CONFIG, REPO, engine_env
 from tests.security.helpers import dettui, out
 

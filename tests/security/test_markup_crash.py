@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import encode, make_event
+from engine.protocol.events import encode, make_event
 from tests.conftest import DEMO_CONFIG, REPO, engine_env
 from tests.security.helpers import dettui, out, write_run
 from tests.tui.conftest import make_app, plain, run_pilot, wait_for

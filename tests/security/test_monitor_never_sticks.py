@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from engine.events import MAX_LINE_BYTES, EventWriter
-from engine.rundir import RunDirectory
+from engine.protocol.events import MAX_LINE_BYTES, EventWriter
+from engine.protocol.rundir import RunDirectory
 from tests.tui.conftest import run_pilot, wait_for
 from tests.tui.test_monitor import MonitorHost, loaded, train_lines, write_semi_run
-from tui.eventscan import iter_range, parse_block
-from tui.headless import HeadlessWatcher
-from tui.runmodel import RunModel
-from tui.semiinfo import read_relationship
+from tui.cli.headless import HeadlessWatcher
+from tui.runs.eventscan import iter_range, parse_block
+from tui.runs.runmodel import RunModel
+from tui.runs.semiinfo import read_relationship
 
 HUGE = "9" * 400  # a valid JSON number that no float holds
 T = 1_735_725_600.0

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from engine.data.cocofile import index_coco, load_coco_json
-from engine.data.split import read_json, split_coco
+from engine.data.split import split_coco, write_split
 from engine.data.yolo import import_yolo
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 from engine.trackers import export_run
 from tests.dataset_files import make_yolo, tiny_config
 from tests.security.helpers import dettui, out
@@ -68,7 +68,7 @@ def test_json_that_python_will_not_parse_is_a_data_error(tmp_path: Path, doc: st
                                                          why: str) -> None:
     path = tmp_path / "a.json"
     path.write_text(doc)
-    for reader in (load_coco_json, read_json):
+    for reader in (load_coco_json, lambda p: write_split(p, 50.0, 1, tmp_path / "out")):
         with pytest.raises(DataError, match=why) as info:
             reader(path)
         assert info.value.file == str(path)

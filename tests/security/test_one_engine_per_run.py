@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.ownership import pid_alive
-from engine.rundir import RunDirectory
-from engine.runlock import ENGINE_LOCK
+from engine.protocol.ownership import pid_alive
+from engine.protocol.rundir import RunDirectory
+from engine.protocol.runlock import ENGINE_LOCK
 from tests.conftest import DEMO_CONFIG, REPO, train_in_process
 from tests.faults.procs import events, overrides, proc_env, wait_until
 
@@ -117,7 +117,7 @@ def test_a_second_engine_on_a_locked_run_exits_2_naming_the_holder(
 
 FORKING_HOLDER = """
 import os, sys, time
-from engine.runlock import EngineLock
+from engine.protocol.runlock import EngineLock
 EngineLock(sys.argv[1]).acquire()
 if os.fork() == 0:  # a data-loader worker, forked while the engine holds its lock
     time.sleep(5)
@@ -130,7 +130,7 @@ def test_a_dead_engines_forked_workers_do_not_keep_its_run_locked(tmp_path: Path
     """The engine's forked data-loader workers outlive a SIGKILLed engine for a while; a
     lock they shared (``flock``) kept the run locked against the resume that follows (seen:
     the exact-resume test with ``worker_num=2`` refused as 'being trained by pid N')."""
-    from engine.runlock import engine_lock_holder
+    from engine.protocol.runlock import engine_lock_holder
 
     out = subprocess.run([sys.executable, "-c", FORKING_HOLDER, str(tmp_path)], cwd=REPO,
                          env=proc_env(), timeout=30)

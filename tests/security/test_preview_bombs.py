@@ -14,7 +14,7 @@ import pytest
 from textual_image.widget import HalfcellImage
 
 from engine.data.images import probe_image
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 from tests.tui.conftest import run_pilot, wait_for
 from tests.tui.test_previews_screen import Host, text, write_epoch
 from tui.screens.previews import load_preview

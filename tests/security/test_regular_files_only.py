@@ -5,7 +5,7 @@ A FIFO named as an image hung ``dettui data check`` (and a training engine); a F
 file or a FIFO in a YOLO image list hung ``data import``; a label file linked to
 ``/dev/zero`` read until memory ran out. As root, ``data import yolo DS /dev/null``
 replaced the device with a json file. Every reader of outside data opens through
-``engine.safefiles`` (regular files only, size capped) and every output path that exists as
+``engine.protocol.safefiles`` (regular files only, size capped) and every output path that exists as
 something else than expected is refused with exit code 2."""
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from PIL import Image
 from engine.data.cocobuild import read_name_list, write_coco_json
 from engine.data.cocofile import load_coco_json
 from engine.data.images import decode_rgb, probe_image
-from engine.data.split import read_json, write_split
+from engine.data.split import write_split
 from engine.data.voc import read_voc_xml
 from engine.data.yolo import import_yolo
-from engine.errors import ConfigError, DataError
-from engine.safefiles import RefusedFile, check_output_path, open_regular, read_regular
+from engine.protocol.errors import ConfigError, DataError
+from engine.protocol.safefiles import RefusedFile, check_output_path, open_regular, read_regular
 from engine.tools import _check_infer_out
 from tests.dataset_files import make_yolo, tiny_config
 from tests.security.helpers import dettui, out
@@ -46,7 +46,7 @@ READERS: dict[str, Callable[[Path], object]] = {
     "image probe": probe_image,
     "image decode": decode_rgb,
     "COCO json": load_coco_json,
-    "COCO json (split)": read_json,
+    "COCO json (split)": lambda p: write_split(p, 50.0, 1, p.parent / "split-out"),
     "VOC xml": read_voc_xml,
     "class list": lambda p: read_name_list(p, key="label_list"),
 }

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import RunError
-from engine.events import EventWriter
+from engine.protocol.errors import RunError
+from engine.protocol.events import EventWriter
+from engine.protocol.rundir import RunDirectory
 from engine.recorder import setup_logging
-from engine.rundir import RunDirectory
 from tests.conftest import DEMO_CONFIG, REPO, engine_env, tiny_overrides
 from tests.security.helpers import dettui, out, write_run
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.errors import RunError
-from engine.rundir import RunDirectory
+from engine.protocol.errors import RunError
+from engine.protocol.rundir import RunDirectory
 from tests.conftest import REPO, engine_env
 from tests.security.helpers import HERE, Victim, dettui, out, write_run
 from tests.tui.conftest import make_app, run_pilot, wait_for
@@ -156,7 +156,7 @@ def test_resume_does_not_take_an_unrelated_live_pid_for_the_engine(tmp_path: Pat
                                                                    victim) -> None:
     """A run.json saying "running" with some live process's pid does not block a resume
     (nor is that process taken for the engine): the resume goes on to its next check."""
-    from tui import launcher
+    from tui.process import launcher
 
     runs = tmp_path / "runs"
     run = write_run(runs, "stale", status="running", pid=victim.pid, ended=None)

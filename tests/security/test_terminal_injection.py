@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.events import encode, make_event
+from engine.protocol.events import encode, make_event
 from tests.conftest import engine_env
 from tests.security.helpers import dettui, out, write_run
 from tests.tui.conftest import make_app, run_pilot, wait_for

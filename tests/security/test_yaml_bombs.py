@@ -45,7 +45,7 @@ def _load_seconds(config: Path) -> tuple[str, float]:
     """The loader alone (what the engine and the TUI both call): its error and its time."""
     code = ("import sys, time\n"
             "from engine.config import load_config\n"
-            "from engine.errors import ConfigError\n"
+            "from engine.protocol.errors import ConfigError\n"
             "t = time.perf_counter()\n"
             "try:\n"
             "    load_config(sys.argv[1])\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.data.yolo import import_yolo
-from engine.errors import DataError
+from engine.protocol.errors import DataError
 from tests.dataset_files import make_yolo
 from tests.security.helpers import dettui, out
 

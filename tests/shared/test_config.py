@@ -8,7 +8,7 @@ import pytest
 
 from engine.config import field_docs, load_and_validate, load_config
 from engine.config.loader import parse_override
-from engine.errors import ConfigError
+from engine.protocol.errors import ConfigError
 from tests.conftest import REPO
 
 

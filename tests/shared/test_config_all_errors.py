@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_and_validate
-from engine.errors import ConfigError, ConfigErrors
+from engine.protocol.errors import ConfigError, ConfigErrors
 from tests.conftest import DEMO_CONFIG, REPO, engine_env
 
 # Line numbers matter: a type error, a semantic error and an unknown key in a section,

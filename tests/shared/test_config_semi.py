@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from engine.config import field_docs, load_and_validate
-from engine.config.schema import DEFAULT_STRONG_AUG, validate
-from engine.errors import ConfigError
+from engine.config.ops import DEFAULT_STRONG_AUG
+from engine.config.schema import validate
+from engine.protocol.errors import ConfigError
 from tests.conftest import REPO
 
 SEMI_BASE = REPO / "configs" / "semi_det" / "_base_"

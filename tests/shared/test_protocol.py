@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import RunError
-from engine.events import SCHEMA_VERSION, EventTail, EventWriter, encode, read_events
-from engine.rundir import RunDirectory, check_run_id, list_runs, resolve_run
+from engine.protocol.errors import RunError
+from engine.protocol.events import SCHEMA_VERSION, EventTail, EventWriter, encode, read_events
+from engine.protocol.rundir import RunDirectory, check_run_id, list_runs, resolve_run
 
 
 def test_event_round_trip(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_run_json_rewrite_is_atomic_under_kill(tmp_path: Path) -> None:
     """A process SIGKILLed while rewriting run.json in a loop never leaves it torn."""
     run = RunDirectory.create(tmp_path, "atomic")
     run.write_meta({"id": run.id, "status": "running", "n": 0})
-    code = ("import sys; from engine.rundir import RunDirectory\n"
+    code = ("import sys; from engine.protocol.rundir import RunDirectory\n"
             "r = RunDirectory(sys.argv[1])\n"
             "for n in range(100000): r.update_meta(n=n, pad='x' * 20000)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run.path)],

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_and_validate
-from engine.config.schema import ARCHITECTURES, cotuning_enabled, trainer_name
-from engine.errors import ConfigError
+from engine.config.schema import ARCHITECTURES, trainer_name
+from engine.config.schema.cotuning import cotuning_enabled
+from engine.protocol.errors import ConfigError
 from engine.trainers.catalogue import CHOICES, TRAINERS, TrainerInfo, trainer_for
 from tests.conftest import REPO
-from tui.launcher import LaunchSpec, config_facts
+from tui.process.launcher import LaunchSpec, config_facts
 from tui.screens.launch import TRAINER_LABELS
 
 SEMI_SECTIONS = ("UnsupTrainDataset: {name: ImageFolder, dataset_dir: unlabeled, "

@@ -1,6 +1,6 @@
 """Fixtures for the TUI tests: a small configs tree and run folders in the real format.
 
-Runs are written with ``engine.rundir.RunDirectory`` and ``engine.events.EventWriter``, so
+Runs are written with ``engine.protocol.rundir.RunDirectory`` and ``engine.protocol.events.EventWriter``, so
 the tests read exactly what the engine writes. Times are fixed, so tables and snapshots
 are deterministic.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from engine.config import dump_yaml
-from engine.events import encode, make_event
-from engine.rundir import RUN_SCHEMA_VERSION, RunDirectory
+from engine.protocol.events import encode, make_event
+from engine.protocol.rundir import RUN_SCHEMA_VERSION, RunDirectory
 
 BASE_T = 1_735_725_600.0  # 2025-01-01 10:00:00 UTC
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tests.tui.conftest import BASE_T, make_run
-from tui.runs_index import RunsIndex, filter_rows, sort_rows, tail_progress
+from tui.runs.index import RunsIndex, filter_rows, sort_rows, tail_progress
 
 
 def test_scan_reads_rows_newest_first(runs_dir: Path, three_runs: list) -> None:
@@ -28,7 +28,7 @@ def test_rescan_rereads_only_changed_run_json(runs_dir: Path, three_runs: list,
     index = RunsIndex(runs_dir)
     index.scan()
     reads: list[str] = []
-    from engine.rundir import RunDirectory
+    from engine.protocol.rundir import RunDirectory
 
     original = RunDirectory.read_meta
 
@@ -120,7 +120,7 @@ def test_filter_matches_every_word_anywhere(runs_dir: Path, three_runs: list) ->
 def test_scan_of_hundreds_of_runs_is_cheap(runs_dir: Path, monkeypatch) -> None:
     import time
 
-    from engine.rundir import RunDirectory
+    from engine.protocol.rundir import RunDirectory
 
     for i in range(300):
         path = runs_dir / f"run-{i:03d}"
@@ -146,7 +146,7 @@ def test_scan_of_hundreds_of_runs_is_cheap(runs_dir: Path, monkeypatch) -> None:
 
 
 def test_shown_epoch_is_the_epoch_of_the_last_step_done(runs_dir: Path) -> None:
-    from tui.runs_index import RunRow
+    from tui.runs.index import RunRow
 
     row = RunRow("a", "a", "running", "Trainer", "", runs_dir, epoch=0, epochs=12, iter=1,
                  max_iters=192)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from engine.rundir import RunDirectory
+from engine.protocol.rundir import RunDirectory
 from tests.conftest import PYTHON, REPO, engine_env
 from tests.tui.conftest import make_run, plain
-from tui.runs_index import RunRow
+from tui.runs.index import RunRow
 from tui.screens.compare import _best_ap
 from tui.widgets.runs_table import fmt_ap
 

@@ -38,7 +38,7 @@ def test_read_run_curves(three_runs) -> None:
 
 
 def test_a_resume_rewinds_the_curves_to_its_start(three_runs) -> None:
-    from engine.events import EventWriter
+    from engine.protocol.events import EventWriter
 
     run = three_runs[0]  # 10 train iterations, evals at 5 and 10
     with EventWriter(run.events) as events:

@@ -53,7 +53,7 @@ def test_help_lists_each_key_once() -> None:
 
 
 def test_per_class_table_keeps_its_title_on_one_line() -> None:
-    from tui.headless import eval_table, models_table
+    from tui.cli.headless import eval_table, models_table
 
     console = Console(width=80, color_system=None)
     with console.capture() as capture:
@@ -64,7 +64,7 @@ def test_per_class_table_keeps_its_title_on_one_line() -> None:
 
 
 def test_selection_marker_is_not_the_running_glyph(runs_dir: Path) -> None:
-    from tui.runs_index import RunRow
+    from tui.runs.index import RunRow
     from tui.widgets.runs_table import STATUS_STYLE, row_cells
 
     row = RunRow("a", "a", "running", "Trainer", "", runs_dir)

@@ -19,8 +19,8 @@ from engine.models.relationship import write_relationship_json
 from tests.conftest import REPO
 from tests.tui.conftest import make_run, plain, run_pilot, wait_for
 from tests.tui.test_monitor import MonitorHost, loaded
-from tui.runmodel import RunModel
-from tui.semiinfo import read_relationship
+from tui.runs.runmodel import RunModel
+from tui.runs.semiinfo import read_relationship
 from tui.widgets.semi_panel import SemiPanel
 
 COT = REPO / "configs" / "cot" / "cotuning_shapes.yml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from engine.rundir import list_runs
+from engine.protocol.rundir import list_runs
 from tests.conftest import DEMO_CONFIG, REPO, tiny_overrides
 from tests.tui.conftest import make_app, plain, run_pilot, type_text, wait_for
 from tui.screens.error import ErrorScreen

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.eventindex import MAGIC
-from engine.events import EventWriter
-from engine.rundir import RunDirectory
-from tui.eventindex import index_blocks
-from tui.runmodel import RunModel
+from engine.protocol.eventindex import MAGIC
+from engine.protocol.events import EventWriter
+from engine.protocol.rundir import RunDirectory
+from tui.runs.eventindex import index_blocks
+from tui.runs.runmodel import RunModel
 
 
 def write_attempt(run: RunDirectory, first: int, last: int, *, start_iter: int | None = None,

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from textual.widgets import Select
 
-from engine.events import encode, make_event
-from engine.rundir import RunDirectory
+from engine.protocol.events import encode, make_event
+from engine.protocol.rundir import RunDirectory
 from tests.conftest import SEMI_DIR
 from tests.tui.conftest import make_app, make_run, plain, run_pilot, wait_for
 from tests.tui.test_launch_form import _open_form, _status
-from tui.launcher import LaunchSpec
+from tui.process.launcher import LaunchSpec
 from tui.screens import launch as launch_module
 from tui.screens.error import ErrorScreen
 from tui.screens.launch import LaunchScreen

@@ -105,7 +105,7 @@ def test_dettui_outside_the_repo_looks_in_configs_and_takes_configs_option(
         tmp_path: Path) -> None:
     env = engine_env()
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    code = ("from pathlib import Path; from tui.cli import _configs_dirs; "
+    code = ("from pathlib import Path; from tui.cli.main import _configs_dirs; "
             "print(_configs_dirs([]), _configs_dirs([Path('x')]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from engine.events import encode, make_event
-from engine.termtext import printable
+from engine.protocol.events import encode, make_event
+from engine.protocol.termtext import printable
 from tests.tui.conftest import make_app, make_run, plain, run_pilot, wait_for
 
 MESSAGE = ("README.md: not a plain weights file; nothing in it was executed\n"
@@ -38,7 +38,7 @@ def _failed_run(runs: Path):
 
 
 def test_console_summary_and_log_block_keep_their_lines(tmp_path: Path) -> None:
-    from tui.headless import HeadlessWatcher
+    from tui.cli.headless import HeadlessWatcher
 
     run = _failed_run(tmp_path / "runs")
     buffer = io.StringIO()

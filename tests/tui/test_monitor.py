@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from textual.app import App
 
-from engine.errors import RunError
-from engine.events import encode, make_event
-from engine.rundir import RunDirectory
+from engine.protocol.errors import RunError
+from engine.protocol.events import encode, make_event
+from engine.protocol.rundir import RunDirectory
 from tests.tui.conftest import run_pilot, wait_for
-from tui import launcher
+from tui.process import launcher
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.monitor import MonitorScreen

@@ -13,8 +13,8 @@ from typing import Any
 
 from rich.console import Console
 
-from engine.events import encode, make_event
-from engine.rundir import RUN_SCHEMA_VERSION, RunDirectory
+from engine.protocol.events import encode, make_event
+from engine.protocol.rundir import RUN_SCHEMA_VERSION, RunDirectory
 from tests.tui.conftest import make_app, plain, run_pilot, wait_for
 
 
@@ -50,8 +50,8 @@ def _everywhere(tmp_path: Path, run: RunDirectory) -> tuple[str, str, str, str]:
     """What the runs table, ``dettui runs``, the monitor header and its system pane say."""
     from textual.widgets import Static
 
-    from tui.cli import _run_cells
-    from tui.runs_index import RunsIndex
+    from tui.cli.main import _run_cells
+    from tui.runs.index import RunsIndex
     from tui.screens.monitor import MonitorScreen
     from tui.widgets.runs_table import fmt_progress
 
@@ -123,8 +123,8 @@ def test_the_header_says_evaluating_until_the_results_come(tmp_path: Path) -> No
 
 
 def test_attach_and_monitor_put_the_semi_phase_at_the_same_step(tmp_path: Path) -> None:
-    from tui.headless import HeadlessWatcher
-    from tui.semiinfo import phase_line, semi_schedule
+    from tui.cli.headless import HeadlessWatcher
+    from tui.runs.semiinfo import phase_line, semi_schedule
 
     # 12 steps of burn-in: the semi phase starts with step 13; the first semi train event
     # is logged at step 15 (log_iter 5)

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.events import EventWriter, encode, make_event
-from engine.rundir import RunDirectory
+from engine.protocol.events import EventWriter, encode, make_event
+from engine.protocol.rundir import RunDirectory
 from tui.downsample import ema, envelope, minmax_columns, smoothing_alpha
-from tui.eventscan import TrainRows, parse_block
-from tui.filetail import ByteTail, LogTail
-from tui.runmodel import RunModel
+from tui.runs.eventscan import TrainRows, parse_block
+from tui.runs.filetail import ByteTail, LogTail
+from tui.runs.runmodel import RunModel
 
 T0 = 1_735_725_600.0
 

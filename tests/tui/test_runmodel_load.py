@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.events import EventWriter
-from engine.rundir import RunDirectory
-from tui import eventscan, runmodel
-from tui.runmodel import RunModel
+from engine.protocol.events import EventWriter
+from engine.protocol.rundir import RunDirectory
+from tui.runs import eventscan, runmodel
+from tui.runs.runmodel import RunModel
 
 
 def long_run(tmp_path: Path, n: int = 6000) -> RunDirectory:

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from engine.events import read_events
+from engine.protocol.events import read_events
 from tests.conftest import PYTHON, REPO, SEMI_DIR, engine_env, semi_overrides
 from tests.tui.conftest import plain, run_pilot, wait_for
 from tests.tui.test_monitor import MonitorHost, header_text, loaded
-from tui.headless import loss_line
-from tui.runmodel import RunModel
-from tui.semiinfo import phase_changed, phase_line, semi_schedule
+from tui.cli.headless import loss_line
+from tui.runs.runmodel import RunModel
+from tui.runs.semiinfo import phase_changed, phase_line, semi_schedule
 from tui.widgets.curves import CurvePlot
 from tui.widgets.semi_panel import SemiPanel, sparkline
 

@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from engine.events import encode, make_event
-from engine.rundir import RunDirectory
+from engine.protocol.events import encode, make_event
+from engine.protocol.rundir import RunDirectory
 from tests.tui.conftest import tables_settled, wait_for
 from tests.tui.test_monitor import T0, TRACEBACK, MonitorHost, train_lines
 from tui.screens.monitor import MonitorScreen

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from engine.events import encode, make_event
 from engine.models.relationship import relationship_summary
-from engine.rundir import RunDirectory
+from engine.protocol.events import encode, make_event
+from engine.protocol.rundir import RunDirectory
 from tests.tui.conftest import tables_settled, wait_for
 from tests.tui.test_monitor import MonitorHost
 from tui.screens.monitor import MonitorScreen

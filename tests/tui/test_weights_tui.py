@@ -16,13 +16,13 @@ from textual.widgets import Input
 
 from engine.config import load_and_validate
 from engine.models import build_model
-from engine.rundir import RunDirectory
+from engine.protocol.rundir import RunDirectory
 from engine.weightcache import remember
 from engine.weightsource import started_from
 from tests.tui.conftest import make_app, make_run, plain, run_pilot, wait_for
 from tests.tui.test_monitor import MonitorHost, header_text
 from tests.weights_server import WeightsServer
-from tui.launcher import LaunchSpec
+from tui.process.launcher import LaunchSpec
 from tui.screens import launch as launch_module
 from tui.screens.launch import LaunchScreen
 from tui.screens.weights_picker import WeightsPickerScreen

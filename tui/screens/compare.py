@@ -23,11 +23,11 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static
 
 from engine.config.loader import read_yaml_mapping
-from engine.events import METRIC_KEYS
-from engine.rundir import RunDirectory
+from engine.protocol.events import METRIC_KEYS
+from engine.protocol.rundir import RunDirectory
 from engine.weightsource import started_from
-from tui.eventscan import TERM_PREFIX
-from tui.runmodel import RunModel
+from tui.runs.eventscan import TERM_PREFIX
+from tui.runs.runmodel import RunModel
 from tui.safetext import safe_text
 from tui.widgets.curves import PALETTE, Curve, CurvePlot
 
@@ -70,7 +70,7 @@ def _series(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
 
 def read_run_curves(path: Path) -> RunCurves:
     """Read a run's metadata, resolved config and loss/metric series, with the run
-    monitor's reader (:class:`tui.runmodel.RunModel`: the engine's ``events.idx`` when it
+    monitor's reader (:class:`tui.runs.runmodel.RunModel`: the engine's ``events.idx`` when it
     checks out, else the parallel parser), so a resume's ``start`` event rewinds the series
     to its ``start_iter`` exactly as the monitor shows it."""
     run = RunDirectory(path)

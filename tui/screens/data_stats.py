@@ -24,7 +24,7 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from engine.data.summary import printable
-from engine.errors import UserError
+from engine.protocol.errors import UserError
 
 PROGRESS_STEP = 200
 """Post a progress message every this many images (the check reports every 50)."""

@@ -21,10 +21,10 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from engine.errors import UserError
-from engine.events import decode
-from engine.rundir import EVENTS, STDERR_LOG, RunDirectory
-from engine.safefiles import open_regular
+from engine.protocol.errors import UserError
+from engine.protocol.events import decode
+from engine.protocol.rundir import EVENTS, STDERR_LOG, RunDirectory
+from engine.protocol.safefiles import open_regular
 from tui.safetext import printable, safe_text
 
 # An error event is the last thing a dying engine writes; 256 KiB of tail is plenty.

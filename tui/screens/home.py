@@ -21,11 +21,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from engine.errors import UserError
-from engine.rundir import RunDirectory
-from tui import launcher
-from tui.launcher import LaunchSpec
-from tui.runs_index import UNREADABLE, RunRow, RunsIndex, ScanResult
+from engine.protocol.errors import UserError
+from engine.protocol.rundir import RunDirectory
+from tui.process import launcher
+from tui.process.launcher import LaunchSpec
+from tui.runs.index import UNREADABLE, RunRow, RunsIndex, ScanResult
 from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, note_started, report_run_failure, show_error

@@ -1,12 +1,12 @@
 """The launch form: trainer, weights, eval, determinism, AMP, device, processes, overrides.
 
 The form is re-validated (in a thread, debounced) on every change with the same validator
-the engine uses (``tui.launcher.validate_spec``, no torch), so a bad key or a missing
+the engine uses (``tui.process.launcher.validate_spec``, no torch), so a bad key or a missing
 weights file shows inline before anything starts. ``ctrl+s`` (or enter in a text field)
 launches the engine detached and dismisses with ``(RunDirectory, Popen)``.
 
 The fields follow the trainer the config (and the trainer choice) runs, read as the
-validation runs (``tui.launcher.config_facts``): a semi-supervised trainer shows the
+validation runs (``tui.process.launcher.config_facts``): a semi-supervised trainer shows the
 teacher and student weights and the unlabeled set (its folder prefilled from
 ``UnsupTrainDataset``, overridable); co-tuning asks for the source detector's weights
 (``pretrain_weights``), and the form refuses to launch without them, naming the key.
@@ -33,13 +33,13 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from engine.errors import ConfigError, UserError
 from engine.precision import amp_ignored_before_start
-from engine.rundir import RunDirectory
+from engine.protocol.errors import ConfigError, UserError
+from engine.protocol.rundir import RunDirectory
 from engine.sysinfo import cuda_device_count, gpus, nvml_status
 from engine.trainers.catalogue import TRAINERS
 from engine.weightsource import plan as plan_source
-from tui.launcher import (
+from tui.process.launcher import (
     WEIGHT_KEYS,
     ConfigFacts,
     LaunchSpec,

@@ -1,9 +1,9 @@
 """The run monitor: one run, live. Header with status, progress and ETA; loss curves; AP
 curve and the latest evaluation; the machine; the logs.
 
-Data flow (toolong-style): a thread worker owns a :class:`~tui.runmodel.RunModel` and the
+Data flow (toolong-style): a thread worker owns a :class:`~tui.runs.runmodel.RunModel` and the
 log tails. It reads only new bytes, four times a second, and posts an immutable
-:class:`~tui.runmodel.RunSnapshot` (``Updated``, replaceable: a newer one supersedes a
+:class:`~tui.runs.runmodel.RunSnapshot` (``Updated``, replaceable: a newer one supersedes a
 queued one) and batches of log lines (``LogLines``, which can't be dropped, so the worker
 holds new lines back until the screen has taken the previous batch). The screen owns the
 snapshot and passes it down; plots are rebuilt at most every ``PLOT_INTERVAL`` seconds,
@@ -35,13 +35,13 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
-from engine.errors import UserError
-from engine.events import skipped_summary
-from engine.rundir import ACTIVE, RunDirectory
-from tui import launcher
-from tui.eventscan import TERM_PREFIX
-from tui.filetail import LogTail
-from tui.runmodel import RunModel, RunSnapshot
+from engine.protocol.errors import UserError
+from engine.protocol.events import skipped_summary
+from engine.protocol.rundir import ACTIVE, RunDirectory
+from tui.process import launcher
+from tui.runs.eventscan import TERM_PREFIX
+from tui.runs.filetail import LogTail
+from tui.runs.runmodel import RunModel, RunSnapshot
 from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, ErrorScreen, note_started, report_run_failure

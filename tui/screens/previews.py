@@ -28,7 +28,7 @@ from textual_image.widget import Image as AutoImage
 
 from engine.data.images import IMAGE_ERRORS
 from engine.previews import preview_epochs
-from engine.safefiles import read_regular
+from engine.protocol.safefiles import read_regular
 from tui.safetext import safe_text
 
 __all__ = ["PreviewScreen", "load_preview"]

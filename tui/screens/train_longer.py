@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from tui.progress import RunProgress
+from tui.runs.progress import RunProgress
 from tui.safetext import safe_text
 
 __all__ = ["TrainLongerScreen", "nothing_left_to_train"]

@@ -31,8 +31,8 @@ from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from engine.config.loader import load_config, read_yaml_mapping
-from engine.errors import UserError
-from engine.rundir import RunDirectory, scan_runs
+from engine.protocol.errors import UserError
+from engine.protocol.rundir import RunDirectory, scan_runs
 from engine.weightcache import cache_entries
 from engine.weightsource import torch_hub_checkpoints
 from tui.safetext import safe_text

@@ -34,7 +34,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from engine.termtext import printable
+from engine.protocol.termtext import printable
 from tui.downsample import ema, envelope, minmax_columns, nice_ticks, si_label, smoothing_alpha
 
 __all__ = ["Curve", "CurvePlot", "PALETTE"]

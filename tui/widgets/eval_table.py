@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from engine.events import METRIC_KEYS
+from engine.protocol.events import METRIC_KEYS
 from tui.safetext import safe_text
 
 __all__ = ["EvalTable", "MODEL_ORDER", "format_ap"]

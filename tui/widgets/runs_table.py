@@ -27,7 +27,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
-from tui.runs_index import SORT_KEYS, SORT_LABELS, RunRow, view_rows
+from tui.runs.index import SORT_KEYS, SORT_LABELS, RunRow, view_rows
 from tui.safetext import safe_text
 
 RunActionName = Literal["open", "resume", "stop", "delete", "error"]
@@ -175,7 +175,7 @@ class RunsTable(DataTable[object]):
     ]
 
     sort_key: reactive[str] = reactive("created", init=False)
-    """Column the rows are sorted by (one of ``tui.runs_index.SORT_KEYS``)."""
+    """Column the rows are sorted by (one of ``tui.runs.index.SORT_KEYS``)."""
     sort_reverse: reactive[bool] = reactive(True, init=False)
     """Descending order (newest / largest first)."""
     filter_text: reactive[str] = reactive("", init=False)

@@ -24,10 +24,10 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from tui.downsample import minmax_columns
-from tui.eventscan import STATS_PREFIX
-from tui.runmodel import RunSnapshot
+from tui.runs.eventscan import STATS_PREFIX
+from tui.runs.runmodel import RunSnapshot
+from tui.runs.semiinfo import Relationship, phase_line, semi_schedule, stat_label
 from tui.safetext import safe_text
-from tui.semiinfo import Relationship, phase_line, semi_schedule, stat_label
 
 __all__ = ["SemiPanel", "pseudo_summary", "run_kind", "sparkline", "strip_text"]
 

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.widgets import Sparkline, Static
 
-from engine.rundir import ACTIVE
+from engine.protocol.rundir import ACTIVE
 from tui.safetext import safe_text
 
 __all__ = ["GpuBlock", "MetricRow", "SystemPanel"]

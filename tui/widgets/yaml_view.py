@@ -24,8 +24,8 @@ from textual.widgets import Static
 
 from engine.config import load_config
 from engine.config.loader import MAX_CONFIG_BYTES, LoadedConfig, Source
-from engine.errors import UserError
-from engine.safefiles import RefusedFile, read_regular
+from engine.protocol.errors import UserError
+from engine.protocol.safefiles import RefusedFile, read_regular
 from tui.safetext import printable, safe_text
 
 SYNTAX_THEME = "ansi_dark"

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunError
-from engine.safefiles import RefusedFile, read_regular
+from engine.protocol.errors import RunError
+from engine.protocol.safefiles import RefusedFile, read_regular
 
 __all__ = ["MAX_RUN_JSON_BYTES", "check_meta", "read_run_json"]
 

@@ -43,7 +43,7 @@ Conventions (every reader follows them):
   belongs to (the training loop's counter, as in PaddleDetection). Everything shown to
   people counts from 1 and adds 1 to it: ``train.log`` (``Epoch: [1/12]``), the console,
   the TUI, and ``run.json`` (``best.epoch`` and ``progress.epoch`` are 1-based; see
-  ``engine.rundir``). ``epoch 12/12`` is the last epoch of a 12-epoch run.
+  ``engine.protocol.rundir``). ``epoch 12/12`` is the last epoch of a 12-epoch run.
 * AP values are fractions on the 0-1 scale here and everywhere they are shown (3
   decimals, labelled "AP": ``best AP 0.814``), never percentages.
 * A resumed or restarted run appends to the same file: each attempt begins with a
@@ -61,10 +61,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunError
-from engine.eventindex import EventIndexWriter
-from engine.rundir import append_whole, open_run_file
-from engine.safefiles import RefusedFile, open_regular
+from engine.protocol.errors import RunError
+from engine.protocol.eventindex import EventIndexWriter
+from engine.protocol.rundir import append_whole, open_run_file
+from engine.protocol.safefiles import RefusedFile, open_regular
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("start", "train", "eval", "system", "checkpoint", "status", "error", "log",
@@ -253,8 +253,8 @@ def more_skipped(more: int) -> str:
 class EventWriter:
     """Appends events to ``events.jsonl``, one whole line each, written at once (no buffer
     to flush). A line that does not fit (a full disk, a file size limit) is not left half
-    written: the write raises :class:`~engine.errors.DiskFull` and the file ends with the
-    last whole line (:func:`engine.rundir.append_whole`)."""
+    written: the write raises :class:`~engine.protocol.errors.DiskFull` and the file ends with the
+    last whole line (:func:`engine.protocol.rundir.append_whole`)."""
 
     def __init__(self, path: str | Path, index: str | Path | None = None):
         self.path = Path(path)
@@ -268,7 +268,7 @@ class EventWriter:
         self._file = open_run_file(self.path, "ab", buffering=0)
         if needs_newline:
             append_whole(self._file, b"\n", self.path)
-        # ``events.idx`` (engine.eventindex), kept by the engine's one writer only: a second
+        # ``events.idx`` (protocol.eventindex), kept by the engine's one writer only: a second
         # writer's lines are not indexed, and readers parse them from this file.
         self._index = EventIndexWriter(index) if index is not None else None
 

@@ -4,7 +4,7 @@ writes (stdlib only).
 Reading a long run's curves from ``events.jsonl`` means parsing hundreds of megabytes of
 JSON; this index holds, for every event, where its line is and, for train events, the
 numbers the curves need, as fixed-width float64 records that numpy reads in one call
-(:mod:`tui.eventindex`). It is only a speed-up: ``events.jsonl`` stays the record, and a
+(:mod:`tui.runs.eventindex`). It is only a speed-up: ``events.jsonl`` stays the record, and a
 reader checks the index against it and falls back to parsing the lines wherever the index
 is missing, behind, torn or does not match.
 
@@ -31,7 +31,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from engine.safefiles import open_append, open_regular
+from engine.protocol.safefiles import open_append, open_regular
 
 __all__ = ["HEADER_TAG", "INDEX_FIELDS", "MAGIC", "OTHER_CODE", "STATS_PREFIX", "TERM_PREFIX",
            "TYPE_CODES", "EventIndexWriter", "index_value"]

@@ -4,7 +4,7 @@ No Textual here (and no torch): :class:`RunModel` is a plain object that a worke
 drives with :meth:`RunModel.poll`; the screen gets immutable :class:`RunSnapshot` copies.
 
 * ``events.jsonl`` is read from a byte offset, only new bytes, whole lines only (a partial
-  last line waits for its newline), in blocks parsed by :mod:`tui.eventscan`.
+  last line waits for its newline), in blocks parsed by :mod:`tui.runs.eventscan`.
 * Train series live in growable float64 columns (8 bytes a value: a million events with
   three loss terms take ~64 MB). A snapshot holds views of them; appends never touch a
   byte a view can see, and a rewind (a resume) copies, so a snapshot never changes.
@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import RunError
-from engine.events import LONG_LINE, SKIPPED_SHOWN, skipped_line
-from engine.rundir import RunDirectory
-from engine.safefiles import open_regular
-from tui.eventindex import index_blocks
-from tui.eventscan import (
+from engine.protocol.errors import RunError
+from engine.protocol.events import LONG_LINE, SKIPPED_SHOWN, skipped_line
+from engine.protocol.rundir import RunDirectory
+from engine.protocol.safefiles import open_regular
+from tui.runs.eventindex import index_blocks
+from tui.runs.eventscan import (
     STATS_PREFIX,
     TERM_PREFIX,
     TRAIN_FIELDS,
@@ -41,8 +41,8 @@ from tui.eventscan import (
     parse_block,
     scan_parallel,
 )
-from tui.filetail import ByteTail
-from tui.semiinfo import Relationship, read_relationship
+from tui.runs.filetail import ByteTail
+from tui.runs.semiinfo import Relationship, read_relationship
 
 __all__ = ["ApSeries", "Column", "RunModel", "RunSnapshot", "SystemHistory", "TrainHistory"]
 
@@ -225,10 +225,11 @@ class RunSnapshot:
     skipped: int = 0
     """Lines of events.jsonl skipped (unparsable, a value no reader can use, overlong)..."""
     skipped_shown: tuple[str, ...] = ()
-    """...the first few of them, named (:func:`engine.events.skipped_line`)."""
+    """...the first few of them, named (:func:`engine.protocol.events.skipped_line`)."""
     evaluating: dict[str, Any] | None = None
     """The ``eval_start`` event of the evaluation under way, if one is (see
-    :func:`tui.progress.evaluating_text`); None once its results, a later step or an end came."""
+    :func:`tui.runs.progress.evaluating_text`); None once its results, a later step or an end
+    came."""
 
     @property
     def loading(self) -> bool:
@@ -357,7 +358,7 @@ class RunModel:
                      cancelled: Callable[[], bool] = lambda: False,
                      on_block: Callable[[], None] = lambda: None) -> str | None:
         """Read the history there is now on several cores (see
-        :func:`tui.eventscan.scan_parallel`); small files are just polled. ``on_block`` is
+        :func:`tui.runs.eventscan.scan_parallel`); small files are just polled. ``on_block`` is
         called after each block is ingested (to post progress). Afterwards, :meth:`poll`
         carries on from where this stopped. Returns a warning for the user, if any (a
         helper process failed: its part was read here instead)."""

@@ -20,15 +20,18 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from engine.errors import EXIT_USER_ERROR, RunError, UserError
-from engine.rundir import RUNS_DIR_ENV
-from engine.safefiles import RefusedFile, open_regular
-from engine.termtext import printable
+from engine.protocol.errors import EXIT_USER_ERROR, RunError, UserError
+from engine.protocol.rundir import RUNS_DIR_ENV
+from engine.protocol.safefiles import RefusedFile, open_regular
+from engine.protocol.termtext import printable
 from engine.trainers.catalogue import TRAINERS
-from tui.cli_help import FlagHelpGroup
-from tui.cli_trackers import OptionalValueCommand, Tensorboard, Wandb, export
-from tui.cli_weights import Offline, prefetch, set_offline
-from tui.cli_weights import register as register_weights
+from tui.cli.common import Overrides, run_engine
+from tui.cli.data import data_app
+from tui.cli.data import register as register_data
+from tui.cli.help import FlagHelpGroup
+from tui.cli.trackers import OptionalValueCommand, Tensorboard, Wandb, export
+from tui.cli.weights import Offline, prefetch, set_offline
+from tui.cli.weights import register as register_weights
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,20 +45,10 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-data_app = typer.Typer(help="Datasets: generate the built-in synthetic shapes dataset, split "
-                            "a COCO file into labeled and unlabeled parts, import Pascal VOC "
-                            "or YOLO labels, check a config's datasets.",
-                       no_args_is_help=True, cls=FlagHelpGroup)
-app.add_typer(data_app, name="data")
-import_app = typer.Typer(help="Write one COCO json for a Pascal VOC or YOLO dataset (images "
-                              "stay where they are, named by absolute path) and report what "
-                              "it holds.", no_args_is_help=True, cls=FlagHelpGroup)
-data_app.add_typer(import_app, name="import")
+app.add_typer(data_app, name="data")  # tui/cli/data.py: dettui data shapes|split|import|check
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV,
                                        help="Folder of run directories.")]
-Overrides = Annotated[list[str], typer.Option(
-    "-o", "--opt", help="Override a config key: key.sub.leaf=value (YAML value); repeatable.")]
 DEFAULT_RUNS = Path("runs")
 TRAINER_HELP = ("config (whatever the config selects), or one of: "
                 + "; ".join(t.summary() for t in TRAINERS)
@@ -206,7 +199,7 @@ def run(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Start a training run: the TUI's launch form, or --headless on a server."""
-    from tui.launcher import WEIGHT_KEYS, LaunchSpec, launch, run_worker_node, validate_spec
+    from tui.process.launcher import WEIGHT_KEYS, LaunchSpec, launch, run_worker_node, validate_spec
 
     set_offline(offline)
     spec = LaunchSpec(config=config, overrides=list(opt), runs_dir=runs_dir, name=name,
@@ -219,8 +212,8 @@ def run(
         raise UserError("--submit goes with --slurm (it submits the sbatch script)",
                         key="--submit")
     if slurm:
-        from tui.slurm import submit as sbatch_submit
-        from tui.slurm import write_sbatch
+        from tui.process.slurm import submit as sbatch_submit
+        from tui.process.slurm import write_sbatch
 
         path, run_id = write_sbatch(spec, sbatch_options=list(sbatch))
         if submit:
@@ -265,7 +258,7 @@ def _say_generation(spec: Any) -> None:
     """Say where the shapes dataset is about to be generated (``synthesize``), before the
     engine starts writing it (a bad config is reported by the launch itself)."""
     from engine.config import load_and_validate
-    from tui.launcher import generation_notes
+    from tui.process.launcher import generation_notes
 
     try:
         notes = generation_notes(load_and_validate(spec.config, spec.all_overrides())[1],
@@ -279,7 +272,7 @@ def _say_generation(spec: Any) -> None:
 def _joins_as_worker(spec: Any) -> bool:
     """Whether this machine is a node other than 0 (``--node-rank``, or ``NODE_RANK`` under
     ``fleet: true``)."""
-    from tui.launcher import resolve_rendezvous, validate_spec
+    from tui.process.launcher import resolve_rendezvous, validate_spec
 
     try:
         return resolve_rendezvous(spec, validate_spec(spec)).node_rank > 0
@@ -292,7 +285,7 @@ def _launch_and_watch(start: Callable[[], tuple[Any, subprocess.Popen]]) -> None
     and SIGHUP (a job runner, a closed terminal) stop it cleanly, like Ctrl-C, even when
     they come while it starts: the engine lives in its own session and would otherwise
     train on unwatched."""
-    from tui.headless import HeadlessWatcher, StopSignals
+    from tui.cli.headless import HeadlessWatcher, StopSignals
 
     with StopSignals() as signals:
         run_dir, proc = start()
@@ -316,9 +309,9 @@ def resume(
     """Resume a past run in place: same id, same config, newest good checkpoint. A
     finished run has nothing left: it is said so and nothing starts (-o epoch=N trains
     it longer)."""
+    from engine.protocol.rundir import resolve_run
     from engine.resumable import training_left
-    from engine.rundir import resolve_run
-    from tui import launcher
+    from tui.process import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
     left = training_left(run_dir, opt)
@@ -341,8 +334,8 @@ def attach(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Follow a run in the console (its whole history, then live). Ctrl-C detaches."""
-    from engine.rundir import resolve_run
-    from tui.headless import HeadlessWatcher
+    from engine.protocol.rundir import resolve_run
+    from tui.cli.headless import HeadlessWatcher
 
     run_dir = resolve_run(runs_dir, run_ref)
     try:
@@ -361,8 +354,8 @@ def stop(
 ) -> None:
     """Stop a run gracefully: finish the step, write a checkpoint, exit (interrupted).
     A SLURM job (run --slurm) is cancelled with scancel, which signals every rank."""
-    from engine.rundir import resolve_run
-    from tui import launcher
+    from engine.protocol.rundir import resolve_run
+    from tui.process import launcher
 
     run_dir = resolve_run(runs_dir, run_ref)
     stopped = launcher.stop(run_dir)  # a pid not provably this run's: RunError, exit 2
@@ -389,7 +382,7 @@ def runs(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """List runs, newest first."""
-    from engine.rundir import scan_runs
+    from engine.protocol.rundir import scan_runs
 
     metas, unreadable = scan_runs(runs_dir)
     for name, reason in unreadable:  # one bad run.json hides nothing: say which, and why
@@ -444,8 +437,8 @@ def runs_table(metas: list[dict], width: int) -> tuple[Any, list[str]]:
 def _run_cells(meta: dict) -> list[Any]:
     from rich.text import Text
 
-    from engine.rundir import run_duration
-    from tui.progress import RunProgress
+    from engine.protocol.rundir import run_duration
+    from tui.runs.progress import RunProgress
     from tui.safetext import safe_text
 
     # the rule the TUI's runs table and monitor use too
@@ -487,7 +480,7 @@ def logs(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Print a run's train.log (or stderr.log)."""
-    from engine.rundir import resolve_run
+    from engine.protocol.rundir import resolve_run
     from tui.safetext import log_line
 
     run_dir = resolve_run(runs_dir, run_ref)
@@ -530,12 +523,6 @@ def chunk_pending(path: Path, pos: int) -> bool:
     return path.exists() and path.stat().st_size > pos
 
 
-def _engine(args: list[str]) -> None:
-    """Run ``python -m engine ARGS`` in the foreground and exit with its code."""
-    code = subprocess.call([sys.executable, "-m", "engine", *args])
-    raise typer.Exit(code)
-
-
 @app.command("eval")
 @user_errors
 def eval_cmd(
@@ -557,7 +544,7 @@ def eval_cmd(
         args += ["-o", o]
     if json_out:
         args += ["--json", str(json_out)]
-    _engine(args)
+    run_engine(args)
 
 
 @app.command()
@@ -582,171 +569,9 @@ def infer(
             "--score-thresh", str(score_thresh), *[str(i) for i in images]]
     for o in opt:
         args += ["-o", o]
-    _engine(args)
+    run_engine(args)
 
 
-app.command("export")(user_errors(export))  # tui/cli_trackers.py
-register_weights(app, user_errors)  # tui/cli_weights.py: dettui weights list|get|verify|rm
-
-
-@data_app.command("shapes")
-@user_errors
-def data_shapes(
-    out: Annotated[Path, typer.Argument(help="Output folder.")],
-    train: Annotated[int, typer.Option("--train", help="Training images.")] = 600,
-    val: Annotated[int, typer.Option("--val", help="Validation images.")] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (deterministic).")] = 0,
-    image_size: Annotated[int, typer.Option("--image-size", help="Image side, pixels.")
-                          ] = 160,
-    classes: Annotated[str | None, typer.Option(
-        "--classes", help="Shape kinds to draw, comma-separated, in label order (default "
-                          "circle,square,triangle,cross; also ellipse, ring, diamond, "
-                          "hexagon, star, frame, x).")] = None,
-) -> None:
-    """Write the synthetic shapes dataset (COCO json + PNGs) to OUT."""
-    if train < 1 or val < 0 or image_size < 32:
-        raise UserError(f"--train must be >= 1, --val >= 0 and --image-size >= 32 "
-                        f"(got {train}, {val}, {image_size})")
-    kinds = ["--classes", classes] if classes is not None else []
-    _engine(["shapes", str(out), "--train", str(train), "--val", str(val), "--seed", str(seed),
-             "--image-size", str(image_size), *kinds])
-
-
-@data_app.command("split")
-@user_errors
-def data_split(
-    annotations: Annotated[Path, typer.Argument(help="COCO annotation json to split.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for labeled.json and "
-                                                    "unlabeled.json (created if needed).")],
-    percent: Annotated[float, typer.Option(
-        "--percent", help="Percentage of the images that keep their annotations, between 0 "
-                          "and 100.")] = 10.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the draw: the same file, "
-                                                     "percent and seed give the same split.")
-                    ] = 1,
-) -> None:
-    """Split a COCO file for semi-supervised training (PaddleDetection's semi split):
-    labeled.json keeps PERCENT % of the images and their annotations, unlabeled.json lists
-    the rest without annotations."""
-    from engine.data.split import write_split  # stdlib only
-    from engine.data.summary import plural
-
-    labeled, unlabeled, counts = write_split(annotations, percent, seed, out)
-    typer.echo(f"{annotations}: {plural(counts.images, 'image')}, split {percent:g}% labeled "
-               f"(seed {seed})")
-    typer.echo(f"  labeled:   {plural(counts.labeled_images, 'image')}, "
-               f"{plural(counts.labeled_boxes, 'annotation')} -> {labeled}")
-    typer.echo(f"  unlabeled: {plural(counts.unlabeled_images, 'image')}, no annotations "
-               f"({counts.unlabeled_boxes_dropped} dropped) -> {unlabeled}")
-
-
-# The splits whose json is evaluated on: the import's snippet puts them under EvalDataset.
-EVAL_SPLITS = ("val", "valid", "validation", "minival", "test")
-
-
-def _report_import(coco: dict, summary: Any, out: Path, split: str | None) -> None:
-    from engine.data.cocobuild import write_coco_json
-    from engine.data.summary import plural
-
-    for line in summary.lines():
-        typer.echo(line)
-    write_coco_json(out, coco)
-    folder = out.resolve().parent
-    section = "EvalDataset" if split in EVAL_SPLITS else "TrainDataset"
-    typer.echo(f"wrote {out} ({plural(len(coco['images']), 'image')}, "
-               f"{plural(len(coco['annotations']), 'annotation')}); use it in a config:")
-    # Runs as printed: the launcher, `data check` and the engine need image_dir only for
-    # relative file names (engine.data.sources.check_image_folder).
-    typer.echo(f"  num_classes: {len(coco['categories'])}\n  {section}:\n"
-               f"    name: COCODataSet\n    dataset_dir: {json.dumps(str(folder))}\n"
-               f"    anno_path: {json.dumps(out.name)}\n"
-               "    # image_dir is not used: the json names every image by absolute path")
-
-
-@import_app.command("voc")
-@user_errors
-def import_voc_cmd(
-    paths: Annotated[list[Path], typer.Argument(
-        metavar="[SRC] OUT.json", help="SRC: a Pascal VOC folder (JPEGImages/, Annotations/, "
-                                       "ImageSets/Main/); leave it out with --images and "
-                                       "--annotations. OUT.json: the COCO file to write.")],
-    split: Annotated[str | None, typer.Option(
-        "--split", help="Import the images of ImageSets/Main/NAME.txt (e.g. train, val, "
-                        "trainval); default: every image in JPEGImages/.")] = None,
-    images: Annotated[Path | None, typer.Option(
-        "--images", help="Any folder of images (instead of SRC) ...")] = None,
-    annotations: Annotated[Path | None, typer.Option(
-        "--annotations", help="... with a folder of VOC XML files, matched by file name.")
-    ] = None,
-    classes: Annotated[Path | None, typer.Option(
-        "--classes", help="Class names, one per line, in this order (PaddleDetection's "
-                          "label_list); default: every name found, sorted.")] = None,
-) -> None:
-    """Pascal VOC XML -> one COCO json. difficult objects become iscrowd: 1 (training and
-    COCO eval ignore them); boxes outside the image are clipped or dropped and counted."""
-    from engine.data.voc import import_voc
-
-    folders = images is not None or annotations is not None
-    if len(paths) != (1 if folders else 2):
-        raise UserError("give SRC and OUT.json, or OUT.json with --images DIR --annotations "
-                        f"DIR (got {len(paths)} paths: {' '.join(map(str, paths))})")
-    out = paths[-1]
-    coco, summary = import_voc(None if folders else paths[0], split=split, images=images,
-                               annotations=annotations, classes=classes)
-    _report_import(coco, summary, out, split)
-
-
-@import_app.command("yolo")
-@user_errors
-def import_yolo_cmd(
-    src: Annotated[Path, typer.Argument(
-        help="An Ultralytics data.yaml (or its folder), or a folder with images/ + labels/ "
-             "(and classes.txt).")],
-    out: Annotated[Path, typer.Argument(metavar="OUT.json", help="The COCO file to write.")],
-    split: Annotated[str | None, typer.Option(
-        "--split", help="Which split: train, val or test (the data.yaml key, or "
-                        "images/SPLIT/); default train, one split per json.")] = None,
-) -> None:
-    """YOLO txt labels -> one COCO json of one split (train unless --split says otherwise).
-    A missing or empty label file is an image without boxes; boxes outside the image are
-    clipped or dropped and counted."""
-    from engine.data.yolo import import_yolo, yolo_splits
-
-    coco, summary = import_yolo(src, split or "train")
-    if split is None:  # one split per json: say which, and how to get the others
-        others = [s for s in yolo_splits(src) if s != "train"]
-        typer.echo("imported the train split only" + (
-            f"; this dataset also has {', '.join(others)}: import "
-            + " / ".join(f"--split {s}" for s in others) + " into another json"
-            if others else ""))
-    _report_import(coco, summary, out, split)
-
-
-@data_app.command("check")
-@user_errors
-def data_check(
-    config: Annotated[Path, typer.Argument(help="YAML config (with _BASE_ inheritance).")],
-    opt: Overrides = [],
-    decode: Annotated[bool, typer.Option(
-        "--decode", help="Also decode every image fully (slow; finds files cut short after "
-                         "their header).")] = False,
-) -> None:
-    """Statistics of the config's TrainDataset, EvalDataset (and UnsupTrainDataset): images,
-    boxes per class, boxes dropped and why, images without boxes. Opens every image file;
-    exits 2 naming the first broken one."""
-    from engine.config import load_and_validate
-    from engine.data.check import iter_check_config
-
-    _, cfg = load_and_validate(config, opt)
-    images = 0
-    for summary in iter_check_config(cfg, decode=decode):
-        for line in summary.lines():
-            typer.echo(line)
-        images += summary.images
-    from engine.data.summary import plural
-
-    typer.echo(f"ok: {plural(images, 'image')} checked" + (" and decoded" if decode else ""))
-
-
-if __name__ == "__main__":
-    app()
+app.command("export")(user_errors(export))  # tui/cli/trackers.py
+register_weights(app, user_errors)  # tui/cli/weights.py: dettui weights list|get|verify|rm
+register_data(user_errors)

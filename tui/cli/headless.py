@@ -32,13 +32,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from engine.errors import RunError
-from engine.events import METRIC_KEYS, EventTail, more_skipped
-from engine.ownership import engine_pid
-from engine.rundir import ACTIVE, RunDirectory, pid_alive, run_duration
-from tui.progress import evaluating_text
+from engine.protocol.errors import RunError
+from engine.protocol.events import METRIC_KEYS, EventTail, more_skipped
+from engine.protocol.ownership import engine_pid
+from engine.protocol.rundir import ACTIVE, RunDirectory, pid_alive, run_duration
+from tui.runs.progress import evaluating_text
+from tui.runs.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 from tui.safetext import printable, safe_markup, safe_text
-from tui.semiinfo import phase_changed, phase_line, semi_schedule, stat_label
 
 EXIT_BY_STATUS = {"finished": 0, "failed": 1, "interrupted": 130}
 POLL_SECONDS = 0.25
@@ -339,7 +339,7 @@ class HeadlessWatcher:
         self.stop_sent += 1
         if self.proc is not None:
             pid = self.proc.pid if self.proc.poll() is None else None  # our own child
-        else:  # never on run.json's word alone (see engine.ownership)
+        else:  # never on run.json's word alone (see engine.protocol.ownership)
             try:
                 pid = engine_pid(self.run.path, self.run.read_meta())
             except RunError as exc:

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.errors import WeightsError
-from engine.rundir import RUNS_DIR_ENV, scan_runs
-from engine.termtext import printable
+from engine.protocol.errors import WeightsError
+from engine.protocol.rundir import RUNS_DIR_ENV, scan_runs
+from engine.protocol.termtext import printable
 from engine.weightcache import cache_entries, forget, load_index, remember
 from engine.weightsource import (
     FORMS,

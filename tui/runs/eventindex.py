@@ -1,10 +1,10 @@
-"""Reading a run's history through ``events.idx`` (:mod:`engine.eventindex`), no torch.
+"""Reading a run's history through ``events.idx`` (:mod:`engine.protocol.eventindex`), no torch.
 
 The train curves come straight out of the index (numpy views of its float64 rows); of the
 other events only those the monitor keeps are read from ``events.jsonl`` (every eval, start,
 checkpoint, status and error event; the last ``keep_system`` system events), each by its
-offset. The result is the same :class:`tui.eventscan.Block` stream that parsing the whole
-file gives, so :class:`tui.runmodel.RunModel` ingests it unchanged.
+offset. The result is the same :class:`tui.runs.eventscan.Block` stream that parsing the whole
+file gives, so :class:`tui.runs.runmodel.RunModel` ingests it unchanged.
 
 The index is trusted only as far as it checks out against ``events.jsonl``: its records must
 point at ascending, non-overlapping lines of the file; every event read by offset must be of
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.eventindex import HEADER_TAG, INDEX_FIELDS, MAGIC, OTHER_CODE, TYPE_CODES
-from engine.events import MAX_LINE_BYTES, decode
-from engine.safefiles import open_regular
-from tui.eventscan import NESTED_SERIES, Block, TrainRows, TrainTemplate, parse_block
+from engine.protocol.eventindex import HEADER_TAG, INDEX_FIELDS, MAGIC, OTHER_CODE, TYPE_CODES
+from engine.protocol.events import MAX_LINE_BYTES, decode
+from engine.protocol.safefiles import open_regular
+from tui.runs.eventscan import NESTED_SERIES, Block, TrainRows, TrainTemplate, parse_block
 
 __all__ = ["index_blocks"]
 

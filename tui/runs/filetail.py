@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.errors import RunError
-from engine.events import MAX_LINE_BYTES
-from engine.safefiles import RefusedFile, open_regular
+from engine.protocol.errors import RunError
+from engine.protocol.events import MAX_LINE_BYTES
+from engine.protocol.safefiles import RefusedFile, open_regular
 
 __all__ = ["ByteTail", "LogTail"]
 
@@ -21,9 +21,9 @@ __all__ = ["ByteTail", "LogTail"]
 class ByteTail:
     """New complete lines of a growing file, as bytes, from a byte offset.
 
-    Same contract as :class:`engine.events.EventTail` (a partial last line waits until its
+    Same contract as :class:`engine.protocol.events.EventTail` (a partial last line waits until its
     newline arrives: the offset only moves past complete lines, so it is read again next
-    time) but it hands out raw bytes, which :mod:`tui.eventscan` parses much faster than
+    time) but it hands out raw bytes, which :mod:`tui.runs.eventscan` parses much faster than
     line-by-line JSON. A file that shrinks was replaced: the tail starts over and
     :attr:`restarted` says so.
 

@@ -6,7 +6,7 @@ take many seconds to open. Train events are written by one writer with one key o
 single regular expression that pulls every wanted number out of a whole block in one C
 call; numpy then parses the captured numbers column by column. Whenever a block does not
 fit the template exactly (a new loss term, a hand-written line, a truncated line...), the
-block is parsed line by line with :func:`engine.events.decode` instead, and the template is
+block is parsed line by line with :func:`engine.protocol.events.decode` instead, and the template is
 re-learned. Either way the result is the same :class:`Block`.
 
 Everything here is pure (bytes in, data out), so it can be tested on its own.
@@ -28,9 +28,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from engine.eventindex import INDEX_FIELDS, STATS_PREFIX, TERM_PREFIX
-from engine.events import FIELD_TYPES, LONG_LINE, MAX_LINE_BYTES, decode, skip_reason
-from engine.safefiles import open_regular
+from engine.protocol.eventindex import INDEX_FIELDS, STATS_PREFIX, TERM_PREFIX
+from engine.protocol.events import FIELD_TYPES, LONG_LINE, MAX_LINE_BYTES, decode, skip_reason
+from engine.protocol.safefiles import open_regular
 
 __all__ = ["Block", "STATS_PREFIX", "ScanWarning", "TRAIN_FIELDS", "TrainRows", "TrainTemplate",
            "iter_range", "line_boundary", "parse_block", "parse_range", "scan_parallel"]
@@ -370,7 +370,7 @@ def scan_parallel(path: str | Path, start: int, end: int, workers: int,
                   block_bytes: int = 8 << 20) -> Iterator[tuple[int, Block]]:
     """Like :func:`iter_range`, with the work shared by ``workers`` processes: this one
     parses the first part (so its blocks arrive progressively) while ``workers - 1`` child
-    processes (``python -m tui.eventscan``) parse the others; their blocks follow in file
+    processes (``python -m tui.runs.eventscan``) parse the others; their blocks follow in file
     order. A child that fails has its part parsed here instead, and the failure is raised
     as a :class:`ScanWarning` *after* every block was delivered, so nothing is lost.
     """
@@ -382,7 +382,7 @@ def scan_parallel(path: str | Path, start: int, end: int, workers: int,
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
-    children = [subprocess.Popen([sys.executable, "-m", "tui.eventscan", str(path), str(lo),
+    children = [subprocess.Popen([sys.executable, "-m", "tui.runs.eventscan", str(path), str(lo),
                                   str(hi)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  env=env) for lo, hi in parts[1:]]
     failures: list[str] = []
@@ -435,14 +435,14 @@ def line_boundary(path: str | Path, offset: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tui.eventscan FILE START END``: pickled blocks on stdout. The run
+    """``python -m tui.runs.eventscan FILE START END``: pickled blocks on stdout. The run
     monitor starts a few of these to read a long history on several cores at once."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3:
-        print("usage: python -m tui.eventscan FILE START END", file=sys.stderr)
+        print("usage: python -m tui.runs.eventscan FILE START END", file=sys.stderr)
         return 2
-    # Pickle instances of tui.eventscan's classes, not of this __main__ module's copies.
-    from tui import eventscan
+    # Pickle instances of tui.runs.eventscan's classes, not of this __main__ module's copies.
+    from tui.runs import eventscan
 
     blocks = eventscan.parse_range(args[0], int(args[1]), int(args[2]))
     sys.stdout.buffer.write(pickle.dumps(blocks, protocol=pickle.HIGHEST_PROTOCOL))

@@ -37,9 +37,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from engine.errors import ConfigError, RunError
-from engine.rundir import check_run_id, slugify
-from tui.launcher import LaunchSpec, train_argv, validate_spec
+from engine.protocol.errors import ConfigError, RunError
+from engine.protocol.rundir import check_run_id, slugify
+from tui.process.launcher import LaunchSpec, train_argv, validate_spec
 
 SIGNAL_LEAD_S = 300  # SIGUSR1 this long before the time limit
 CHECKPOINT_WAIT_S = 240  # the trap waits at most this long for the checkpoint

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.rundir import ACTIVE
+from engine.protocol.rundir import ACTIVE
 
 __all__ = ["RunProgress", "epoch_of", "evaluating_text"]
 

@@ -32,9 +32,9 @@ from engine.config import load_and_validate
 from engine.config.loader import load_config, read_yaml_mapping
 from engine.config.schema import Config, DatasetConfig, UnsupDatasetConfig, trainer_name
 from engine.data.imagefolder import list_image_files
-from engine.errors import ConfigError, DataError, RunError, UserError, WeightsError
-from engine.ownership import engine_pid, plausible_pid, process_start_time
-from engine.rundir import (
+from engine.protocol.errors import ConfigError, DataError, RunError, UserError, WeightsError
+from engine.protocol.ownership import engine_pid, plausible_pid, process_start_time
+from engine.protocol.rundir import (
     ACTIVE,
     RUN_SCHEMA_VERSION,
     RunDirectory,
@@ -42,7 +42,7 @@ from engine.rundir import (
     now_iso,
     open_run_file,
 )
-from engine.runlock import check_not_locked, launching
+from engine.protocol.runlock import check_not_locked, launching
 from engine.sysinfo import cuda_device_count
 from engine.trainers.catalogue import CHOICES, TrainerInfo, by_choice, closest, trainer_for
 from engine.weightsource import check as check_source
@@ -504,7 +504,7 @@ def _remove_unstarted(run: RunDirectory) -> None:
 
 def _record_pid(run: RunDirectory, proc: subprocess.Popen) -> None:
     """The engine's pid, and what proves it later (its start time): ``stop`` and ``resume``
-    never trust a bare pid from run.json (see engine.ownership)."""
+    never trust a bare pid from run.json (see engine.protocol.ownership)."""
     run.update_meta(pid=proc.pid, pgid=proc.pid, pid_started=process_start_time(proc.pid))
 
 
@@ -554,8 +554,8 @@ def weights_meta(cfg: Config, resume: str | None) -> dict:
 
 def one_start_at_a_time(start: Callable[..., subprocess.Popen]
                         ) -> Callable[..., subprocess.Popen]:
-    """Run ``start(run, ...)`` under the run's launch lock (:mod:`engine.runlock`), refusing
-    a run whose engine lock is held (an engine works on it, maybe one started by hand): of
+    """Run ``start(run, ...)`` under the run's launch lock (:mod:`engine.protocol.runlock`),
+    refusing a run whose engine lock is held (an engine works on it, maybe one started by hand): of
     two resumes started at the same instant, the second waits until the first has started
     its engine and recorded its pid, then refuses, naming it."""
 
@@ -638,17 +638,17 @@ def stop(run: RunDirectory, sig: int = signal.SIGINT) -> bool:
     False when the run is not running: its status says it ended, or the process it names
     is gone. Only a process proven to be this run's engine is signalled (status active,
     this host, a pid > 1 started when the run recorded, whose command line names this run
-    folder: see engine.ownership); anything else is refused with a ``RunError`` saying why
+    folder: see engine.protocol.ownership); anything else is refused with a ``RunError`` saying why
     (run.json may have been copied from elsewhere, left stale, or planted). A job of
     ``dettui run --slurm`` (``slurm_job_id``) is cancelled with scancel instead, never
-    signalled by pid: :func:`tui.slurm.cancel`."""
+    signalled by pid: :func:`tui.process.slurm.cancel`."""
     meta = run.read_meta()
     if meta.get("status") not in ACTIVE:
         return False  # it ended (whatever process its pid may name now)
     if plausible_pid(meta.get("pid")) and run.effective_status(meta) not in ACTIVE:
         return False  # its process is gone: it died without saying so
     if meta.get("slurm_job_id") is not None:  # a SLURM job: SLURM signals every rank
-        from tui.slurm import cancel
+        from tui.process.slurm import cancel
 
         return cancel(run.path, meta["slurm_job_id"])
     os.kill(engine_pid(run.path, meta), sig)

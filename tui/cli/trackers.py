@@ -15,8 +15,8 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from engine.rundir import RUNS_DIR_ENV
-from engine.termtext import printable
+from engine.protocol.rundir import RUNS_DIR_ENV
+from engine.protocol.termtext import printable
 
 # Typer renders help as Rich markup: a backslash keeps the brackets of the extras.
 TENSORBOARD_HELP = ("Log every loss term, lr, AP and per-class AP as TensorBoard scalars, live, "
@@ -62,8 +62,8 @@ def export(
 ) -> None:
     """Write a past run's losses, lr, AP and per-class AP (from its events.jsonl) to
     TensorBoard and/or Weights & Biases, as `dettui run --tensorboard/--wandb` does live."""
-    from engine.errors import ConfigError
-    from engine.rundir import resolve_run
+    from engine.protocol.errors import ConfigError
+    from engine.protocol.rundir import resolve_run
     from engine.trackers import export_run, require
 
     if tensorboard is None and not wandb:

@@ -32,8 +32,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.errors import RunError
-from engine.safefiles import RefusedFile, open_append, read_regular
+from engine.protocol.errors import RunError
+from engine.protocol.safefiles import RefusedFile, open_append, read_regular
 
 ENGINE_LOCK = "engine.lock"
 LAUNCH_LOCK = "launch.lock"

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunError
-from engine.events import decode
-from engine.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory, run_duration
-from engine.safefiles import open_regular
-from tui.progress import RunProgress
+from engine.protocol.errors import RunError
+from engine.protocol.events import decode
+from engine.protocol.rundir import ACTIVE, EVENTS, RUN_JSON, RunDirectory, parse_time, run_duration
+from engine.protocol.safefiles import open_regular
+from tui.runs.progress import RunProgress
 
 #: Sortable columns, in the order the sort key cycles through them.
 SORT_KEYS = ("created", "id", "status", "trainer", "config", "progress", "best_ap", "duration")
@@ -33,16 +33,6 @@ UNREADABLE = "unreadable"
 # Bytes read from the end of events.jsonl to find the progress of an active run whose
 # run.json has none yet (one train event is ~400 bytes).
 _TAIL_BYTES = 16_384
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """An ISO-8601 time from run.json, or None when missing or unparsable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -83,7 +73,7 @@ class RunRow:
 
     @property
     def shown(self) -> RunProgress:
-        """Its epoch and iteration, by the rule every front-end shares (tui.progress)."""
+        """Its epoch and iteration, by the rule every front-end shares (tui.runs.progress)."""
         return RunProgress.of(self.status, self.epoch, self.epochs, self.iter, self.max_iters)
 
     @property

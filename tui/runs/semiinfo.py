@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.safefiles import RefusedFile, read_regular
+from engine.protocol.safefiles import RefusedFile, read_regular
 
 __all__ = ["PHASE_NAMES", "Relationship", "phase_changed", "phase_line", "read_relationship",
            "semi_schedule", "stat_label"]

@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from engine.errors import RunError
+from engine.protocol.errors import RunError
 
 __all__ = ["START_TIME_TOLERANCE_S", "engine_pid", "pid_alive", "plausible_pid",
            "process_start_time"]

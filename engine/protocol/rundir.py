@@ -4,24 +4,24 @@
 runs/<run-id>/
   run.json        metadata + live status (atomically rewritten)
   config.yaml     the fully resolved config
-  events.jsonl    append-only events (see engine.events)
-  events.idx      a binary index of events.jsonl with the train curves (engine.eventindex)
+  events.jsonl    append-only events (see engine.protocol.events)
+  events.idx      a binary index of events.jsonl with the train curves (protocol.eventindex)
   train.log       human-readable log lines
   stderr.log      raw stdout/stderr of the engine process(es)
   checkpoints/    last.pt, best.pt, epoch_NNNN.pt
   cot_relationship.json   co-tuning runs only: the learned target -> source class relationship
-  engine.lock     locked by the engine for its whole life: one engine per run (engine.runlock)
+  engine.lock     locked by the engine for its whole life: one engine per run (protocol.runlock)
   launch.lock     locked by a front-end while it starts the run's engine
 ```
 
 stdlib only (psutil, imported on use, for liveness): the engine writes it, the front-ends
 read it. Everything in a run folder is input like any other (it may be copied, hand-edited
-or planted): ``run.json`` is checked as it is read (:mod:`engine.runmeta`), the engine
+or planted): ``run.json`` is checked as it is read (:mod:`engine.protocol.runmeta`), the engine
 never writes through a symbolic link in it (:meth:`RunDirectory.check_writable`,
-:func:`open_run_file`), and a pid from it is never trusted alone (:mod:`engine.ownership`).
+:func:`open_run_file`), and a pid from it is never trusted alone (:mod:`engine.protocol.ownership`).
 
 ``run.json`` fields shown to people follow the product's conventions (see
-``engine.events``): ``best`` is ``{"metric": "AP", "value": 0-1 fraction, "epoch": 1-based,
+``engine.protocol.events``): ``best`` is ``{"metric": "AP", "value": 0-1 fraction, "epoch": 1-based,
 "checkpoint": path}``; ``progress`` is ``{"epoch": 1-based epoch of the last step done,
 "epochs", "iter": steps done, "max_iters", "eta"}`` (rewritten at most every 2 s, and always
 at the end of each epoch and of each attempt); ``started``/``ended`` are the current
@@ -47,9 +47,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from engine.errors import DiskFull, RunError
-from engine.runmeta import read_run_json
-from engine.safefiles import RefusedFile, open_append
+from engine.protocol.errors import DiskFull, RunError
+from engine.protocol.runmeta import read_run_json
+from engine.protocol.safefiles import RefusedFile, open_append
 
 RUN_SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
@@ -76,7 +76,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write via a temp file in the same folder + fsync + os.replace: all or nothing.
     A process killed at any moment leaves the old file or the new one, never a torn one.
     A write that fails for want of space removes the temp file and raises
-    :class:`~engine.errors.DiskFull` naming ``path``; the old file stays as it was."""
+    :class:`~engine.protocol.errors.DiskFull` naming ``path``; the old file stays as it was."""
     path = Path(path)
     tmp: str | None = None
     try:
@@ -103,7 +103,7 @@ def append_whole(file: IO[bytes], data: bytes, path: str | Path) -> None:
     Near a full disk or a file size limit a write is cut short, then the next one fails:
     the bytes that did get in are cut off again (``ftruncate``), so a reader or a resumed
     run never meets half a line. A failure for want of space raises
-    :class:`~engine.errors.DiskFull` naming ``path``; other errors pass through.
+    :class:`~engine.protocol.errors.DiskFull` naming ``path``; other errors pass through.
     One writer per file is assumed (rank 0 alone writes a run folder)."""
     fd = file.fileno()
     done = 0
@@ -163,8 +163,8 @@ def now_iso() -> str:
 
 def pid_alive(pid: object, started: object = None) -> bool:
     """Whether ``pid`` is a plausible pid of a live process (started at ``started`` when
-    that is known): see :func:`engine.ownership.pid_alive`."""
-    from engine.ownership import pid_alive as alive  # psutil: only when needed
+    that is known): see :func:`engine.protocol.ownership.pid_alive`."""
+    from engine.protocol.ownership import pid_alive as alive  # psutil: only when needed
 
     return alive(pid, started)
 
@@ -234,7 +234,7 @@ class RunDirectory:
         return self.run_json.exists()
 
     def read_meta(self) -> dict[str, Any]:
-        """``run.json``, checked (:func:`engine.runmeta.read_run_json`): a ``RunError``
+        """``run.json``, checked (:func:`engine.protocol.runmeta.read_run_json`): a ``RunError``
         names the file and what is wrong with it."""
         try:
             return read_run_json(self.run_json)
@@ -312,7 +312,7 @@ def run_duration(meta: dict[str, Any], now: float | None = None,
     recorded = meta.get("duration_s")
     recorded = (float(recorded) if isinstance(recorded, (int, float))
                 and not isinstance(recorded, bool) and recorded >= 0 else None)
-    started, ended = _parse_iso(meta.get("started")), _parse_iso(meta.get("ended"))
+    started, ended = parse_time(meta.get("started")), parse_time(meta.get("ended"))
     if status == "running" and started is not None and ended is None:
         now = _dt.datetime.now().timestamp() if now is None else now
         return (recorded or 0.0) + max(0.0, now - started.timestamp())
@@ -323,7 +323,9 @@ def run_duration(meta: dict[str, Any], now: float | None = None,
     return None
 
 
-def _parse_iso(value: Any) -> _dt.datetime | None:
+def parse_time(value: Any) -> _dt.datetime | None:
+    """An ISO-8601 time from run.json (``now_iso``'s form), or None when missing or
+    unparsable: the one parser of run times, for the engine and the front-ends."""
     if not isinstance(value, str) or not value:
         return None
     try:
