@@ -18,7 +18,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.protocol.errors import UserError
 from engine.protocol.rundir import resolve_run
-from tui.process.launcher import LaunchSpec
+from tui.process.spec import LaunchSpec
 from tui.screens.error import ErrorReport, show_error
 from tui.screens.help import HelpScreen
 from tui.screens.home import HomeScreen

@@ -19,7 +19,7 @@ import pytest
 from tests.cli.test_cli_errors import assert_user_error
 from tests.conftest import DEMO_CONFIG, REPO, engine_env
 from tests.tui.conftest import make_run
-from tui.process.launcher import check_device
+from tui.process.spec import check_device
 
 LONG_IDS = ["20261127-194059-fcos_tiny_shapes", "20261127-184059-retinanet_tiny_shapes",
             "20261127-174059-faster_rcnn_tiny_shapes-2"]

@@ -150,7 +150,8 @@ def test_fleet_without_rendezvous_is_refused(tmp_path: Path) -> None:
 def test_rendezvous_from_flags_or_environment() -> None:
     from engine.config import load_and_validate
     from engine.protocol.errors import ConfigError
-    from tui.process.launcher import LaunchSpec, engine_argv, resolve_rendezvous
+    from tui.process.launcher import engine_argv
+    from tui.process.spec import LaunchSpec, resolve_rendezvous
 
     _, fleet = load_and_validate(DEMO_CONFIG, ["fleet=true"])
     _, plain = load_and_validate(DEMO_CONFIG, [])

@@ -57,7 +57,7 @@ def test_printed_snippet_runs_as_printed(tmp_path: Path, monkeypatch) -> None:
                          sections["EvalDataset"])
 
     # the launcher's front-end check (CLI and launch form) ...
-    from tui.process.launcher import LaunchSpec, validate_spec
+    from tui.process.spec import LaunchSpec, validate_spec
 
     monkeypatch.chdir(tmp_path)
     validate_spec(LaunchSpec(config=config, runs_dir=tmp_path / "runs"))

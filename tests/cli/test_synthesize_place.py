@@ -14,7 +14,7 @@ import pytest
 from engine.data.sources import SYNTHESIZE_ANYWHERE_ENV
 from engine.protocol.errors import DataError
 from tests.conftest import DEMO_CONFIG, engine_env
-from tui.process.launcher import LaunchSpec, generation_notes, validate_spec
+from tui.process.spec import LaunchSpec, generation_notes, validate_spec
 
 
 def spec(runs: Path, data: str | Path) -> LaunchSpec:

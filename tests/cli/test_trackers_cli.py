@@ -21,7 +21,8 @@ from tests.cli.test_cli_errors import assert_user_error
 from tests.conftest import DEMO_CONFIG, REPO, engine_env, tiny_overrides
 from tests.faults.procs import SMALL, as_opts
 from tui.cli import app
-from tui.process.launcher import LaunchSpec, train_argv
+from tui.process.launcher import train_argv
+from tui.process.spec import LaunchSpec
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
 pytest.importorskip("wandb", reason="the wandb extra is not installed")

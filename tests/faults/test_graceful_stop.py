@@ -67,7 +67,8 @@ def test_signal_stops_after_the_step_with_a_checkpoint(tmp_path: Path,
 
 def test_dettui_stop_stops_a_detached_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                           ) -> None:
-    from tui.process.launcher import LaunchSpec, launch
+    from tui.process.launcher import launch
+    from tui.process.spec import LaunchSpec
 
     monkeypatch.chdir(REPO)
     for key, value in proc_env().items():

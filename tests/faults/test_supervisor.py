@@ -28,7 +28,8 @@ def launch_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def launch(tmp_path: Path, max_restarts: int, *, weights: str | None = None, **kw):
-    from tui.process.launcher import LaunchSpec, launch
+    from tui.process.launcher import launch
+    from tui.process.spec import LaunchSpec
 
     return launch(LaunchSpec(config=DEMO_CONFIG, runs_dir=tmp_path / "runs", eval=False,
                              max_restarts=max_restarts, weights=weights,

@@ -14,7 +14,7 @@ from engine.config.schema.cotuning import cotuning_enabled
 from engine.protocol.errors import ConfigError
 from engine.trainers.catalogue import CHOICES, TRAINERS, TrainerInfo, trainer_for
 from tests.conftest import REPO
-from tui.process.launcher import LaunchSpec, config_facts
+from tui.process.spec import LaunchSpec, config_facts
 from tui.screens.launch import TRAINER_LABELS
 
 SEMI_SECTIONS = ("UnsupTrainDataset: {name: ImageFolder, dataset_dir: unlabeled, "

@@ -24,7 +24,7 @@ from tests.tui.conftest import make_app, make_run, plain, run_pilot, wait_for
 from tests.tui.test_monitor import MonitorHost, loaded, write_semi_run
 from tests.tui.test_monitor_widgets import One
 from tests.tui.test_snapshots_monitor import write_fixed_run
-from tui.process.launcher import LaunchSpec
+from tui.process.spec import LaunchSpec
 from tui.runs.index import RunsIndex
 from tui.screens import launch as launch_module
 from tui.screens.compare import CompareScreen

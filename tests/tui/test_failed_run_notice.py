@@ -16,7 +16,7 @@ from engine.protocol.rundir import RunDirectory
 from tests.conftest import SEMI_DIR
 from tests.tui.conftest import make_app, make_run, plain, run_pilot, wait_for
 from tests.tui.test_launch_form import _open_form, _status
-from tui.process.launcher import LaunchSpec
+from tui.process.spec import LaunchSpec
 from tui.screens import launch as launch_module
 from tui.screens.error import ErrorScreen
 from tui.screens.launch import LaunchScreen

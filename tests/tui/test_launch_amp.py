@@ -10,7 +10,7 @@ import pytest
 
 from engine.precision import amp_ignored, amp_ignored_before_start
 from tests.tui.conftest import make_app, plain, run_pilot, wait_for
-from tui.process.launcher import LaunchSpec
+from tui.process.spec import LaunchSpec
 from tui.screens import launch as launch_module
 from tui.screens.launch import LaunchScreen
 

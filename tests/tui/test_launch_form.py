@@ -13,7 +13,7 @@ from textual.widgets import Input, Select
 from engine.protocol.rundir import RunDirectory
 from engine.sysinfo import GpuStats
 from tests.tui.conftest import make_app, plain, run_pilot, type_text, wait_for
-from tui.process.launcher import LaunchSpec
+from tui.process.spec import LaunchSpec
 from tui.screens import launch as launch_module
 from tui.screens.file_picker import FilePickerScreen
 from tui.screens.home import HomeScreen

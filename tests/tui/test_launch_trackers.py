@@ -9,7 +9,8 @@ import pytest
 
 from tests.tui.conftest import make_app, run_pilot, wait_for
 from tests.tui.test_launch_form import _open_form, no_gpus  # noqa: F401 (autouse)
-from tui.process.launcher import LaunchSpec, train_argv
+from tui.process.launcher import train_argv
+from tui.process.spec import LaunchSpec
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
 pytest.importorskip("wandb", reason="the wandb extra is not installed")

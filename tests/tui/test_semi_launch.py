@@ -12,7 +12,7 @@ from textual.widgets import Input, Label, Select
 from tests.conftest import SEMI_DIR
 from tests.tui.conftest import make_app, plain, run_pilot, wait_for
 from tests.tui.test_launch_form import _open_form, _status, _type_into
-from tui.process.launcher import LaunchSpec, config_facts
+from tui.process.spec import LaunchSpec, config_facts
 from tui.screens import launch as launch_module
 from tui.screens.launch import LaunchScreen
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.tui.conftest import make_app, tables_settled, wait_for
-from tui.process.launcher import LaunchSpec
+from tui.process.spec import LaunchSpec
 from tui.screens import launch as launch_module
 from tui.screens.compare import CompareScreen
 from tui.screens.launch import LaunchScreen

@@ -22,7 +22,7 @@ from engine.weightsource import started_from
 from tests.tui.conftest import make_app, make_run, plain, run_pilot, wait_for
 from tests.tui.test_monitor import MonitorHost, header_text
 from tests.weights_server import WeightsServer
-from tui.process.launcher import LaunchSpec
+from tui.process.spec import LaunchSpec
 from tui.screens import launch as launch_module
 from tui.screens.launch import LaunchScreen
 from tui.screens.weights_picker import WeightsPickerScreen

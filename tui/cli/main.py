@@ -199,7 +199,8 @@ def run(
     runs_dir: RunsDir = DEFAULT_RUNS,
 ) -> None:
     """Start a training run: the TUI's launch form, or --headless on a server."""
-    from tui.process.launcher import WEIGHT_KEYS, LaunchSpec, launch, run_worker_node, validate_spec
+    from tui.process.launcher import launch, run_worker_node
+    from tui.process.spec import WEIGHT_KEYS, LaunchSpec, validate_spec
 
     set_offline(offline)
     spec = LaunchSpec(config=config, overrides=list(opt), runs_dir=runs_dir, name=name,
@@ -258,7 +259,7 @@ def _say_generation(spec: Any) -> None:
     """Say where the shapes dataset is about to be generated (``synthesize``), before the
     engine starts writing it (a bad config is reported by the launch itself)."""
     from engine.config import load_and_validate
-    from tui.process.launcher import generation_notes
+    from tui.process.spec import generation_notes
 
     try:
         notes = generation_notes(load_and_validate(spec.config, spec.all_overrides())[1],
@@ -272,7 +273,7 @@ def _say_generation(spec: Any) -> None:
 def _joins_as_worker(spec: Any) -> bool:
     """Whether this machine is a node other than 0 (``--node-rank``, or ``NODE_RANK`` under
     ``fleet: true``)."""
-    from tui.process.launcher import resolve_rendezvous, validate_spec
+    from tui.process.spec import resolve_rendezvous, validate_spec
 
     try:
         return resolve_rendezvous(spec, validate_spec(spec)).node_rank > 0

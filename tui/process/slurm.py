@@ -39,7 +39,8 @@ from pathlib import Path
 
 from engine.protocol.errors import ConfigError, RunError
 from engine.protocol.rundir import check_run_id, slugify
-from tui.process.launcher import LaunchSpec, train_argv, validate_spec
+from tui.process.launcher import train_argv
+from tui.process.spec import LaunchSpec, validate_spec
 
 SIGNAL_LEAD_S = 300  # SIGUSR1 this long before the time limit
 CHECKPOINT_WAIT_S = 240  # the trap waits at most this long for the checkpoint

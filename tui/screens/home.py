@@ -24,7 +24,7 @@ from textual.widgets import Footer, Input, Static
 from engine.protocol.errors import UserError
 from engine.protocol.rundir import RunDirectory
 from tui.process import launcher
-from tui.process.launcher import LaunchSpec
+from tui.process.spec import LaunchSpec
 from tui.runs.index import UNREADABLE, RunRow, RunsIndex, ScanResult
 from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question

@@ -1,12 +1,12 @@
 """The launch form: trainer, weights, eval, determinism, AMP, device, processes, overrides.
 
 The form is re-validated (in a thread, debounced) on every change with the same validator
-the engine uses (``tui.process.launcher.validate_spec``, no torch), so a bad key or a missing
+the engine uses (``tui.process.spec.validate_spec``, no torch), so a bad key or a missing
 weights file shows inline before anything starts. ``ctrl+s`` (or enter in a text field)
 launches the engine detached and dismisses with ``(RunDirectory, Popen)``.
 
 The fields follow the trainer the config (and the trainer choice) runs, read as the
-validation runs (``tui.process.launcher.config_facts``): a semi-supervised trainer shows the
+validation runs (``tui.process.spec.config_facts``): a semi-supervised trainer shows the
 teacher and student weights and the unlabeled set (its folder prefilled from
 ``UnsupTrainDataset``, overridable); co-tuning asks for the source detector's weights
 (``pretrain_weights``), and the form refuses to launch without them, naming the key.
@@ -39,16 +39,8 @@ from engine.protocol.rundir import RunDirectory
 from engine.sysinfo import cuda_device_count, gpus, nvml_status
 from engine.trainers.catalogue import TRAINERS
 from engine.weightsource import plan as plan_source
-from tui.process.launcher import (
-    WEIGHT_KEYS,
-    ConfigFacts,
-    LaunchSpec,
-    config_facts,
-    engine_argv,
-    launch,
-    trainer_name,
-    validate_spec,
-)
+from tui.process.launcher import engine_argv, launch, trainer_name
+from tui.process.spec import WEIGHT_KEYS, ConfigFacts, LaunchSpec, config_facts, validate_spec
 from tui.safetext import safe_text
 from tui.screens.file_picker import FilePickerScreen
 from tui.screens.weights_picker import WeightsPickerScreen

@@ -41,7 +41,8 @@ from engine.protocol.rundir import ACTIVE, RunDirectory
 from tui.process import launcher
 from tui.runs.eventscan import TERM_PREFIX
 from tui.runs.filetail import LogTail
-from tui.runs.runmodel import RunModel, RunSnapshot
+from tui.runs.history import RunSnapshot
+from tui.runs.runmodel import RunModel
 from tui.safetext import printable, safe_text
 from tui.screens.confirm import ConfirmScreen, stop_question
 from tui.screens.error import ErrorReport, ErrorScreen, note_started, report_run_failure

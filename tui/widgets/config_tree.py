@@ -27,7 +27,7 @@ from engine.config import load_config, validate
 from engine.config.loader import LoadedConfig
 from engine.config.schema import trainer_name
 from engine.protocol.errors import UserError
-from tui.process.launcher import check_data
+from tui.process.spec import check_data
 from tui.safetext import safe_text
 
 CONFIG_SUFFIXES = (".yml", ".yaml")

@@ -9,8 +9,8 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from engine.protocol.rundir import ACTIVE
+from tui.runs.history import RunSnapshot
 from tui.runs.progress import RunProgress, evaluating_text
-from tui.runs.runmodel import RunSnapshot
 from tui.safetext import safe_markup as escape  # text from run.json: no markup, no controls
 
 __all__ = ["RunHeader", "format_duration", "set_subtitle", "short_time"]

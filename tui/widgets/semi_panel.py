@@ -25,7 +25,7 @@ from textual.widgets import Static
 
 from tui.downsample import minmax_columns
 from tui.runs.eventscan import STATS_PREFIX
-from tui.runs.runmodel import RunSnapshot
+from tui.runs.history import RunSnapshot
 from tui.runs.semiinfo import Relationship, phase_line, semi_schedule, stat_label
 from tui.safetext import safe_text
 
