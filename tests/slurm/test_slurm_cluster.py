@@ -190,8 +190,10 @@ def requeued_job(slurm_cluster: Cluster, tmp_path_factory: pytest.TempPathFactor
 
 def test_dettui_stop_cancels_the_slurm_job_and_resume_continues_here(
         slurm_cluster: Cluster, requeued_job: dict[str, Any], tmp_path: Path) -> None:
+    # 80 steps: enough that the job is still training when `dettui stop` reaches it (with
+    # 30, a quiet machine once finished the job between iteration 3 and the stop)
     job, run = submit(slurm_cluster, tmp_path / "runs", "cancelled", "--no-eval",
-                      *as_opts(overrides(tmp_path / "data", epochs=2, epoch_iter=15)))
+                      *as_opts(overrides(tmp_path / "data", epochs=2, epoch_iter=40)))
     wait_running_job(slurm_cluster, run, job)
     wait_iter(run, 3, timeout=180)
 
@@ -215,7 +217,7 @@ def test_dettui_stop_cancels_the_slurm_job_and_resume_continues_here(
     assert m["status"] == "interrupted" and m["exit_code"] == 130, m
     assert events(run, "status")[-1]["message"] == "stopped by a signal after a checkpoint"
     stopped_at = load_checkpoint(run / "checkpoints" / "last.pt")["iter"]
-    assert stopped_at == last_iter(run) < 30
+    assert stopped_at == last_iter(run) < 80
 
     resumed = subprocess.run(dettui_cmd("resume", run.name, "--headless", "--runs-dir",
                                         str(run.parent)),
@@ -227,7 +229,7 @@ def test_dettui_stop_cancels_the_slurm_job_and_resume_continues_here(
     assert m["slurm_job_id"] is None  # resumed here: `dettui stop` now signals locally
     start = events(run, "start")[-1]
     assert start["resume_from"] == str(run / "checkpoints" / "last.pt")
-    assert start["start_iter"] == stopped_at and last_iter(run) == 30
+    assert start["start_iter"] == stopped_at and last_iter(run) == 80
 
 
 def test_time_limit_usr1_checkpoint_requeue_resume_equal_to_a_plain_run(
