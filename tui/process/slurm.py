@@ -87,6 +87,21 @@ def _q(value: object) -> str:
     return shlex.quote(str(value))
 
 
+def _wait_then_exit(var: str) -> str:
+    """Shell lines that wait for the background process ``$var`` and exit with its status.
+    A trap (USR1, TERM) cuts a ``wait`` short with a status over 128: wait again while it
+    runs; once it has ended, take its own status if that cut-short wait did not."""
+    return f"""rc=0
+while :; do
+  wait "${var}"; rc=$?
+  kill -0 "${var}" 2>/dev/null && continue
+  wait "${var}" 2>/dev/null; last=$?; [ "$last" = 127 ] || rc=$last
+  break
+done
+exit "$rc"
+"""
+
+
 def node_command(spec: LaunchSpec, run_dir: Path, name: str, *, python: str) -> str:
     """The per-node script (run by ``srun`` once per node): torchrun immune to SIGUSR1,
     SIGUSR1 and SIGTERM passed on to the engine processes, torchrun's exit code returned.
@@ -107,16 +122,7 @@ torchrun=$!
 # processes, torchrun's children; the handlers also keep this shell alive meanwhile.
 trap 'pkill -USR1 -P "$torchrun"' USR1
 trap 'pkill -TERM -P "$torchrun"' TERM
-rc=0
-while :; do  # a trap cuts a wait short (status > 128): wait again while it runs
-  wait "$torchrun"; rc=$?
-  kill -0 "$torchrun" 2>/dev/null && continue
-  # It ended during a trap: its own status, if that cut-short wait did not take it.
-  wait "$torchrun" 2>/dev/null; last=$?; [ "$last" = 127 ] || rc=$last
-  break
-done
-exit "$rc"
-"""
+{_wait_then_exit('torchrun')}"""
 
 
 def render_sbatch(spec: LaunchSpec, run_id: str, *, workdir: Path, python: str | None = None,
@@ -200,16 +206,7 @@ trap checkpoint_and_requeue USR1
 
 srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c "$NODE_SCRIPT" &
 step=$!
-rc=0
-while :; do  # the trap cuts a wait short (status > 128): wait again while it runs
-  wait "$step"; rc=$?
-  kill -0 "$step" 2>/dev/null && continue
-  # It ended during the trap: its own status, if that cut-short wait did not take it.
-  wait "$step" 2>/dev/null; last=$?; [ "$last" = 127 ] || rc=$last
-  break
-done
-exit "$rc"
-"""
+{_wait_then_exit('step')}"""
 
 
 def write_sbatch(spec: LaunchSpec, *, sbatch_options: list[str] | None = None,
