@@ -22,7 +22,11 @@ tables and the commands); on 2 cores with ``--jobs 3``, estimated from earlier t
 took 46 minutes side by side, one thread each). ``labeled_views`` is an ablation, not a
 method: the DenseTeacher config with its unlabeled loss weight 0 (the labeled weak + strong
 views and the EMA teacher alone), so a gain can be told apart from what the strong
-augmentation of the labeled views gives by itself.
+augmentation of the labeled views gives by itself; ``labeled_views_rtdetr`` is the same for
+Semi-RT-DETR (its config, ``DETR_SSOD.train_cfg.unsup_weight=0``). ``--workdir DIR`` keeps
+the runs: a later invocation with the same DIR reuses every finished run of the same
+settings (a run's folder is named by a digest of its config, overrides and threads), so
+adding seeds, methods or a longer ``--iters`` reuses the burn-ins.
 
 Schedule, per family and seed: one supervised burn-in of ``--burn-in`` iterations (the
 family's supervised config), shared by every method of the family; then each method trains
@@ -45,7 +49,8 @@ The AP of a run is the AP of its last evaluation, of the model the method evalua
 baselines). The first table gives mean +- std over the seeds, seconds per run (the burn-in
 apart) and images/s (measured by the engine, so compare runs of one invocation only; with
 ``--jobs`` they are shared-core numbers). The second gives each semi-supervised method's
-gain over its supervised baseline (and over ``labeled_views`` when it ran): the mean of the
+gain over its supervised baseline (and over its family's labeled-views ablation when it
+ran: the unlabeled images' own share): the mean of the
 per-seed AP differences (same seed, same burn-in) with a 95% Student-t interval on them;
 the target is "met" only when that mean reaches it AND the interval's lower end is above 0
 (never from one seed). With ``--json`` the last line is one JSON object of mean AP (0-1) per
@@ -55,7 +60,9 @@ method.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import statistics
@@ -106,6 +113,7 @@ class Method:
     baseline: str | None    # the supervised method it must beat
     target_gain: float      # AP points over the baseline
     start_now: tuple[str, ...] = ()  # overrides: semi losses and teacher from step 0
+    ablation: str | None = None  # its family's labeled-views arm (unlabeled loss off)
 
 
 FAMILIES: dict[str, Family] = {
@@ -122,9 +130,9 @@ METHODS: dict[str, Method] = {
     "supervised": Method(FAMILIES["fcos"].config, "fcos", None, 0.0),
     "DenseTeacher": Method("configs/semi_det/denseteacher/denseteacher_fcos_tiny_shapes.yml",
                            "fcos", "supervised", 3.0,
-                           ("semi_start_iters=0", "ema_start_iters=0")),
+                           ("semi_start_iters=0", "ema_start_iters=0"), "labeled_views"),
     "ARSL": Method("configs/semi_det/arsl/arsl_fcos_tiny_shapes.yml", "fcos", "supervised",
-                   3.0, ("SEMISUPNET.BURN_UP_STEP=0",)),
+                   3.0, ("SEMISUPNET.BURN_UP_STEP=0",), "labeled_views"),
     # Not a method: DenseTeacher with its unlabeled loss off (the same labeled weak + strong
     # views, the same EMA teacher evaluated), to tell what the unlabeled images add from
     # what the strong labeled views and the teacher's averaging add.
@@ -134,7 +142,13 @@ METHODS: dict[str, Method] = {
                              "DenseTeacher.train_cfg.unsup_weight=0")),
     "supervised_rtdetr": Method(FAMILIES["rtdetr"].config, "rtdetr", None, 0.0),
     "Semi_RTDETR": Method("configs/semi_det/semi_rtdetr/semi_rtdetr_tiny_shapes.yml",
-                          "rtdetr", "supervised_rtdetr", 2.0, ("ema_start_iters=0",)),
+                          "rtdetr", "supervised_rtdetr", 2.0, ("ema_start_iters=0",),
+                          "labeled_views_rtdetr"),
+    # The same ablation for Semi-RT-DETR: its labeled weak + strong views and its EMA
+    # teacher (evaluated first, as Semi_RTDETR's), the pseudo-label loss weight 0.
+    "labeled_views_rtdetr": Method(
+        "configs/semi_det/semi_rtdetr/semi_rtdetr_tiny_shapes.yml", "rtdetr", None, 0.0,
+        ("ema_start_iters=0", "DETR_SSOD.train_cfg.unsup_weight=0")),
 }
 DEFAULT_METHODS = ("supervised", "DenseTeacher", "ARSL")
 
@@ -150,10 +164,26 @@ class RunResult:
     losses: dict[str, float]  # the last logged step's loss terms
 
 
+def run_folder(workdir: Path, name: str, config: str, overrides: list[str],
+               threads: int) -> Path:
+    """The folder of one engine run: ``name`` plus a digest of everything its result depends
+    on (config, overrides, threads), so a kept ``--workdir`` reuses a run only for the very
+    same settings and a changed setting gets a folder of its own."""
+    key = json.dumps([config, overrides, threads]).encode()
+    return workdir / "runs" / f"{name}-{hashlib.sha256(key).hexdigest()[:8]}"
+
+
 def train(config: str, run: Path, workdir: Path, overrides: list[str],
           threads: int = DEFAULT_THREADS) -> float:
     """One engine run (``python -m engine train`` on ``threads`` intra-op CPU threads); its
-    wall seconds."""
+    wall seconds. A run finished by an earlier invocation with the same ``--workdir`` (same
+    folder, so the same settings) is not run again: its recorded seconds are returned."""
+    done = run / "bench.json"
+    if done.is_file():
+        return float(json.loads(done.read_text())["seconds"])
+    if run.exists():
+        raise SystemExit(f"{run}: an unfinished run of an earlier invocation (interrupted?); "
+                         "delete that folder to run it again")
     run.mkdir(parents=True)
     cmd = [sys.executable, "-m", "engine", "train", str(REPO / config), "--run-dir", str(run)]
     for o in overrides:
@@ -164,7 +194,10 @@ def train(config: str, run: Path, workdir: Path, overrides: list[str],
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"{run.name} failed (exit {proc.returncode}); see {run}")
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    done.write_text(json.dumps({"seconds": seconds, "config": config,
+                                "overrides": overrides, "threads": threads}))
+    return seconds
 
 
 def prepare_data(methods: list[str], workdir: Path, user: list[str]) -> None:
@@ -197,14 +230,14 @@ def prepare_data(methods: list[str], workdir: Path, user: list[str]) -> None:
 def burn_in(family: str, seed: int, workdir: Path, steps: int, user: list[str],
             threads: int = DEFAULT_THREADS) -> Path:
     """The family's supervised burn-in for ``seed`` (run once); its last checkpoint."""
-    run = workdir / "runs" / f"burn-in-{family}-seed{seed}"
-    if not run.exists():
-        spec = FAMILIES[family]
-        seconds = train(spec.config, run, workdir,
-                        [f"seed={seed}", "epoch=1", f"epoch_iter={steps}", "snapshot_epoch=1",
-                         *spec.eval_overrides(), *user], threads)
+    spec = FAMILIES[family]
+    overrides = [f"seed={seed}", "epoch=1", f"epoch_iter={steps}", "snapshot_epoch=1",
+                 *spec.eval_overrides(), *user]
+    run = run_folder(workdir, f"burn-in-{family}-seed{seed}", spec.config, overrides, threads)
+    if not (run / "bench.json").is_file():  # run once per seed, for all the family's methods
+        seconds = train(spec.config, run, workdir, overrides, threads)
         ap = [e for e in read_events(run / "events.jsonl") if e["type"] == "eval"][-1]
-        print(f"{'burn-in ' + family:<18} seed {seed}: AP {ap['metrics']['AP']:.4f}, "
+        print(f"{'burn-in ' + family:<20} seed {seed}: AP {ap['metrics']['AP']:.4f}, "
               f"{steps} iters, {seconds:.0f} s", flush=True)
     return run / "checkpoints" / "last.pt"
 
@@ -212,11 +245,11 @@ def burn_in(family: str, seed: int, workdir: Path, steps: int, user: list[str],
 def run_once(method: str, seed: int, workdir: Path, weights: Path, steps: int,
              user: list[str], threads: int = DEFAULT_THREADS) -> RunResult:
     spec = METHODS[method]
-    run = workdir / "runs" / f"{method}-seed{seed}"
-    seconds = train(spec.config, run, workdir,
-                    [f"seed={seed}", "epoch=1", f"epoch_iter={steps}", "snapshot_epoch=1",
-                     f"pretrain_weights={weights}", *spec.start_now,
-                     *FAMILIES[spec.family].eval_overrides(), *user], threads)
+    overrides = [f"seed={seed}", "epoch=1", f"epoch_iter={steps}", "snapshot_epoch=1",
+                 f"pretrain_weights={weights}", *spec.start_now,
+                 *FAMILIES[spec.family].eval_overrides(), *user]
+    run = run_folder(workdir, f"{method}-seed{seed}", spec.config, overrides, threads)
+    seconds = train(spec.config, run, workdir, overrides, threads)
     events = read_events(run / "events.jsonl")
     evals = [e for e in events if e["type"] == "eval"]
     trains = [e for e in events if e["type"] == "train"]
@@ -256,7 +289,7 @@ def run_seeds(methods: list[str], seeds: list[int], workdir: Path, *, jobs: int 
             with lock:
                 results[method][seed] = r
                 if echo:
-                    print(f"{method:<18} seed {seed}: AP {r.ap:.4f} ({r.model}), best "
+                    print(f"{method:<20} seed {seed}: AP {r.ap:.4f} ({r.model}), best "
                           f"{r.best_ap:.4f}, {r.iters} iters, {r.seconds:.0f} s, "
                           f"{r.ips:.1f} images/s", flush=True)
 
@@ -277,21 +310,21 @@ def run_seeds(methods: list[str], seeds: list[int], workdir: Path, *, jobs: int 
 
 def gains(results: dict[str, dict[int, RunResult]]) -> list[tuple[str, str, PairedGain]]:
     """(method, what it is compared with, paired gain in AP points) for every method whose
-    baseline ran, and for the FCOS semi methods also over ``labeled_views`` when it ran."""
+    baseline ran, and also over its family's labeled-views ablation when that ran."""
     ap = {m: {seed: r.ap for seed, r in by_seed.items()} for m, by_seed in results.items()}
     rows = []
     for method in results:
         spec = METHODS[method]
         if spec.baseline and ap.get(spec.baseline):
             rows.append((method, spec.baseline, paired_over(ap[method], ap[spec.baseline])))
-        if spec.family == "fcos" and spec.baseline and ap.get("labeled_views"):
-            rows.append((method, "labeled_views", paired_over(ap[method], ap["labeled_views"])))
+        if spec.ablation and ap.get(spec.ablation):
+            rows.append((method, spec.ablation, paired_over(ap[method], ap[spec.ablation])))
     return rows
 
 
 def print_report(results: dict[str, dict[int, RunResult]]) -> dict[str, float]:
     """The per-method table and the paired gains with their intervals; mean AP per method."""
-    print(f"\n{'method':<18} {'AP (mean +- std)':>18} {'best AP':>9} {'seeds':>5} "
+    print(f"\n{'method':<20} {'AP (mean +- std)':>18} {'best AP':>9} {'seeds':>5} "
           f"{'s/run':>6} {'img/s':>6}")
     print("-" * 67)
     means: dict[str, float] = {}
@@ -300,12 +333,12 @@ def print_report(results: dict[str, dict[int, RunResult]]) -> dict[str, float]:
         m, s = mean_std([r.ap for r in runs])
         means[method] = m
         best = statistics.mean(r.best_ap for r in runs)
-        print(f"{method:<18} {m:>9.4f} +- {s:.4f} {best:>9.4f} {len(runs):>5} "
+        print(f"{method:<20} {m:>9.4f} +- {s:.4f} {best:>9.4f} {len(runs):>5} "
               f"{statistics.mean(r.seconds for r in runs):>6.0f} "
               f"{statistics.mean(r.ips for r in runs):>6.1f}")
     rows = gains(results)
     if rows:
-        print(f"\n{'method':<18} {'over':<18} {'gain':>6} {'95% CI':>14} {'target':>7} "
+        print(f"\n{'method':<20} {'over':<20} {'gain':>6} {'95% CI':>14} {'target':>7} "
               f"{'met':>4}  per seed")
         print("-" * 93)
         for method, over, g in rows:
@@ -313,13 +346,13 @@ def print_report(results: dict[str, dict[int, RunResult]]) -> dict[str, float]:
             met = "" if target is None else ("yes" if g.met(target) else "NO")
             goal = "" if target is None else f"+{target:.0f}"
             per_seed = " ".join(f"{d:+.1f}" for d in g.diffs)
-            print(f"{method:<18} {over:<18} {g.mean:>+6.1f} {format_ci(g):>14} {goal:>7} "
+            print(f"{method:<20} {over:<20} {g.mean:>+6.1f} {format_ci(g):>14} {goal:>7} "
                   f"{met:>4}  {per_seed}")
         print("gain: mean over seeds of the per-seed AP difference in points (same seed, same "
               "burn-in, same labeled images, same iterations); 95% CI: Student-t interval on "
               "those differences (n-1 degrees of freedom); met: the mean reaches the target "
               "AND the interval's lower end is above 0 (never with 1 seed); over "
-              "labeled_views: what the unlabeled images add")
+              "labeled_views(_rtdetr): what the unlabeled images add")
     return means
 
 
@@ -348,6 +381,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",
                     help=f"intra-op CPU threads of every run (default {DEFAULT_THREADS}); "
                          "AP is reproducible only at the same T (and CPU type)")
+    ap.add_argument("--workdir", type=Path, metavar="DIR",
+                    help="keep the runs (and the generated data) under DIR instead of a "
+                         "temporary folder; a later invocation with the same DIR reuses "
+                         "every finished run of the same settings (burn-ins included), so "
+                         "more seeds, methods or --iters cost only the new runs")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of mean AP")
     ap.add_argument("-o", "--opt", action="append", default=[],
                     help="override for every run, burn-ins included (after the bench's own)")
@@ -362,8 +400,10 @@ def main() -> int:
             FAMILIES[name] = dataclasses.replace(family, val_images=args.val_images)
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    with tempfile.TemporaryDirectory(prefix="dettui-semi-") as tmp:
-        results = run_seeds(args.methods, seeds, Path(tmp), jobs=args.jobs,
+    with contextlib.ExitStack() as stack:
+        workdir = (args.workdir.resolve() if args.workdir else
+                   Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dettui-semi-"))))
+        results = run_seeds(args.methods, seeds, workdir, jobs=args.jobs,
                             threads=args.threads, burn_in_steps=args.burn_in,
                             iters=args.iters, user=args.opt)
     means = print_report(results)

@@ -75,6 +75,40 @@ def test_report_says_met_only_with_the_interval_above_zero(capsys) -> None:
     assert rows["ARSL"][2:7] == ["+4.0", "[+2.8,", "+5.2]", "+3", "yes"]
 
 
+def test_report_gives_every_semi_method_its_unlabeled_share(capsys) -> None:
+    """Each semi method is also compared with its family's labeled-views ablation (the
+    same method, unlabeled loss weight 0): RT-DETR's as well as FCOS's."""
+    def result(ap: float) -> semi_gain.RunResult:
+        return semi_gain.RunResult(ap=ap, best_ap=ap, seconds=1.0, ips=1.0, iters=1,
+                                   model="teacher", losses={})
+
+    results = {"supervised_rtdetr": {s: result(0.80) for s in range(3)},
+               "labeled_views_rtdetr": {s: result(a) for s, a in enumerate([0.81, 0.82, 0.83])},
+               "Semi_RTDETR": {s: result(a) for s, a in enumerate([0.83, 0.83, 0.83])},
+               "supervised": {s: result(0.5) for s in range(3)},
+               "labeled_views": {s: result(0.52) for s in range(3)},
+               "ARSL": {s: result(0.55) for s in range(3)}}
+    semi_gain.print_report(results)
+    rows = {tuple(line.split()[:2]): line.split()[2]
+            for line in capsys.readouterr().out.splitlines() if len(line.split()) > 2}
+    assert rows[("Semi_RTDETR", "supervised_rtdetr")] == "+3.0"
+    assert rows[("Semi_RTDETR", "labeled_views_rtdetr")] == "+1.0"  # +2, +1, +0
+    assert rows[("ARSL", "labeled_views")] == "+3.0"
+    assert ("ARSL", "labeled_views_rtdetr") not in rows  # never across families
+    assert semi_gain.METHODS["labeled_views_rtdetr"].config == semi_gain.METHODS[
+        "Semi_RTDETR"].config
+    assert "DETR_SSOD.train_cfg.unsup_weight=0" in semi_gain.METHODS[
+        "labeled_views_rtdetr"].start_now
+
+
+def test_a_half_finished_run_in_a_kept_workdir_is_not_reused(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "supervised-seed0-0123abcd"
+    run.mkdir(parents=True)  # an earlier invocation was killed during this run
+    with pytest.raises(SystemExit, match="unfinished run"):
+        semi_gain.train("configs/semi_det/baseline/fcos_tiny_shapes_sup10.yml", run,
+                        tmp_path, [])
+
+
 # --- the thread count of a run --------------------------------------------------------------
 
 
@@ -118,6 +152,27 @@ def test_semi_gain_jobs_1_and_2_give_the_same_ap_per_seed(tmp_path: Path) -> Non
     assert out[1]["supervised"][0].ap > 0  # a real AP, not two empty detectors agreeing
     assert out[1]["supervised"][0].losses != out[1]["supervised"][1].losses  # seeds differ
     assert DEFAULT_THREADS == 1
+
+
+@pytest.mark.slow
+def test_a_kept_workdir_reuses_exactly_the_runs_of_the_same_settings(tmp_path: Path) -> None:
+    """``--workdir``: the same settings again start no engine and give the same AP; other
+    ``--iters`` reuse the burn-in and train only the new run."""
+    def runs() -> dict[str, float]:
+        return {p.name: p.stat().st_mtime for p in (tmp_path / "runs").iterdir()}
+
+    first = semi_gain.run_seeds(["supervised"], [0], tmp_path, burn_in_steps=3, iters=2,
+                                user=TINY, echo=False)["supervised"][0]
+    before = runs()
+    assert len(before) == 2  # the burn-in and the method's run
+    again = semi_gain.run_seeds(["supervised"], [0], tmp_path, burn_in_steps=3, iters=2,
+                                user=TINY, echo=False)["supervised"][0]
+    assert runs() == before and again.ap == first.ap and again.losses == first.losses
+    longer = semi_gain.run_seeds(["supervised"], [0], tmp_path, burn_in_steps=3, iters=3,
+                                 user=TINY, echo=False)["supervised"][0]
+    after = runs()
+    assert len(after) == 3 and {k: after[k] for k in before} == before
+    assert longer.iters == 3 and first.iters == 2
 
 
 # A tiny source Faster R-CNN (3 iterations on 16 images) and 2-iteration transfers from it.
