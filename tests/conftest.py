@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # working tree, where `synthesize` otherwise refuses to create one (issue 19.7; its own
 # test unsets this).
 os.environ.setdefault("DETTUI_SYNTHESIZE_ANYWHERE", "1")
+
+# A suite started in the background by a shell without job control (`bash .ci/run &` in a
+# script) inherits SIGINT ignored, and so would every engine, console and stand-in process
+# the tests start: the tests that stop a run with SIGINT (what Ctrl-C and `dettui stop`
+# send) would then fail for how the suite was started, not for the code. A Python handler
+# is not inherited across exec: the processes the tests start get the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Hypothesis (tests/security/test_fuzz_readers.py): "ci" by default, a few hundred examples
 # per reader; `pytest --hypothesis-profile=deep` for a longer local run.

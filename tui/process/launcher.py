@@ -112,13 +112,32 @@ def supervised(run_dir: Path, argv: list[str], max_restarts: int) -> list[str]:
             "--max-restarts", str(max_restarts), *extra, "--", *argv]
 
 
+# Runs in the child between fork and the engine's exec (same pid, so the recorded pid and
+# start time are the engine's): SIGINT back to its default, then the engine command.
+_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def with_default_sigint(argv: list[str]) -> list[str]:
+    """``argv`` so that it starts with SIGINT at its default even when this process ignores
+    it. A shell without job control starts a background command (``nohup dettui run ... &``
+    in a script) with SIGINT ignored, and an ignored signal stays ignored across exec: the
+    engine, torchrun or the supervisor would then ignore the SIGINT that ``dettui stop`` and
+    a Ctrl-C in the console send as "checkpoint and stop" (the engine runs in its own
+    session, so a terminal's Ctrl-C never reaches it directly)."""
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        return argv  # a Python handler or the default: the child starts with the default
+    return [sys.executable, "-I", "-S", "-c", _DEFAULT_SIGINT, *argv]
+
+
 def _spawn(run: RunDirectory, argv: list[str]) -> subprocess.Popen:
     log = open_run_file(run.stderr_log, "ab")  # handed to the child, closed below
     try:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, env=env, cwd=os.getcwd())
+        proc = subprocess.Popen(with_default_sigint(argv), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True, env=env,
+                                cwd=os.getcwd())
     finally:
         log.close()
     return proc
