@@ -11,15 +11,18 @@ seed's AP by 0.01-0.02). AP can still differ on another CPU type or another ``--
     python benchmarks/semi_gain.py [--seeds 5] [--first-seed 0] [--methods supervised
                                    DenseTeacher ARSL supervised_rtdetr Semi_RTDETR]
                                    [--burn-in N] [--iters N] [--val-images N] [--jobs N]
-                                   [--threads T] [--json] [-o key=value ...]
+                                   [--threads T] [--workdir DIR] [--json]
+                                   [-o key=value ...]
 
 Two families, each against its own supervised baseline: the tiny FCOS (``supervised``,
 ``DenseTeacher``, ``ARSL``) and the tiny RT-DETR (``supervised_rtdetr``, ``Semi_RTDETR``).
 The default runs the FCOS family, 5 seeds (README, "Semi-supervised evidence", has the
-tables and the commands); on 2 cores with ``--jobs 3``, estimated from earlier timings: about
-35 minutes for the FCOS family with ``labeled_views``, about 65 with ``--burn-in 1250
---val-images 1000``, about 77 for ``--methods supervised_rtdetr Semi_RTDETR`` (3 seeds of it
-took 46 minutes side by side, one thread each). ``labeled_views`` is an ablation, not a
+tables and the commands). Measured on 2 cores, 1 thread per run, ``--jobs 5`` (CPU seconds
+of all runs, so the wall time of 2 quiet cores is half of it): the FCOS family with
+``labeled_views`` 4,916 s (about 41 minutes); ``--methods supervised_rtdetr Semi_RTDETR``
+about 7,300 s (61 minutes: per seed a 852 s burn-in, 221 s supervised, 381 s Semi-RT-DETR),
+and 76 minutes with ``labeled_views_rtdetr``; ``--burn-in 1250 --val-images 1000`` for FCOS
+about 65 minutes (estimated from its 4-seed timings). ``labeled_views`` is an ablation, not a
 method: the DenseTeacher config with its unlabeled loss weight 0 (the labeled weak + strong
 views and the EMA teacher alone), so a gain can be told apart from what the strong
 augmentation of the labeled views gives by itself; ``labeled_views_rtdetr`` is the same for
